@@ -1,0 +1,188 @@
+"""Settings, read once from the environment and `.env`, then passed in.
+
+Every field documents itself: the README's configuration table is generated from this class
+(`kbbot config --markdown`), so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from retrieval.errors import ConfigError
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    # --- storage -------------------------------------------------------------------------------
+    database_url: SecretStr | None = Field(
+        None,
+        validation_alias=_env("DATABASE_URL"),
+        description="PostgreSQL with pgvector >= 0.8.4. Unset: an embedded PostgreSQL is started.",
+    )
+    data_dir: Path = Field(
+        Path(platformdirs.user_data_dir("kbbot")),
+        validation_alias=_env("KBBOT_DATA_DIR"),
+        description="Where the embedded PostgreSQL keeps its data.",
+    )
+
+    # --- embeddings ----------------------------------------------------------------------------
+    embedding_provider: Literal["local", "openai"] = Field(
+        "local",
+        validation_alias=_env("KBBOT_EMBEDDING_PROVIDER"),
+        description="`local` (offline all-MiniLM-L6-v2) or `openai` (any OpenAI-compatible endpoint).",
+    )
+    embedding_model: str = Field(
+        "",
+        validation_alias=_env("KBBOT_EMBEDDING_MODEL"),
+        description="Model name; default all-MiniLM-L6-v2 (local) or text-embedding-3-small (openai).",
+    )
+    embedding_base_url: str | None = Field(
+        None,
+        validation_alias=_env("KBBOT_EMBEDDING_BASE_URL"),
+        description="Embeddings endpoint for `openai`; falls back to OPENAI_BASE_URL.",
+    )
+    embedding_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_env("KBBOT_EMBEDDING_API_KEY"),
+        description="API key for the embeddings endpoint; falls back to OPENAI_API_KEY.",
+    )
+    embedding_batch_size: int = Field(
+        64, ge=1, le=2048, validation_alias=_env("KBBOT_EMBEDDING_BATCH_SIZE"),
+        description="Chunks per embedding call.",
+    )
+
+    # --- chunking and search -------------------------------------------------------------------
+    chunk_max_tokens: int = Field(
+        200, ge=32, le=2000, validation_alias=_env("KBBOT_CHUNK_MAX_TOKENS"),
+        description="Upper bound of a chunk, in embedding-model tokens.",
+    )
+    search_mode: Literal["hybrid", "dense", "lexical"] = Field(
+        "hybrid", validation_alias=_env("KBBOT_SEARCH_MODE"),
+        description="Retrieval: dense (pgvector HNSW), lexical (BM25) or both fused.",
+    )
+    top_k: int = Field(
+        5, ge=1, le=50, validation_alias=_env("KBBOT_TOP_K"),
+        description="Passages given to the answerer.",
+    )
+    min_relevance: float = Field(
+        0.35, ge=0.0, le=1.0, validation_alias=_env("KBBOT_MIN_RELEVANCE"),
+        description="Below this cosine similarity of the best passage the bot abstains (calibrated, see "
+        "BENCHMARKS.md).",
+    )
+    hnsw_ef_search: int = Field(
+        100, ge=10, le=1000, validation_alias=_env("KBBOT_HNSW_EF_SEARCH"),
+        description="pgvector hnsw.ef_search: recall/latency trade-off of dense search.",
+    )
+    sources_file: Path | None = Field(
+        None, validation_alias=_env("KBBOT_SOURCES_FILE"),
+        description="YAML file declaring the sources that `kbbot sync`, the worker and /reindex read.",
+    )
+
+    # --- answer synthesis (LLM) ----------------------------------------------------------------
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=_env("OPENAI_API_KEY"),
+        description="Enables LLM answers (with OPENAI_BASE_URL for non-OpenAI endpoints).",
+    )
+    openai_base_url: str | None = Field(
+        None, validation_alias=_env("OPENAI_BASE_URL"),
+        description="OpenAI-compatible endpoint (Azure OpenAI, vLLM, Ollama...).",
+    )
+    llm_model: str = Field(
+        "gpt-4o-mini", validation_alias=_env("KBBOT_LLM_MODEL"),
+        description="Base chat model for answer synthesis.",
+    )
+    llm_timeout_s: float = Field(
+        30.0, gt=0, validation_alias=_env("KBBOT_LLM_TIMEOUT"),
+        description="Seconds per LLM call before falling back.",
+    )
+
+    # --- Slack ---------------------------------------------------------------------------------
+    slack_bot_token: SecretStr | None = Field(
+        None, validation_alias=_env("SLACK_BOT_TOKEN"), description="xoxb- token of the Slack app."
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=_env("SLACK_SIGNING_SECRET"),
+        description="Verifies HTTP Events requests.",
+    )
+    slack_app_token: SecretStr | None = Field(
+        None, validation_alias=_env("SLACK_APP_TOKEN"),
+        description="xapp- token: when set, the bot runs in Socket Mode.",
+    )
+    slack_api_url: str = Field(
+        "https://slack.com/api/", validation_alias=_env("SLACK_API_URL"),
+        description="Slack Web API base URL (GovSlack, proxies, tests).",
+    )
+    port: int = Field(3000, ge=1, le=65535, validation_alias=_env("PORT"),
+                      description="HTTP port of `kbbot serve`.")
+    admin_users: list[str] = Field(
+        default_factory=list, validation_alias=_env("KBBOT_ADMIN_USERS"),
+        description="Comma-separated Slack user ids allowed to /reindex (workspace admins always are).",
+    )
+    admin_groups: list[str] = Field(
+        default_factory=list, validation_alias=_env("KBBOT_ADMIN_GROUPS"),
+        description="Comma-separated Slack user-group ids allowed to /reindex.",
+    )
+    support_group: str | None = Field(
+        None, validation_alias=_env("KBBOT_SUPPORT_GROUP"),
+        description="Slack user-group id mentioned by the `Ask a human` button.",
+    )
+
+    # --- operations ----------------------------------------------------------------------------
+    log_level: str = Field("INFO", validation_alias=_env("KBBOT_LOG_LEVEL"), description="Log level.")
+
+    @field_validator("admin_users", "admin_groups", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("postgresql", "postgres")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @property
+    def resolved_embedding_model(self) -> str:
+        if self.embedding_model:
+            return self.embedding_model
+        return "all-MiniLM-L6-v2" if self.embedding_provider == "local" else "text-embedding-3-small"
+
+    @property
+    def llm_enabled(self) -> bool:
+        return self.openai_api_key is not None or self.openai_base_url is not None
+
+
+def _alias_of(field_name: str) -> str:
+    field = Settings.model_fields.get(field_name)
+    alias = getattr(field, "validation_alias", None) if field else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return field_name.upper()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings once; turn pydantic's errors into one message that names each variable at fault."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = str(err["loc"][0]) if err["loc"] else "?"
+            name = loc if loc.isupper() else _alias_of(loc)
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigError("Invalid configuration — " + "; ".join(problems)) from exc

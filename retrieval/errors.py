@@ -47,9 +47,12 @@ class SourceError(KbbotError):
 class ArticleError(SourceError):
     """One article could not be read; the rest of the source is fine."""
 
-    def __init__(self, message: str, *, location: str = "") -> None:
+    def __init__(self, message: str, *, location: str = "", external_id: str | None = None) -> None:
         super().__init__(f"{location}: {message}" if location else message)
         self.location = location
+        # Set when the article's id is known: the sync then keeps its indexed version instead of
+        # treating it as deleted at the source.
+        self.external_id = external_id
 
 
 class EmbeddingError(KbbotError):

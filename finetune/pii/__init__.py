@@ -1,0 +1,1 @@
+"""PII detection and redaction for chat logs: see ``sanitizer.Sanitizer``."""

@@ -1,0 +1,1 @@
+"""Local fakes of the services kbbot talks to, served over real HTTP."""

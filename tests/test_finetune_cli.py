@@ -1,0 +1,148 @@
+"""`kbbot finetune ...` end to end: prepare, validate, submit, status, wait --activate, list, eval."""
+
+# ruff: noqa: F811 - `fake_openai` is a fixture imported from tests.fakes and taken by name
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from bot.cli_finetune import finetune
+from finetune import registry
+from retrieval.db import Database
+from retrieval.settings import Settings
+from tests.fakes.openai_api import FakeOpenAI, fake_openai  # noqa: F401 - fixture
+
+FIXTURES = Path(__file__).parent / "fixtures" / "finetune"
+
+
+@dataclass
+class _Context:
+    """The shape of bot.cli's CliContext that the finetune commands use."""
+
+    settings: Settings
+    db: Database | None = None
+
+    def database(self) -> Database:
+        assert self.db is not None, "this command should not need the database"
+        return self.db
+
+
+def _run(args: list[str], obj: _Context | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(finetune, args, obj=obj or _Context(Settings()), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_prepare_and_validate_need_no_database(tmp_path: Path) -> None:
+    code, output = _run(
+        [
+            "prepare",
+            str(FIXTURES / "transcripts.csv"),
+            str(FIXTURES / "slack_export"),
+            "--agent-group",
+            "S0SUPPORT",
+            "--out",
+            str(tmp_path),
+            "--validation-fraction",
+            "0.3",
+        ]
+    )
+    assert code == 0, output
+    assert "Redacted (placeholders)" in output and "Dropped conversations" in output
+    assert "unreadable lines/rows skipped" in output and "transcripts.csv:11: empty body" in output
+    code, output = _run(["validate", str(tmp_path / "train.jsonl")])
+    assert code == 0 and "estimated cost" in output
+    code, output = _run(["prepare", str(FIXTURES / "slack_export"), "--out", str(tmp_path / "x")])
+    assert code == 1 and "--agent-ids" in output  # a FinetuneError shown as a message, not a traceback
+    code, output = _run(["prepare", str(FIXTURES / "chats.jsonl"), "--out", str(tmp_path / "j"), "--json"])
+    assert code == 0 and json.loads(output)["conversations_read"] == 5
+
+
+def test_validate_fails_on_format_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    code, output = _run(["validate", str(bad)])
+    assert code == 1 and "example_missing_assistant_message" in output
+
+
+def test_submit_wait_activate_list_eval(tmp_path: Path, fake_openai: FakeOpenAI, database: Database) -> None:
+    data = tmp_path / "data"
+    assert (
+        _run(
+            [
+                "prepare",
+                str(FIXTURES / "transcripts.csv"),
+                str(FIXTURES / "chats.jsonl"),
+                "--out",
+                str(data),
+                "--validation-fraction",
+                "0.3",
+            ]
+        )[0]
+        == 0
+    )
+    settings = Settings(OPENAI_API_KEY="test", OPENAI_BASE_URL=fake_openai.url + "/v1")
+    obj = _Context(settings, database)
+
+    code, output = _run(["submit", str(data), "--base-model", "gpt-4o-mini", "--suffix", "tone"], obj)
+    assert code == 0, output
+    job_id = output.split()[1]
+    assert registry.list_jobs(database.engine)[0].job_id == job_id
+
+    code, output = _run(["status", job_id], obj)
+    assert code == 0 and "running" in output and "Fine-tuning job started" in output
+    code, output = _run(["wait", job_id, "--poll", "0", "--activate"], obj)
+    assert code == 0, output
+    assert "The job has successfully completed" in output
+    tuned = registry.active_tone_model(database.engine)
+    assert tuned is not None and tuned.startswith("ft:gpt-4o-mini:kbbot:tone:")
+
+    code, output = _run(["list", "--jobs"], obj)
+    assert code == 0 and f"* {tuned}" in output and job_id in output
+
+    fake_openai.chat_responder = lambda messages, model: (
+        "Hi [NAME_1], sorry about that! I've fixed it. Let us know how it goes. ^[NAME_2]"
+        if model.startswith("ft:")
+        else "The issue can be resolved by updating the client software to the latest version."
+    )
+    code, output = _run(
+        ["eval", str(data), "--base", "gpt-4o-mini", "--out", str(tmp_path / "eval.json")], obj
+    )
+    assert code == 0, output
+    report = json.loads((tmp_path / "eval.json").read_text())
+    base, tuned_figures = report["models"]["gpt-4o-mini"], report["models"][tuned]
+    assert tuned_figures["style_rates"]["greeting"] == 1.0 and base["style_rates"]["greeting"] == 0.0
+    assert tuned_figures["style_rates"]["sign_off"] == 1.0
+    assert "ROUGE-L vs agent" in output
+    sent = [r.json for r in fake_openai.requests_to("POST", "/v1/chat/completions")]
+    assert {r["model"] for r in sent} == {"gpt-4o-mini", tuned}
+    assert all(r["messages"][0]["role"] == "system" for r in sent)
+
+    code, output = _run(["activate", "--none"], obj)
+    assert code == 0 and registry.active_tone_model(database.engine) is None
+
+
+def test_submit_refuses_unsanitized_files(
+    tmp_path: Path, fake_openai: FakeOpenAI, database: Database
+) -> None:
+    raw = tmp_path / "train.jsonl"
+    raw.write_text(
+        '{"messages": [{"role": "user", "content": "Priya 4111 1111 1111 1111"}, '
+        '{"role": "assistant", "content": "ok"}]}\n'
+    )
+    obj = _Context(Settings(OPENAI_API_KEY="test", OPENAI_BASE_URL=fake_openai.url + "/v1"), database)
+    code, output = _run(["submit", str(raw)], obj)
+    assert code == 1 and "--force" in output
+    assert fake_openai.requests == []
+
+
+def test_eval_with_unknown_tuned_model_says_so(
+    tmp_path: Path, fake_openai: FakeOpenAI, database: Database
+) -> None:
+    data = tmp_path / "data"
+    _run(["prepare", str(FIXTURES / "transcripts.csv"), "--out", str(data), "--validation-fraction", "0.5"])
+    obj = _Context(Settings(OPENAI_API_KEY="test", OPENAI_BASE_URL=fake_openai.url + "/v1"), database)
+    code, output = _run(["eval", str(data), "--tuned", "ft:nope", "--base", "gpt-4o-mini"], obj)
+    assert code == 1 and "does not exist" in output

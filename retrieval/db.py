@@ -182,11 +182,21 @@ class Database:
 
     @contextlib.contextmanager
     def raw_connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A psycopg connection from the pool, for COPY and other driver-level work."""
+        """A pooled psycopg connection in autocommit mode, for COPY and other driver-level work.
+
+        Autocommit makes every `conn.transaction()` block a real transaction (not a savepoint inside an
+        implicit one), which is what per-article commits rely on.
+        """
         fairy = self.engine.raw_connection()
+        driver: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
         try:
-            yield fairy.driver_connection  # type: ignore[misc]
+            driver.rollback()
+            driver.autocommit = True
+            yield driver
         finally:
+            with contextlib.suppress(psycopg.Error):
+                driver.rollback()
+                driver.autocommit = False
             fairy.close()
 
     def close(self) -> None:

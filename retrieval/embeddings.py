@@ -82,7 +82,8 @@ class LocalEmbedder:
 
     @property
     def dimension(self) -> int:
-        return int(self._st.get_sentence_embedding_dimension())
+        getter = getattr(self._st, "get_embedding_dimension", None) or self._st.get_sentence_embedding_dimension
+        return int(getter())
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

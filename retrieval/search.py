@@ -44,6 +44,7 @@ class SearchResult:
     hits: list[SearchHit]
     timings_ms: dict[str, float] = field(default_factory=dict)
     space: EmbeddingSpace | None = None
+    query_vector: np.ndarray | None = None  # reused by the answerer (one question embedding per ask)
 
 
 _DENSE_CTE = """
@@ -177,6 +178,7 @@ class Searcher:
         embed_ms = (time.perf_counter() - started) * 1000
         result = self.search_vector(question, qvec, k=k, sources=sources, mode=mode)
         result.timings_ms["embed"] = embed_ms
+        result.query_vector = qvec
         return result
 
     def search_vector(self, question: str, qvec: np.ndarray, *, k: int = 5,

@@ -122,7 +122,7 @@ class Indexer:
 
     def _sync_source(self, store: IndexStore, source: Source, space: EmbeddingSpace, counts: RunCounts,
                      beat: _Heartbeat, *, prune: bool) -> None:
-        source_id = store.upsert_source(source.name, source.kind, {"describe": source.describe()})
+        source_id = store.upsert_source(source.name, source.kind, source.config())
         indexed = store.indexed_articles(source_id)
         seen: set[str] = set()
         pending: list[_Pending] = []

@@ -18,7 +18,9 @@ from retrieval.sources.base import Source, SourceItem
 from retrieval.sources.filesystem import SUPPORTED_SUFFIXES, FilesystemSource
 from retrieval.sources.jsonl import JsonlSource
 
-__all__ = ["FilesystemSource", "JsonlSource", "Source", "SourceItem", "source_for_path"]
+__all__ = [
+    "FilesystemSource", "JsonlSource", "Source", "SourceItem", "source_for_path", "source_from_record",
+]
 
 
 def source_for_path(path: Path, name: str | None = None) -> Source:
@@ -37,3 +39,14 @@ def source_for_path(path: Path, name: str | None = None) -> Source:
         return FilesystemSource(source_name, path)
     accepted = ", ".join(sorted(SUPPORTED_SUFFIXES | {".jsonl"}))
     raise SourceError(f"{path} is not a supported source: give a folder, or a file ending in {accepted}.")
+
+
+def source_from_record(name: str, kind: str, config: dict[str, object]) -> Source:
+    """Rebuild a source registered in the index (by `kbbot ingest`) from its stored config."""
+    path = config.get("path")
+    if kind in ("filesystem", "jsonl") and isinstance(path, str):
+        return FilesystemSource(name, Path(path)) if kind == "filesystem" else JsonlSource(name, Path(path))
+    raise SourceError(
+        f"Source {name!r} of kind {kind!r} cannot be rebuilt from the index; declare it in the sources "
+        "file (KBBOT_SOURCES_FILE)."
+    )

@@ -32,5 +32,10 @@ class Source(ABC):
         reported as errors) are removed from the index at the end of the sync.
         """
 
+    def config(self) -> dict[str, object]:
+        """What `sources_from_records` needs to rebuild this source later (no secrets: those stay in
+        the environment). Stored with the source so `kbbot sync` can re-sync what `ingest` added."""
+        return {}
+
     def describe(self) -> str:
         return f"{self.kind}:{self.name}"

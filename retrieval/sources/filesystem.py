@@ -57,6 +57,9 @@ class FilesystemSource(Source):
         super().__init__(name)
         self.root = Path(root)
 
+    def config(self) -> dict[str, object]:
+        return {"path": str(self.root.resolve())}
+
     def describe(self) -> str:
         return f"{self.kind}:{self.name} ({self.root})"
 

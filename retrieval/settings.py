@@ -7,17 +7,21 @@ Every field documents itself: the README's configuration table is generated from
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from retrieval.errors import ConfigError
 
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
+
+
+# Comma-separated in the environment; NoDecode stops pydantic-settings from parsing it as JSON first.
+CsvList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -104,8 +108,67 @@ class Settings(BaseSettings):
         description="Base chat model for answer synthesis.",
     )
     llm_timeout_s: float = Field(
-        30.0, gt=0, validation_alias=_env("KBBOT_LLM_TIMEOUT"),
-        description="Seconds per LLM call before falling back.",
+        20.0, gt=0, validation_alias=_env("KBBOT_LLM_TIMEOUT"),
+        description="Seconds an LLM call may stay silent (connect, first token, between tokens) before "
+        "the next model in the fallback chain is tried.",
+    )
+    llm_answer_budget_s: float = Field(
+        45.0, gt=0, validation_alias=_env("KBBOT_LLM_ANSWER_BUDGET"),
+        description="Wall-clock seconds for all LLM calls of one answer (retries and fallbacks included); "
+        "when spent, the extractive answer is sent with a note.",
+    )
+    llm_max_retries: int = Field(
+        2, ge=0, le=10, validation_alias=_env("KBBOT_LLM_MAX_RETRIES"),
+        description="Retries per model on 429/5xx/connection errors, with exponential backoff (honours "
+        "Retry-After).",
+    )
+    llm_max_context_tokens: int = Field(
+        6000, ge=500, le=1_000_000, validation_alias=_env("KBBOT_LLM_MAX_CONTEXT_TOKENS"),
+        description="Prompt size limit: lower-ranked passages are dropped or shortened to fit, never the "
+        "question.",
+    )
+    llm_max_answer_tokens: int = Field(
+        700, ge=50, le=100_000, validation_alias=_env("KBBOT_LLM_MAX_ANSWER_TOKENS"),
+        description="Upper bound of the generated answer, in tokens.",
+    )
+    llm_temperature: float | None = Field(
+        None, ge=0.0, le=2.0, validation_alias=_env("KBBOT_LLM_TEMPERATURE"),
+        description="Sampling temperature; unset sends none (reasoning models reject it).",
+    )
+    llm_uncited: Literal["mark", "abstain"] = Field(
+        "mark", validation_alias=_env("KBBOT_LLM_UNCITED"),
+        description="An LLM answer citing no passage: `mark` it with a warning note, or `abstain` "
+        "(replace it with the I-don't-know message and the nearest articles).",
+    )
+    tone_model: str | None = Field(
+        None, validation_alias=_env("KBBOT_TONE_MODEL"),
+        description="Fine-tuned support-tone model id; overrides the one activated with "
+        "`kbbot finetune activate`. `none` disables the tone model.",
+    )
+    tone_routing: Literal["always", "channels", "share", "off"] = Field(
+        "always", validation_alias=_env("KBBOT_TONE_ROUTING"),
+        description="Which answers the tone model writes: `always`, only in `channels` "
+        "(KBBOT_TONE_CHANNELS), a `share` of users for A/B (KBBOT_TONE_SHARE), or `off`.",
+    )
+    tone_channels: CsvList = Field(
+        default_factory=list, validation_alias=_env("KBBOT_TONE_CHANNELS"),
+        description="Comma-separated Slack channel ids routed to the tone model (`dm` = direct "
+        "messages, `cli` = the command line).",
+    )
+    tone_share: float = Field(
+        0.5, ge=0.0, le=1.0, validation_alias=_env("KBBOT_TONE_SHARE"),
+        description="Share of users (sticky, by hash of the user id) whose answers the tone model "
+        "writes in `share` routing.",
+    )
+    query_rewrite: Literal["auto", "heuristic", "off"] = Field(
+        "auto", validation_alias=_env("KBBOT_QUERY_REWRITE"),
+        description="Thread follow-ups rewritten into standalone questions before search: `auto` (LLM "
+        "when configured, else heuristic), `heuristic`, or `off`.",
+    )
+    query_expansion: int = Field(
+        0, ge=0, le=5, validation_alias=_env("KBBOT_QUERY_EXPANSION"),
+        description="Extra query variants searched and fused with the question (0 = off; measured in "
+        "BENCHMARKS.md).",
     )
 
     # --- Slack ---------------------------------------------------------------------------------
@@ -126,11 +189,11 @@ class Settings(BaseSettings):
     )
     port: int = Field(3000, ge=1, le=65535, validation_alias=_env("PORT"),
                       description="HTTP port of `kbbot serve`.")
-    admin_users: list[str] = Field(
+    admin_users: CsvList = Field(
         default_factory=list, validation_alias=_env("KBBOT_ADMIN_USERS"),
         description="Comma-separated Slack user ids allowed to /reindex (workspace admins always are).",
     )
-    admin_groups: list[str] = Field(
+    admin_groups: CsvList = Field(
         default_factory=list, validation_alias=_env("KBBOT_ADMIN_GROUPS"),
         description="Comma-separated Slack user-group ids allowed to /reindex.",
     )
@@ -142,7 +205,7 @@ class Settings(BaseSettings):
     # --- operations ----------------------------------------------------------------------------
     log_level: str = Field("INFO", validation_alias=_env("KBBOT_LOG_LEVEL"), description="Log level.")
 
-    @field_validator("admin_users", "admin_groups", mode="before")
+    @field_validator("admin_users", "admin_groups", "tone_channels", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):

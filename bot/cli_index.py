@@ -11,7 +11,7 @@ from bot import json_output, terminal
 from retrieval.errors import KbbotError
 from retrieval.evaluation import evaluate, load_labelled_queries
 from retrieval.runs import SyncRun
-from retrieval.sources import Source, source_for_path, source_from_record
+from retrieval.sources import Source, source_for_path
 
 DEMO_KB = Path(__file__).resolve().parent.parent / "demo_kb"
 DEMO_QUESTIONS = (
@@ -73,12 +73,8 @@ def sync(obj, full: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def
 
 
 def configured_sources(obj) -> list[Source]:  # type: ignore[no-untyped-def]
-    """Sources registered in the index by `ingest`, rebuilt from their stored config."""
-    from sqlalchemy import text
-
-    with obj.database().engine.connect() as conn:
-        rows = conn.execute(text("SELECT name, kind, config FROM sources ORDER BY name")).all()
-    return [source_from_record(r.name, r.kind, dict(r.config)) for r in rows]
+    """The configured sources (see `Services.configured_sources`)."""
+    return obj.services.configured_sources()
 
 
 @click.command()

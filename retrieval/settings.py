@@ -201,6 +201,18 @@ class Settings(BaseSettings):
         None, validation_alias=_env("KBBOT_SUPPORT_GROUP"),
         description="Slack user-group id mentioned by the `Ask a human` button.",
     )
+    host: str = Field(
+        "0.0.0.0", validation_alias=_env("KBBOT_HOST"),
+        description="Interface `kbbot serve` listens on in HTTP mode.",
+    )
+    slack_workers: int = Field(
+        8, ge=1, le=64, validation_alias=_env("KBBOT_SLACK_WORKERS"),
+        description="Questions answered at once per process (more wait in a queue; Slack is acked at once).",
+    )
+    stale_after_days: int = Field(
+        365, ge=1, validation_alias=_env("KBBOT_STALE_AFTER_DAYS"),
+        description="Sources older than this are flagged as possibly out of date in answers.",
+    )
 
     # --- operations ----------------------------------------------------------------------------
     log_level: str = Field("INFO", validation_alias=_env("KBBOT_LOG_LEVEL"), description="Log level.")

@@ -1,0 +1,115 @@
+"""The CLI end to end (in-process click runner, real database and model), including its JSON shapes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import main
+from tests.helpers import sectioned_article, write_article
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("KBBOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    runner = CliRunner()
+
+    def run(*args: str, ok: bool = True):  # type: ignore[no-untyped-def]
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    return run
+
+
+@pytest.fixture
+def kb(tmp_path: Path) -> Path:
+    root = tmp_path / "kb"
+    write_article(root, "it/wiki.md", "Wiki search guide", sectioned_article("Wiki search"))
+    write_article(root, "hr/parking.md", "Parking", "## Visitors\nVisitors park on level -2 and collect a "
+                  "day pass from reception before 10:00.\n")
+    return root
+
+
+def test_ingest_search_ask_status_json(cli, kb: Path) -> None:  # type: ignore[no-untyped-def]
+    run = json.loads(cli("ingest", str(kb), "--name", "kb", "--json").output)
+    assert run["status"] == "succeeded" and run["added"] == 2 and run["schema_version"] == 1
+    assert set(run) >= {"run_id", "kind", "started_at", "finished_at", "duration_s", "updated", "removed",
+                        "unchanged", "failed", "chunks_embedded", "errors", "sources"}
+
+    found = json.loads(cli("search", "where do visitors park", "--k", "3", "--json").output)
+    assert found["hits"][0]["external_id"] == "hr/parking.md"
+    assert set(found["hits"][0]) >= {"rank", "chunk_id", "title", "url", "heading_path", "text", "char_start",
+                                     "char_end", "updated_at", "score", "similarity", "source"}
+    assert len(found["hits"]) <= 3
+
+    answer = json.loads(cli("ask", "Where do visitors park?", "--json").output)
+    assert answer["outcome"] == "answered" and "level -2" in answer["answer"]
+    assert answer["citations"][0]["external_id"] == "hr/parking.md"
+    assert answer["citations"][0]["url"] == "https://kb.example/hr/parking.md"
+
+    status = json.loads(cli("status", "--json").output)
+    assert status["articles"] == 2 and status["embedding_model"] == "local/all-MiniLM-L6-v2"
+    assert status["last_run"]["run_id"] == run["run_id"]
+    assert status["sources"][0]["name"] == "kb"
+
+    again = json.loads(cli("sync", "--json").output)
+    assert again["unchanged"] == 2 and again["chunks_embedded"] == 0
+
+
+def test_eval_json_reports_metrics(cli, kb: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cli("ingest", str(kb), "--json")
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"_id": "1", "text": "visitor parking"}\n{"_id": "2", "text": "wiki access request"}\n')
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\n1\thr/parking.md\t1\n2\tit/wiki.md\t1\n")
+    out = json.loads(cli("eval", "--queries", str(queries), "--qrels", str(qrels), "--k", "5",
+                         "--mode", "dense", "--mode", "hybrid", "--json").output)
+    assert [r["mode"] for r in out] == ["dense", "hybrid"]
+    for report in out:
+        assert report["queries"] == 2 and report["recall_at_k"] == 1.0
+        assert set(report) >= {"recall_at_5", "ndcg_at_10", "mrr_at_10", "search_ms_p50", "search_ms_p95"}
+
+
+def test_empty_question_is_a_clear_error(cli, kb: Path) -> None:  # type: ignore[no-untyped-def]
+    cli("ingest", str(kb), "--json")
+    result = cli("ask", "  ", ok=False)
+    assert result.exit_code == 1 and "question is empty" in result.output
+
+
+def test_search_before_ingest_says_what_to_do(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("search", "anything", ok=False)
+    assert result.exit_code == 1 and "kbbot ingest" in result.output
+
+
+def test_missing_path_is_a_clear_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = cli("ingest", str(tmp_path / "nope"), ok=False)
+    assert result.exit_code == 1 and "does not exist" in result.output
+
+
+def test_unreachable_database_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://u:pw-secret@127.0.0.1:{port}/x")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["status"])
+    assert result.exit_code == 1
+    assert "Cannot reach PostgreSQL" in result.output and "pw-secret" not in result.output
+
+
+def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KBBOT_CHUNK_MAX_TOKENS", "-3")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["status"])
+    assert result.exit_code == 1 and "KBBOT_CHUNK_MAX_TOKENS" in result.output

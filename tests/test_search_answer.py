@@ -1,0 +1,107 @@
+"""Search and cited answers on the indexed demo KB (real PostgreSQL, real model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from retrieval.answer import ABSTAIN_TEXT, AnswerPipeline, AskContext, ExtractiveSynthesizer
+from retrieval.errors import EmptyQuestionError
+from retrieval.evaluation import evaluate, load_labelled_queries
+from retrieval.search import Searcher
+
+DEMO_EVAL = Path(__file__).resolve().parents[1] / "demo_eval"
+
+
+@pytest.fixture
+def pipeline(demo_database, embedder) -> AnswerPipeline:  # type: ignore[no-untyped-def]
+    return AnswerPipeline(Searcher(demo_database, embedder), ExtractiveSynthesizer(embedder))
+
+
+@pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
+def test_each_mode_finds_the_vpn_article(demo_database, embedder, mode: str) -> None:
+    hits = Searcher(demo_database, embedder).search("how do I connect to the VPN", k=5, mode=mode).hits  # type: ignore[arg-type]
+    assert hits[0].external_id == "it/vpn.md"
+    assert all(h.similarity is not None for h in hits)
+
+
+def test_source_filter_returns_only_that_source(demo_database, embedder, tmp_path: Path) -> None:
+    from retrieval.sources import FilesystemSource
+    from retrieval.sync import Indexer
+    from tests.helpers import write_article
+
+    other = tmp_path / "eng"
+    write_article(other, "vpn-eng.md", "Engineering VPN", "## Bastion\nEngineers connect to the VPN "
+                  "through the bastion host with their hardware key.\n")
+    Indexer(demo_database, embedder, chunk_max_tokens=200).sync([FilesystemSource("eng", other)])
+    searcher = Searcher(demo_database, embedder)
+    for mode in ("dense", "lexical", "hybrid"):
+        hits = searcher.search("connect to the VPN", k=5, sources=["eng"], mode=mode).hits  # type: ignore[arg-type]
+        assert hits and {h.source for h in hits} == {"eng"}
+    assert {h.source for h in searcher.search("connect to the VPN", k=10).hits} == {"demo", "eng"}
+
+
+def test_answer_cites_the_passage_it_quotes(pipeline: AnswerPipeline, demo_database) -> None:  # type: ignore[no-untyped-def]
+    answer = pipeline.answer("How many unused vacation days can I carry over into next year?")
+    assert answer.outcome == "answered" and answer.model == "extractive"
+    assert answer.citations and answer.citations[0].hit.external_id == "hr/pto.md"
+    assert "5 unused days" in answer.text
+    for citation in answer.citations:
+        assert f"[{citation.number}]" in answer.text
+        for quote in citation.quote.split(" … "):
+            assert quote in citation.hit.text
+        with demo_database.engine.connect() as conn:
+            body = conn.execute(text("SELECT body FROM articles WHERE id = :id"),
+                                {"id": citation.hit.article_id}).scalar_one()
+        assert body[citation.hit.char_start:citation.hit.char_end] == citation.hit.text
+    numbers = [c.number for c in answer.citations]
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert {"embed_question", "retrieve", "synthesize", "total"} <= set(answer.timings_ms)
+
+
+def test_unrelated_question_abstains_with_nearest_articles(pipeline: AnswerPipeline) -> None:
+    answer = pipeline.answer("What is the capital of Peru?")
+    assert answer.outcome == "abstained"
+    assert answer.text == ABSTAIN_TEXT and answer.citations == []
+    assert 1 <= len(answer.nearest) <= 3
+    assert len({h.article_id for h in answer.nearest}) == len(answer.nearest)
+
+
+def test_abstention_threshold_separates_demo_questions(demo_database, embedder) -> None:
+    """The shipped threshold answers the labelled questions and abstains on the off-topic ones."""
+    import json
+
+    from retrieval.settings import Settings
+
+    threshold = Settings.model_fields["min_relevance"].default
+    searcher = Searcher(demo_database, embedder)
+    answerable = load_labelled_queries(DEMO_EVAL / "queries.jsonl", DEMO_EVAL / "qrels.tsv")
+    unanswerable = [json.loads(line)["text"] for line in (DEMO_EVAL / "unanswerable.jsonl").open()]
+
+    def best(question: str) -> float:
+        return max(h.similarity or 0 for h in searcher.search(question, k=5).hits)
+
+    answered = sum(best(q.text) >= threshold for q in answerable) / len(answerable)
+    abstained = sum(best(q) < threshold for q in unanswerable) / len(unanswerable)
+    assert answered >= 0.9
+    assert abstained >= 0.5
+
+
+def test_empty_question_is_refused(pipeline: AnswerPipeline) -> None:
+    with pytest.raises(EmptyQuestionError, match="empty"):
+        pipeline.answer("   ")
+
+
+def test_retrieval_quality_on_demo_eval(demo_database, embedder) -> None:
+    queries = load_labelled_queries(DEMO_EVAL / "queries.jsonl", DEMO_EVAL / "qrels.tsv")
+    assert len(queries) == 40
+    report = evaluate(Searcher(demo_database, embedder), queries, k=5, mode="hybrid")
+    assert report.recall_at_5 >= 0.9
+    assert report.mrr_at_10 >= 0.75
+
+
+def test_answer_respects_source_restriction(pipeline: AnswerPipeline) -> None:
+    answer = pipeline.answer("How do I connect to the VPN?", AskContext(sources=("no-such-source",)))
+    assert answer.outcome == "abstained" and answer.nearest == []

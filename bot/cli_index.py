@@ -160,7 +160,8 @@ def demo(obj) -> None:  # type: ignore[no-untyped-def]
     con = terminal.console
     con.rule("[bold]kbbot demo[/bold]")
     con.print(f"Database: {obj.database().display_url}")
-    con.print(f"Indexing the demo knowledge base in {DEMO_KB.relative_to(Path.cwd()) if DEMO_KB.is_relative_to(Path.cwd()) else DEMO_KB} …")
+    shown = DEMO_KB.relative_to(Path.cwd()) if DEMO_KB.is_relative_to(Path.cwd()) else DEMO_KB
+    con.print(f"Indexing the demo knowledge base in {shown} …")
     _run_sync(obj, [FilesystemSource("demo", DEMO_KB)], kind="incremental", as_json=False)
     pipeline = obj.services.pipeline
     for question in DEMO_QUESTIONS:

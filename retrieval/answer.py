@@ -47,6 +47,15 @@ class AskContext:
     history: tuple[Turn, ...] = ()
     sources: tuple[str, ...] | None = None  # restrict retrieval to these source names
     channel: str | None = None  # used by model routing
+    user: str | None = None  # who asked (Slack user id): the A/B routing bucket
+
+
+class QueryRewriter(Protocol):
+    """Turns a thread follow-up ("and on Mac?") into a standalone question for retrieval."""
+
+    def rewrite(self, question: str, history: Sequence[Turn]) -> str | None:
+        """The standalone question, or None to search with the question as asked."""
+        ...
 
 
 class Synthesizer(Protocol):
@@ -56,7 +65,11 @@ class Synthesizer(Protocol):
 
     def stream(self, question: str, passages: Sequence[SearchHit], *, context: AskContext,
                question_vector: np.ndarray | None) -> Iterator[str | Answer]:
-        """Yield text deltas as they are produced, then the final Answer (always last)."""
+        """Yield text deltas as they are produced, then the final Answer (always last).
+
+        The final Answer is authoritative: its text can differ from the joined deltas when a model
+        failed mid-answer and a fallback wrote it, or an uncited answer was withheld.
+        """
         ...
 
 
@@ -127,12 +140,14 @@ class AnswerPipeline:
     """retrieve -> relevance gate -> synthesize. Stateless; safe to share between threads."""
 
     def __init__(self, searcher: Searcher, synthesizer: Synthesizer, *, top_k: int = 5,
-                 min_relevance: float = 0.35, nearest_articles: int = 3) -> None:
-        self.searcher = searcher
+                 min_relevance: float = 0.35, nearest_articles: int = 3,
+                 rewriter: QueryRewriter | None = None) -> None:
+        self.searcher = searcher  # or anything with the same `search` (e.g. rewrite.ExpandingSearcher)
         self.synthesizer = synthesizer
         self.top_k = top_k
         self.min_relevance = min_relevance
         self.nearest_articles = nearest_articles
+        self.rewriter = rewriter
 
     def answer(self, question: str, context: AskContext | None = None) -> Answer:
         final: Answer | None = None
@@ -152,15 +167,20 @@ class AnswerPipeline:
         if not question:
             raise EmptyQuestionError()
         started = time.perf_counter()
-        result = self.searcher.search(question, k=self.top_k, sources=context.sources)
+        rewritten = self._rewrite(question, context)
+        rewrite_ms = (time.perf_counter() - started) * 1000
+        result = self.searcher.search(rewritten or question, k=self.top_k, sources=context.sources)
         timings = {"embed_question": result.timings_ms.get("embed", 0.0),
                    "retrieve": result.timings_ms.get("search", 0.0)}
+        if rewritten:
+            timings["rewrite"] = rewrite_ms
         hits = result.hits
         best = max((h.similarity or 0.0 for h in hits), default=0.0)
         if best < self.min_relevance:
             log.info("abstaining: best similarity %.3f < %.3f", best, self.min_relevance)
             answer = Answer(question, ABSTAIN_TEXT, [], "abstained", "none",
-                            nearest=_distinct_articles(hits, self.nearest_articles))
+                            nearest=_distinct_articles(hits, self.nearest_articles),
+                            rewritten_question=rewritten)
             answer.timings_ms = {**timings, "total": (time.perf_counter() - started) * 1000}
             yield answer
             return
@@ -173,6 +193,7 @@ class AnswerPipeline:
             else:
                 yield event
         assert final is not None, "a synthesizer must end with an Answer"
+        final.rewritten_question = final.rewritten_question or rewritten
         if final.outcome == "abstained":
             final.text = final.text or ABSTAIN_TEXT
             final.nearest = final.nearest or _distinct_articles(hits, self.nearest_articles)
@@ -180,6 +201,17 @@ class AnswerPipeline:
                             "synthesize": (time.perf_counter() - synth_started) * 1000,
                             "total": (time.perf_counter() - started) * 1000}
         yield final
+
+
+    def _rewrite(self, question: str, context: AskContext) -> str | None:
+        """The standalone form of a thread follow-up; None for a first message or an unchanged one."""
+        if self.rewriter is None or not context.history:
+            return None
+        rewritten = (self.rewriter.rewrite(question, context.history) or "").strip()
+        if not rewritten or rewritten.casefold() == question.casefold():
+            return None
+        log.debug("follow-up rewritten for search: %r -> %r", question, rewritten)
+        return rewritten
 
 
 def _distinct_articles(hits: Sequence[SearchHit], limit: int) -> list[SearchHit]:

@@ -185,7 +185,9 @@ class IndexStore:
         with self.conn.transaction():
             self.conn.execute("LOCK TABLE lexicon IN EXCLUSIVE MODE")
             self.conn.execute("DELETE FROM lexicon")
-            self.conn.execute("INSERT INTO lexicon (lexeme, doc_freq) SELECT word, ndoc FROM ts_stat('SELECT tsv FROM chunks')")
+            self.conn.execute(
+                "INSERT INTO lexicon (lexeme, doc_freq) SELECT word, ndoc FROM ts_stat('SELECT tsv FROM chunks')"
+            )
             self.conn.execute(
                 "INSERT INTO lexicon_stats (id, doc_count, avg_doc_len, refreshed_at) "
                 "SELECT true, count(*), coalesce(avg(length(tsv)), 0), now() FROM chunks "

@@ -51,7 +51,7 @@ _DENSE_CTE = """
 dense AS (
     SELECT chunk_id, row_number() OVER (ORDER BY dist) AS rank
     FROM (
-        SELECT e.chunk_id, {vec} <=> CAST(:qvec AS vector({dim})) AS dist
+        SELECT e.chunk_id, {vec} <=> CAST(:qvec AS {qtype}) AS dist
         FROM embeddings e
         WHERE e.space_id = {space} {dense_filter}
         ORDER BY dist
@@ -110,11 +110,11 @@ LIMIT :k"""
 
 def _fused_cte(mode: SearchMode, weights: FusionWeights) -> str:
     if mode == "dense":
-        return "fused AS (SELECT chunk_id, 1.0 / (%d + rank) AS score, rank AS dense_rank, " \
-               "NULL::bigint AS lexical_rank FROM dense)" % RRF_K
+        return (f"fused AS (SELECT chunk_id, 1.0 / ({RRF_K} + rank) AS score, rank AS dense_rank, "
+                "NULL::bigint AS lexical_rank FROM dense)")
     if mode == "lexical":
-        return "fused AS (SELECT chunk_id, 1.0 / (%d + rank) AS score, NULL::bigint AS dense_rank, " \
-               "rank AS lexical_rank FROM lexical)" % RRF_K
+        return (f"fused AS (SELECT chunk_id, 1.0 / ({RRF_K} + rank) AS score, NULL::bigint AS dense_rank, "
+                "rank AS lexical_rank FROM lexical)")
     return (
         "fused AS (SELECT coalesce(d.chunk_id, l.chunk_id) AS chunk_id, "
         f"coalesce({weights.dense:.6f} / ({RRF_K} + d.rank), 0) "
@@ -131,7 +131,7 @@ def build_search_sql(space: EmbeddingSpace, mode: SearchMode, weights: FusionWei
     ctes = []
     if mode in ("dense", "hybrid"):
         ctes.append(_DENSE_CTE.format(
-            vec=f"(e.embedding::vector({space.dimension}))", dim=space.dimension, space=space.id,
+            vec=space.vector_expr("e."), qtype=space.index_type, space=space.id,
             dense_filter="AND e.source_id = ANY(:source_ids)" if filtered else "",
         ))
     if mode in ("lexical", "hybrid"):
@@ -172,7 +172,7 @@ class Searcher:
         question = question.strip()
         if not question:
             raise EmptyQuestionError()
-        space = self.space()
+        self.space()  # fail fast (empty index, model mismatch) before paying for the embedding
         started = time.perf_counter()
         qvec = self.embedder.embed_query(question)
         embed_ms = (time.perf_counter() - started) * 1000
@@ -187,12 +187,15 @@ class Searcher:
         space = self.space()
         mode = mode or self.mode
         sql = build_search_sql(space, mode, self.weights, filtered=sources is not None)
+        candidates = max(4 * k, 40)
         params: dict[str, object] = {
-            "qvec": _vector_literal(qvec), "qtext": question, "n": max(4 * k, 40), "k": k,
+            "qvec": _vector_literal(qvec), "qtext": question, "n": candidates, "k": k,
         }
         started = time.perf_counter()
         with translate_errors("Searching the index"), self.db.engine.begin() as conn:
-            conn.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(self.ef_search)})
+            # HNSW returns at most ef_search rows: never ask for fewer than the candidates wanted.
+            ef_search = max(self.ef_search, candidates)
+            conn.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef_search)})
             if sources is not None:
                 conn.execute(text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)"))
                 params["source_ids"] = list(conn.execute(

@@ -89,6 +89,29 @@ class Settings(BaseSettings):
         100, ge=10, le=1000, validation_alias=_env("KBBOT_HNSW_EF_SEARCH"),
         description="pgvector hnsw.ef_search: recall/latency trade-off of dense search.",
     )
+    vector_storage: Literal["vector", "halfvec"] = Field(
+        "vector", validation_alias=_env("KBBOT_VECTOR_STORAGE"),
+        description="How the HNSW index stores vectors: `vector` (32-bit) or `halfvec` (16-bit: half the "
+        "index size and build memory, small recall cost). A change rebuilds the index at the next sync.",
+    )
+    hnsw_m: int = Field(
+        16, ge=2, le=100, validation_alias=_env("KBBOT_HNSW_M"),
+        description="HNSW graph degree (pgvector `m`); a change rebuilds the index at the next sync.",
+    )
+    hnsw_ef_construction: int = Field(
+        64, ge=4, le=1000, validation_alias=_env("KBBOT_HNSW_EF_CONSTRUCTION"),
+        description="HNSW build-time candidate list (pgvector `ef_construction`); a change rebuilds it.",
+    )
+    hnsw_build_memory_mb: int = Field(
+        4096, ge=64, validation_alias=_env("KBBOT_HNSW_BUILD_MEMORY_MB"),
+        description="Most maintenance_work_mem an HNSW build may take; a build whose graph would not fit is "
+        "refused with the size it needs (about 2.2 GB per million 384-dim vectors).",
+    )
+    hnsw_build_workers: int | None = Field(
+        None, ge=0, le=64, validation_alias=_env("KBBOT_HNSW_BUILD_WORKERS"),
+        description="Parallel workers for HNSW builds. Unset: cores - 1 with the embedded PostgreSQL, the "
+        "server's max_parallel_maintenance_workers with DATABASE_URL.",
+    )
     sources_file: Path | None = Field(
         None, validation_alias=_env("KBBOT_SOURCES_FILE"),
         description="YAML file declaring the sources that `kbbot sync`, the worker and /reindex read.",

@@ -23,7 +23,14 @@ from retrieval.errors import ArticleError, EmbeddingError, KbbotError, ModelMism
 from retrieval.index_store import IndexStore
 from retrieval.runs import RunCounts, RunKind, RunLog, SyncRun
 from retrieval.sources.base import Source
-from retrieval.spaces import EmbeddingSpace, activate, active_space, building_space, create_space, ensure_hnsw_index
+from retrieval.spaces import (
+    EmbeddingSpace,
+    activate,
+    active_space,
+    building_space,
+    create_space,
+    ensure_hnsw_index,
+)
 from retrieval.types import Article, ChunkDraft, content_hash
 
 log = logging.getLogger(__name__)

@@ -27,11 +27,17 @@ class Article:
     owner: str | None = None
     updated_at: datetime | None = None
     metadata: dict[str, object] = field(default_factory=dict)
+    # Where the article sits in its source's hierarchy (Confluence ancestors, Zendesk category and
+    # section): it heads the heading path of every passage, so a citation says where it lives.
+    path: tuple[str, ...] = ()
 
     @property
     def hash(self) -> str:
-        return content_hash(self.title, self.text, self.url or "", self.owner or "",
-                            self.updated_at.isoformat() if self.updated_at else "")
+        parts = [self.title, self.text, self.url or "", self.owner or "",
+                 self.updated_at.isoformat() if self.updated_at else ""]
+        if self.path:  # only when set, so articles without a path keep the hashes they were indexed with
+            parts.append(" > ".join(self.path))
+        return content_hash(*parts)
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,7 @@ def test_killed_process_is_recorded_as_interrupted_and_recovered(database_url: s
 def test_model_change_is_refused_until_a_full_reembed(database, embedder, kb: Path) -> None:
     Indexer(database, embedder, chunk_max_tokens=200).sync([FilesystemSource("kb", kb)])
     other = CountingEmbedder(embedder, model="all-MiniLM-L6-v2-retrained")
-    with pytest.raises(ModelMismatchError, match="reindex --full|/reindex full"):
+    with pytest.raises(ModelMismatchError, match=r"reindex --full|/reindex full"):
         Indexer(database, other, chunk_max_tokens=200).sync([FilesystemSource("kb", kb)])
     with pytest.raises(ModelMismatchError):
         Searcher(database, other).search("wiki search")

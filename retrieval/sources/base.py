@@ -3,17 +3,55 @@
 A source lists articles. Per-article problems are *yielded* as `ArticleError` instead of raised, so the
 sync can record them and carry on with the rest; a problem with the whole source (folder missing, API
 down) is raised as `SourceError` and the sync then keeps every article of that source as it was.
+
+Sources whose API can say what changed since a point in time (Zendesk's incremental export, Confluence's
+`lastModified` CQL) also implement `iter_changes(checkpoint)`. The sync stores the checkpoint a feed ends
+with (in `sources.checkpoint`) only after the whole source synced, so an interrupted or failed run
+re-reads the same window next time; re-reading is cheap because unchanged articles are skipped by hash.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from retrieval.errors import ArticleError
 from retrieval.types import Article
 
 SourceItem = Article | ArticleError
+Checkpoint = dict[str, Any]  # JSON-serialisable; its meaning belongs to the source that made it
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """An article the source reports as gone (deleted, archived, unpublished)."""
+
+    external_id: str
+
+
+ChangeItem = Article | ArticleError | Deleted
+
+
+class ChangeFeed:
+    """What a source yields for one sync: articles, deletions, and afterwards the next checkpoint.
+
+    `complete` feeds are full listings: articles of the source that are indexed but not yielded are
+    deleted at the end (pruning). Incremental feeds only say what changed; nothing is pruned.
+    `checkpoint` is set once the feed has been iterated to the end (None for sources without one).
+    """
+
+    def __init__(self, items: Iterable[ChangeItem] | Generator[ChangeItem, None, Checkpoint | None], *,
+                 complete: bool, checkpoint: Checkpoint | None = None) -> None:
+        self._items = items
+        self.complete = complete
+        self.checkpoint = checkpoint
+
+    def __iter__(self) -> Iterator[ChangeItem]:
+        result = yield from self._items
+        if result is not None:  # a generator's return value is the checkpoint it ended at
+            self.checkpoint = result
 
 
 class Source(ABC):
@@ -32,6 +70,22 @@ class Source(ABC):
         reported as errors) are removed from the index at the end of the sync.
         """
 
+    def iter_changes(self, checkpoint: Checkpoint | None) -> ChangeFeed:
+        """Changes since `checkpoint` (None: a full listing that ends with a first checkpoint).
+
+        The default is a full listing every time with no checkpoint: right for a folder or a file, where
+        listing is cheap. API connectors override it.
+        """
+        return ChangeFeed(self.iter_articles(), complete=True)
+
+    def fetch_articles(self, external_ids: Sequence[str]) -> Iterator[ChangeItem]:
+        """Re-read these articles (those that failed in an earlier incremental run): each one comes
+        back as an Article, an ArticleError, or Deleted when the source no longer has it.
+
+        Only called for sources whose `iter_changes` returns checkpoints.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot fetch single articles")
+
     def config(self) -> dict[str, object]:
         """What `sources_from_records` needs to rebuild this source later (no secrets: those stay in
         the environment). Stored with the source so `kbbot sync` can re-sync what `ingest` added."""
@@ -39,3 +93,6 @@ class Source(ABC):
 
     def describe(self) -> str:
         return f"{self.kind}:{self.name}"
+
+    def close(self) -> None:
+        """Release connections (HTTP clients); called by the sync when the source is done."""

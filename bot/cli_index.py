@@ -17,7 +17,7 @@ DEMO_KB = Path(__file__).resolve().parent.parent / "demo_kb"
 DEMO_QUESTIONS = (
     "How do I connect to the VPN when I'm working from home?",
     "How many PTO days can I carry over to next year?",
-    "I got a weird email asking for my password, what should I do?",
+    "I think I got a phishing email. How do I report it?",
     "What is the capital of Peru?",
 )
 

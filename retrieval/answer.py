@@ -234,7 +234,7 @@ def _sentences(text: str) -> list[str]:
     out = []
     for start, end in split_sentences(text):
         sentence = _LIST_MARKER.sub("", text[start:end]).strip()
-        if len(_WORDS.findall(sentence)) >= 3:  # headings and fragments make poor answers
+        if len(_WORDS.findall(sentence)) >= 5:  # headings and fragments make poor answers
             out.append(sentence)
     return out
 

@@ -15,6 +15,7 @@ log keeps the cause while the edges (CLI, Slack) only ever show ``str(error)``.
     │   └── ModelMismatchError the index was built with another model; a full re-embed is needed
     ├── LLMError               the chat model failed (timeout, auth, unknown model, rate limit)
     ├── SyncInProgressError    another sync holds the lock (carries who started it and when)
+    ├── SyncStoppedError       the process is shutting down; the run stopped between articles
     ├── EmptyQuestionError     the question is blank
     └── FinetuneError          data preparation or a fine-tuning job failed
 """
@@ -63,7 +64,7 @@ class ModelMismatchError(EmbeddingError):
     def __init__(self, indexed: str, configured: str) -> None:
         super().__init__(
             f"The index was built with embedding model {indexed!r} but {configured!r} is configured. "
-            "Vectors from different models cannot be mixed: run `kbbot reindex --full` (or `/reindex full`) "
+            "Vectors from different models cannot be mixed: run `kbbot sync --full` (or `/reindex full` in Slack) "
             "to re-embed everything with the new model, or set KBBOT_EMBEDDING_MODEL back."
         )
         self.indexed = indexed
@@ -81,6 +82,12 @@ class SyncInProgressError(KbbotError):
         super().__init__(f"A sync is already running (started by {who} at {when}). Try again when it ends.")
         self.started_by = started_by
         self.started_at = started_at
+
+
+class SyncStoppedError(KbbotError):
+    def __init__(self) -> None:
+        super().__init__("The sync stopped early because kbbot is shutting down; the articles written so far "
+                         "are kept and the next run continues from there.")
 
 
 class EmptyQuestionError(KbbotError):

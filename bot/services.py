@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from retrieval.answer import AnswerPipeline, ExtractiveSynthesizer, Synthesizer
 from retrieval.answer_log import AnswerLog
@@ -14,6 +15,9 @@ from retrieval.search import Searcher
 from retrieval.settings import Settings
 from retrieval.sources import Source, source_from_record
 from retrieval.sync import Indexer, ProgressCallback
+
+if TYPE_CHECKING:
+    from retrieval.llm import ChatClient
 
 
 @dataclass
@@ -36,13 +40,44 @@ class Services:
         return Searcher(self.database(), self.embedder, mode=self.settings.search_mode,
                         ef_search=self.settings.hnsw_ef_search)
 
+    @functools.cached_property
+    def chat_client(self) -> ChatClient | None:
+        """The LLM client when OPENAI_API_KEY or OPENAI_BASE_URL is set; None means extractive answers."""
+        if not self.settings.llm_enabled:
+            return None
+        from retrieval.llm import ChatClient
+
+        return ChatClient.from_settings(self.settings)
+
+    def active_tone_model(self) -> str | None:
+        from finetune.registry import active_tone_model
+
+        return active_tone_model(self.database().engine)
+
     def synthesizer(self) -> Synthesizer:
-        return ExtractiveSynthesizer(self.embedder)
+        extractive = ExtractiveSynthesizer(self.embedder)
+        if self.chat_client is None:
+            return extractive
+        from retrieval.llm import create_llm_synthesizer
+
+        return create_llm_synthesizer(self.settings, self.chat_client, fallback=extractive,
+                                      tone_lookup=self.active_tone_model)
 
     @functools.cached_property
     def pipeline(self) -> AnswerPipeline:
-        return AnswerPipeline(self.searcher(), self.synthesizer(), top_k=self.settings.top_k,
-                              min_relevance=self.settings.min_relevance)
+        from retrieval.llm import create_rewriter
+
+        searcher: Searcher = self.searcher()
+        if self.settings.query_expansion:
+            from retrieval.rewrite import ExpandingSearcher, HeuristicExpander, LLMExpander
+
+            expander = (LLMExpander(self.chat_client, self.settings.llm_model) if self.chat_client
+                        else HeuristicExpander())
+            searcher = ExpandingSearcher(searcher, expander,  # type: ignore[assignment]
+                                         variants=self.settings.query_expansion)
+        return AnswerPipeline(searcher, self.synthesizer(), top_k=self.settings.top_k,
+                              min_relevance=self.settings.min_relevance,
+                              rewriter=create_rewriter(self.settings, self.chat_client))
 
     def indexer(self, progress: ProgressCallback | None = None) -> Indexer:
         return Indexer(self.database(), self.embedder, chunk_max_tokens=self.settings.chunk_max_tokens,

@@ -1,0 +1,48 @@
+"""LLM answer synthesis over any OpenAI-compatible chat endpoint (OpenAI, Azure OpenAI, vLLM, Ollama).
+
+    client.py       the openai client from settings; calls with deadline, retries, clear errors
+    prompt.py       rules, fenced passages [1..k], thread context, token budget
+    grounding.py    citation filter applied while streaming; quotes for the sources list
+    synthesizer.py  LLMSynthesizer: route, stream, ground, fall back (tone -> base -> extractive)
+
+The factories below build these from settings; `bot.services` calls them once per process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from retrieval.answer import QueryRewriter, Synthesizer
+from retrieval.llm.client import ChatClient, Deadline, create_openai_client
+from retrieval.llm.prompt import PromptBuilder
+from retrieval.llm.synthesizer import LLMSynthesizer
+from retrieval.routing import ToneRouter
+from retrieval.settings import Settings
+
+__all__ = ["ChatClient", "Deadline", "LLMSynthesizer", "create_llm_synthesizer", "create_openai_client",
+           "create_rewriter", "create_router"]
+
+
+def create_router(settings: Settings, tone_lookup: Callable[[], str | None] | None = None) -> ToneRouter:
+    return ToneRouter(settings.llm_model, rule=settings.tone_routing, channels=settings.tone_channels,
+                      share=settings.tone_share, override=settings.tone_model, lookup=tone_lookup)
+
+
+def create_llm_synthesizer(settings: Settings, chat: ChatClient, *, fallback: Synthesizer,
+                           tone_lookup: Callable[[], str | None] | None = None) -> LLMSynthesizer:
+    from finetune.tokens import default_counter
+
+    prompts = PromptBuilder(default_counter(), max_tokens=settings.llm_max_context_tokens)
+    return LLMSynthesizer(chat, create_router(settings, tone_lookup), prompts, fallback,
+                          budget_s=settings.llm_answer_budget_s, uncited=settings.llm_uncited)
+
+
+def create_rewriter(settings: Settings, chat: ChatClient | None) -> QueryRewriter | None:
+    """KBBOT_QUERY_REWRITE: `auto` uses the LLM when one is configured, else the heuristic."""
+    from retrieval.rewrite import HeuristicRewriter, LLMRewriter
+
+    if settings.query_rewrite == "off":
+        return None
+    if settings.query_rewrite == "auto" and chat is not None:
+        return LLMRewriter(chat, settings.llm_model)
+    return HeuristicRewriter()

@@ -1,0 +1,121 @@
+"""`kbbot serve`: the Slack bot. HTTP Events mode (the `web:` line of the Procfile) unless SLACK_APP_TOKEN
+is set, then Socket Mode. `kbbot manifest` prints the Slack app manifest to paste at api.slack.com/apps.
+
+HTTP mode serves bolt's WSGI adapter with waitress: a multi-threaded, production-grade pure-Python server
+(no C build, runs wherever Python does, Windows included) that embeds in this process. One process keeps one
+copy of the embedding model and one database pool, shared by every request thread; a pre-fork server such
+as gunicorn would load the model once per worker. Scale out with more processes or replicas: everything
+they share (retry dedupe, sync lock, answer log) is in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import click
+import waitress
+from slack_bolt import App
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+from bot.app import build_parts, create_app
+from bot.manifest import manifest_yaml
+from bot.services import Services
+from retrieval.errors import KbbotError
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+HEALTH_PATH = "/healthz"
+
+
+class HttpServer:
+    """Slack's request URL (`/slack/events`: events, commands, interactivity) and a health check."""
+
+    def __init__(self, app: App, *, host: str, port: int, threads: int = 8) -> None:
+        slack = SlackRequestHandler(app, path=EVENTS_PATH)
+
+        def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") == HEALTH_PATH:
+                start_response("200 OK", [("Content-Type", "text/plain")])
+                return [b"ok\n"]
+            return slack(environ, start_response)
+
+        self._server = waitress.create_server(wsgi, host=host, port=port, threads=threads, ident="kbbot",
+                                              clear_untrusted_proxy_headers=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.effective_port)  # type: ignore[union-attr]
+
+    def run(self) -> None:
+        self._server.run()
+
+    def close(self) -> None:
+        self._server.close()
+        self._server.task_dispatcher.shutdown()  # type: ignore[union-attr]
+
+
+def warm_up(services: Services) -> None:
+    """Load the embedding model and open the database before the first question, not during it. A database
+    that is down is logged, not fatal: the bot answers with an error message and recovers when it returns."""
+    try:
+        services.embedder.embed_query("warm up")
+    except KbbotError as exc:
+        log.error("the embedding model could not be loaded: %s", exc)
+    try:
+        services.database()
+    except KbbotError as exc:
+        log.error("the database is unreachable at start-up (the bot retries on each question): %s", exc)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # waitress's loop exits cleanly on it
+
+
+@click.command()
+@click.option("--host", help="Interface to listen on (default: KBBOT_HOST, 0.0.0.0).")
+@click.option("--port", type=int, help="Port (default: PORT, 3000).")
+@click.pass_obj
+def serve(obj, host: str | None, port: int | None) -> None:  # type: ignore[no-untyped-def]
+    """Run the Slack bot (HTTP Events mode; Socket Mode when SLACK_APP_TOKEN is set)."""
+    settings, services = obj.settings, obj.services
+    parts = build_parts(settings, services)
+    app = create_app(settings, services, parts)
+    warm_up(services)
+    try:
+        if settings.slack_app_token is not None:
+            from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+            log.info("kbbot is connecting to Slack in Socket Mode")
+            SocketModeHandler(app, settings.slack_app_token.get_secret_value()).start()
+        else:
+            server = HttpServer(app, host=host or settings.host, port=port or settings.port,
+                                threads=max(4, settings.slack_workers))
+            if threading.current_thread() is threading.main_thread():
+                # Platforms stop a process with SIGTERM: finish the answers in flight, then exit.
+                signal.signal(signal.SIGTERM, _interrupt)
+            log.info("kbbot is listening on http://%s:%d%s", host or settings.host, server.port, EVENTS_PATH)
+            server.run()
+    finally:
+        log.info("finishing the answers in flight")
+        parts.responder.close(wait=True)
+
+
+@click.command()
+@click.option("--url", "base_url", metavar="URL", help="Public base URL of `kbbot serve` (HTTP mode), "
+              "e.g. https://kbbot.example.com")
+@click.option("--socket", "socket_mode", is_flag=True, help="Manifest for Socket Mode (no public URL).")
+@click.option("--name", default="kbbot", show_default=True, help="The app's display name in Slack.")
+def manifest(base_url: str | None, socket_mode: bool, name: str) -> None:
+    """Print the Slack app manifest (paste it at api.slack.com/apps > Create New App > From a manifest)."""
+    if not base_url and not socket_mode:
+        raise click.UsageError("Give --url https://your-host (HTTP mode) or --socket (Socket Mode).")
+    click.echo(manifest_yaml(name=name, request_url=None if socket_mode else base_url.rstrip("/") + EVENTS_PATH),
+               nl=False)
+
+
+COMMANDS = [serve, manifest]

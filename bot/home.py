@@ -1,0 +1,172 @@
+"""The App Home tab: how to ask, the index's freshness, and for reviewers (admins and the support group)
+the answer review: recent answers with their citations and feedback, filtered to 👎, abstentions or errors.
+
+Everyone else sees only their own recent questions: the log holds questions asked in DMs and private
+channels, which are not for every employee to read.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from slack_sdk import WebClient
+
+from bot.blocks import escape, link
+from bot.reindex import AdminCheck, who
+from bot.responder import new_error_id
+from bot.services import Services
+from retrieval.answer_log import LoggedAnswer, ReviewFilter
+from retrieval.errors import KbbotError
+from retrieval.status import IndexStatus, index_status
+
+log = logging.getLogger(__name__)
+
+Block = dict[str, Any]
+FILTERS: dict[str, str] = {"all": "All", "down": "👎 Not helpful", "abstained": "No answer", "error": "Errors"}
+REVIEW_LIMIT = 20
+OWN_LIMIT = 10
+PREVIEW_CHARS = 300
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+
+
+def _context(text: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
+
+
+def _when(value: datetime) -> str:
+    """Rendered in each viewer's own time zone by Slack."""
+    fallback = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(value.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+def _preview(text: str | None) -> str:
+    text = " ".join((text or "").split())
+    return escape(text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…")
+
+
+def answer_blocks(a: LoggedAnswer) -> list[Block]:
+    lines = [f"*Q:* {_preview(a.question)}"]
+    if a.rewritten_question and a.rewritten_question != a.question:
+        lines.append(f"_Understood as:_ {_preview(a.rewritten_question)}")
+    if a.outcome == "error":
+        lines.append(f":x: *Error* `{a.error_id}`: {_preview(a.error)}")
+    elif a.outcome == "abstained":
+        lines.append(":mag: *No good answer.*")
+        nearest = a.metadata.get("nearest") or []
+        if nearest:
+            lines.append("Closest: " + " · ".join(link(n.get("url"), n.get("title", "?")) for n in nearest))
+    else:
+        lines.append(f"*A:* {_preview(a.answer_text)}")
+    if a.citations:
+        lines.append("*Sources:* " + " · ".join(
+            f"[{c.number}] {link(c.url, c.title)}" + (f" ({c.similarity:.2f})" if c.similarity is not None else "")
+            for c in a.citations))
+    ups, downs = a.thumbs
+    meta = [who(a.asker), f"<#{a.channel}>" if a.channel and a.channel_kind == "channel" else a.channel_kind,
+            _when(a.created_at), a.outcome + (f" by {a.model}" if a.model and a.outcome == "answered" else "")]
+    if "total" in a.latency_ms:
+        meta.append(f"{a.latency_ms['total'] / 1000:.1f} s")
+    meta.append(f"👍 {ups}  👎 {downs}")
+    blocks = [{"type": "divider"}, _section("\n".join(lines)), _context(" · ".join(meta))]
+    reasons = [f"{who(f.user_id)}: “{escape(f.reason)}”" for f in a.feedback if f.reason]
+    if reasons:
+        blocks.append(_context("👎 " + " · ".join(reasons)))
+    return blocks
+
+
+def _status_line(status: IndexStatus) -> str:
+    parts = [f"*{status.articles}* articles, *{status.chunks}* passages"]
+    if status.running is not None:
+        parts.append(f"a sync is running (started by {who(status.running.started_by)})")
+    if status.last_run is not None and status.last_run.finished_at is not None:
+        parts.append(f"last sync {_when(status.last_run.finished_at)} ({status.last_run.status})")
+    else:
+        parts.append("never synced")
+    return "Knowledge base: " + " · ".join(parts)
+
+
+def _intro() -> list[Block]:
+    return [
+        {"type": "header", "text": {"type": "plain_text", "text": "Ask the knowledge base", "emoji": True}},
+        _section("Mention me in a channel (I answer in the thread), send me a direct message, or use the "
+                 "*Messages* tab. Reply in the thread to ask a follow-up: no need to tag me again. Every answer "
+                 "lists the articles it used; 👍 / 👎 tell us how it did."),
+    ]
+
+
+def review_view(*, status: IndexStatus | None, answers: list[LoggedAnswer], counts: dict[str, int],
+                review: ReviewFilter) -> Block:
+    blocks = _intro()
+    if status is not None:
+        blocks.append(_context(_status_line(status)))
+    blocks += [
+        {"type": "header", "text": {"type": "plain_text", "text": "Answer review", "emoji": True}},
+        _context(f"Last 7 days: *{counts.get('total', 0)}* questions: {counts.get('answered', 0)} answered, "
+                 f"{counts.get('abstained', 0)} without a good answer, {counts.get('errors', 0)} errors · "
+                 f"👍 {counts.get('up', 0)}  👎 {counts.get('down', 0)} · "
+                 "`kbbot answers export --since 7d` for everything"),
+        {"type": "actions", "block_id": "home_filters", "elements": [
+            {"type": "button", "action_id": f"home_filter:{key}", "value": key,
+             "text": {"type": "plain_text", "text": label, "emoji": True},
+             **({"style": "primary"} if key == review else {})}
+            for key, label in FILTERS.items()
+        ]},
+    ]
+    if not answers:
+        blocks.append(_section("_Nothing here yet._" if review == "all" else "_No answers match this filter._"))
+    for a in answers:
+        blocks += answer_blocks(a)
+    return {"type": "home", "private_metadata": review, "blocks": blocks[:100]}
+
+
+def personal_view(*, status: IndexStatus | None, answers: list[LoggedAnswer]) -> Block:
+    blocks = _intro()
+    if status is not None:
+        blocks.append(_context(_status_line(status)))
+    if answers:
+        blocks.append({"type": "header", "text": {"type": "plain_text", "text": "Your recent questions"}})
+        for a in answers:
+            blocks += answer_blocks(a)[:2]
+    return {"type": "home", "blocks": blocks[:100]}
+
+
+def error_view(error_id: str) -> Block:
+    notice = _section(f":warning: The answer log is unreachable right now. Try again in a minute; if it "
+                      f"persists, give this error id to your Slack admin: `{error_id}`.")
+    return {"type": "home", "blocks": [*_intro(), notice]}
+
+
+class HomeTab:
+    def __init__(self, services: Services, admins: AdminCheck) -> None:
+        self.services = services
+        self.admins = admins
+
+    def is_reviewer(self, client: WebClient, user_id: str) -> bool:
+        group = self.services.settings.support_group
+        if group and AdminCheck.in_groups(client, user_id, [group]):
+            return True
+        return self.admins.is_admin(client, user_id)
+
+    def publish(self, client: WebClient, user_id: str, review: ReviewFilter = "all") -> None:
+        try:
+            view = self.build(client, user_id, review)
+        except KbbotError as exc:
+            error_id = new_error_id()
+            log.error("App Home for %s failed [error id %s]: %s", user_id, error_id, exc)
+            view = error_view(error_id)
+        client.views_publish(user_id=user_id, view=view)
+
+    def build(self, client: WebClient, user_id: str, review: ReviewFilter) -> Block:
+        db = self.services.database()
+        status = index_status(db)
+        answers_log = self.services.answer_log()
+        if self.is_reviewer(client, user_id):
+            week_ago = datetime.now(UTC) - timedelta(days=7)
+            return review_view(status=status, answers=answers_log.recent(limit=REVIEW_LIMIT, review=review),
+                               counts=answers_log.counts(since=week_ago), review=review)
+        return personal_view(status=status, answers=answers_log.recent(limit=OWN_LIMIT, asker=user_id))

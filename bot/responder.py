@@ -1,0 +1,335 @@
+"""Answers one question in one Slack thread: the shared path behind mentions, DMs, the messages tab and
+thread follow-ups.
+
+    claim the event id (Slack retries are dropped) -> show a status or placeholder at once ->
+    read the thread's earlier turns -> run the answer pipeline, streaming when it streams ->
+    log the answer -> post it (or replace the placeholder) -> on any failure, say so with an error id.
+
+Every path ends in a message the asker sees; nothing fails silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot import blocks
+from bot.dedupe import EventDeduper
+from bot.services import Services
+from retrieval.answer import AskContext, Turn
+from retrieval.answer_log import Asked
+from retrieval.errors import DatabaseError, EmbeddingError, EmptyQuestionError, KbbotError, LLMError
+from retrieval.types import Answer
+
+log = logging.getLogger(__name__)
+
+MAX_HISTORY_TURNS = 10
+_MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
+_FALLBACK_ERRORS = {"msg_too_long", "invalid_blocks", "invalid_blocks_format", "too_many_blocks"}
+
+HELP_TEXT = ("Ask me a question about our knowledge base, e.g. _How do I connect to the VPN from home?_ "
+             "I answer with the articles I used as sources.")
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    asker: str
+    channel: str
+    thread_ts: str  # the thread the answer goes to (the question itself when it starts one)
+    message_ts: str  # the asker's message
+    channel_kind: str  # "channel", "im" or "assistant"
+    event_id: str | None = None
+    team_id: str | None = None
+    bot_user_id: str | None = None  # ours: its messages in the thread are the assistant's turns
+    received_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def is_follow_up(self) -> bool:
+        return self.thread_ts != self.message_ts
+
+
+def strip_mentions(text: str) -> str:
+    return " ".join(_MENTION.sub(" ", text or "").split())
+
+
+def new_error_id() -> str:
+    return secrets.token_hex(4)
+
+
+def user_reason(exc: BaseException) -> str:
+    """Words for the asker; the log keeps the real cause (which may hold hosts or settings)."""
+    if isinstance(exc, DatabaseError):
+        return "the knowledge base is unreachable right now."
+    if isinstance(exc, LLMError):
+        return "the answer model is unavailable right now."
+    if isinstance(exc, EmbeddingError):
+        return "the search model failed."
+    if isinstance(exc, SlackApiError):
+        return "Slack did not accept my reply."
+    return "something went wrong on my side."
+
+
+class Responder:
+    """Shows progress on the caller's thread (fast), then answers on its own pool, so a queue of slow
+    answers never delays Slack acks, button clicks or commands."""
+
+    def __init__(self, services: Services, deduper: EventDeduper, *, workers: int = 4) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.deduper = deduper
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kbbot-answer")
+        self._in_flight: set[Future[None]] = set()
+
+    def answer(self, question: Question, client: WebClient,
+               set_status: Callable[[str], Any] | None = None) -> Future[None] | None:
+        """Answer `question` in its thread. `set_status` (assistant threads) replaces the placeholder.
+
+        Returns the pending answer, or None when nothing more is to be done (a retry, or handled here)."""
+        if not self.deduper.claim(question.event_id):
+            return None
+        delivery = _Delivery(client, question)
+        try:
+            if not question.text:
+                delivery.post_final([blocks.render_notice(HELP_TEXT)])
+                return None
+            if set_status is not None:
+                set_status(blocks.SEARCHING_TEXT)
+                delivery.mark_visible()
+            else:
+                delivery.post_placeholder()
+        except Exception as exc:
+            self._fail(question, delivery, exc)
+            return None
+        future = self._pool.submit(self._complete, question, delivery)
+        self._in_flight.add(future)
+        future.add_done_callback(self._in_flight.discard)
+        return future
+
+    def wait_idle(self, timeout: float | None = None) -> None:
+        """Block until the answers in flight are delivered (shutdown, tests, benchmarks)."""
+        wait(list(self._in_flight), timeout=timeout)
+
+    def close(self, wait: bool = True) -> None:
+        """Stop taking questions; with `wait`, finish the ones in flight."""
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+    def _complete(self, question: Question, delivery: _Delivery) -> None:
+        try:
+            history = self._history(delivery.client, question) if question.is_follow_up else ()
+            self._answer(question, delivery, history)
+        except EmptyQuestionError:
+            delivery.post_final([blocks.render_notice(HELP_TEXT)])
+        except Exception as exc:  # every failure must reach the asker, whatever its kind
+            self._fail(question, delivery, exc)
+
+    # --- the happy path --------------------------------------------------------------------------
+    def _answer(self, question: Question, delivery: _Delivery, history: tuple[Turn, ...]) -> None:
+        context = AskContext(history=history, channel=question.channel)
+        final: Answer | None = None
+        pending: list[str] = []
+        for event in self.services.pipeline.stream(question.text, context):
+            if isinstance(event, Answer):
+                final = event
+                break
+            pending.append(event)
+            if delivery.streamer is None and len(pending) >= 2:
+                delivery.start_stream("".join(pending))
+                pending.clear()
+            elif delivery.streamer is not None:
+                delivery.streamer.append(markdown_text=event)
+        if final is None:
+            raise KbbotError("the answer pipeline ended without an answer")
+        answer_id = self._log(question, final)
+        can_escalate = self.settings.support_group is not None
+        messages = blocks.render_answer(final, answer_id=answer_id, can_escalate=can_escalate,
+                                        stale_after_days=self.settings.stale_after_days,
+                                        include_text=delivery.streamer is None)
+        if delivery.streamer is not None:
+            delivery.stop_stream(messages)
+        else:
+            delivery.post_final(messages, final, stale_after_days=self.settings.stale_after_days)
+        if answer_id is not None:
+            try:
+                self.services.answer_log().set_delivery(answer_id, message_ts=delivery.final_ts,
+                                                        latency_ms=delivery.latency_ms())
+            except KbbotError as exc:
+                log.warning("answer %s: could not record delivery: %s", answer_id, exc)
+        log.info("answered %s in %s/%s: outcome=%s model=%s %s", question.event_id or "-", question.channel,
+                 question.thread_ts, final.outcome, final.model, delivery.latency_ms())
+
+    def _log(self, question: Question, answer: Answer) -> int | None:
+        try:
+            return self.services.answer_log().record(self._asked(question), answer)
+        except KbbotError as exc:
+            # The asker still gets the answer; only its feedback buttons are lost.
+            log.error("could not log the answer to %s: %s", question.event_id, exc)
+            return None
+
+    def _asked(self, question: Question) -> Asked:
+        return Asked(question.text, question.channel_kind, question.asker, question.channel,
+                     question.thread_ts, {"event_id": question.event_id, "message_ts": question.message_ts})
+
+    # --- failures --------------------------------------------------------------------------------
+    def _fail(self, question: Question, delivery: _Delivery, exc: BaseException) -> None:
+        error_id = new_error_id()
+        log.error("answering %s failed [error id %s]: %s", question.event_id or question.message_ts,
+                  error_id, exc, exc_info=exc)
+        try:
+            self.services.answer_log().record_error(self._asked(question), error_id=error_id,
+                                                    error=f"{type(exc).__name__}: {exc}",
+                                                    latency_ms=delivery.latency_ms())
+        except Exception as log_exc:
+            log.warning("error %s not saved to the answer log: %s", error_id, log_exc)
+        try:
+            delivery.abort_stream()
+            delivery.post_final([blocks.render_error(error_id, user_reason(exc))])
+        except Exception as post_exc:
+            log.error("could not tell the asker about error %s: %s", error_id, post_exc)
+
+    # --- thread history --------------------------------------------------------------------------
+    def _history(self, client: WebClient, question: Question) -> tuple[Turn, ...]:
+        """The thread's earlier turns, oldest first, for follow-up rewriting."""
+        try:
+            response = client.conversations_replies(channel=question.channel, ts=question.thread_ts,
+                                                    limit=50)
+        except SlackApiError as exc:
+            log.warning("could not read thread %s for context (%s); answering without it",
+                        question.thread_ts, exc.response.get("error"))
+            return ()
+        turns: list[Turn] = []
+        for message in response.get("messages", []):
+            ts = message.get("ts", "")
+            if _ts_key(ts) >= _ts_key(question.message_ts):
+                continue
+            own = question.bot_user_id is not None and message.get("user") == question.bot_user_id
+            if own:
+                text = blocks.history_text(message.get("blocks"), message.get("text", ""))
+                if text and blocks.SEARCHING_TEXT not in text:
+                    turns.append(Turn("assistant", text))
+            elif not message.get("bot_id"):
+                text = strip_mentions(message.get("text", ""))
+                if text:
+                    turns.append(Turn("user", text))
+        return tuple(turns[-MAX_HISTORY_TURNS:])
+
+
+def _ts_key(ts: str) -> tuple[int, int]:
+    seconds, _, micros = ts.partition(".")
+    return int(seconds or 0), int(micros or 0)
+
+
+class _Delivery:
+    """The messages of one answer in one thread: placeholder, stream, final message(s)."""
+
+    def __init__(self, client: WebClient, question: Question) -> None:
+        self.client = client
+        self.question = question
+        self.placeholder_ts: str | None = None
+        self.final_ts: str | None = None
+        self.streamer: Any = None
+        self.visible_ms: float | None = None
+        self.delivered_ms: float | None = None
+
+    def _elapsed(self) -> float:
+        return (time.monotonic() - self.question.received_at) * 1000
+
+    def mark_visible(self) -> None:
+        if self.visible_ms is None:
+            self.visible_ms = self._elapsed()
+
+    def latency_ms(self) -> dict[str, float]:
+        out = {}
+        if self.visible_ms is not None:
+            out["slack_first_visible"] = self.visible_ms
+        if self.delivered_ms is not None:
+            out["slack_delivered"] = self.delivered_ms
+        return out
+
+    def post_placeholder(self) -> None:
+        message = blocks.render_placeholder()
+        response = self.client.chat_postMessage(channel=self.question.channel, thread_ts=self.question.thread_ts,
+                                                text=message.text, blocks=message.blocks)
+        self.placeholder_ts = response["ts"]
+        self.mark_visible()
+
+    # --- streaming -------------------------------------------------------------------------------
+    def start_stream(self, text: str) -> None:
+        self.streamer = self.client.chat_stream(
+            channel=self.question.channel, thread_ts=self.question.thread_ts,
+            recipient_user_id=self.question.asker, recipient_team_id=self.question.team_id,
+        )
+        self.streamer.append(markdown_text=text)
+
+    def stop_stream(self, messages: list[blocks.SlackMessage]) -> None:
+        first, *rest = messages
+        response = self.streamer.stop(blocks=first.blocks or None)
+        self.final_ts = self.streamer.ts or response.get("ts")
+        self.streamer = None
+        self._drop_placeholder()
+        for message in rest:
+            self._post(message)
+        self.delivered_ms = self._elapsed()
+        self.mark_visible()
+
+    def abort_stream(self) -> None:
+        """Close a stream cut short by an error, so the error message follows the partial text."""
+        if self.streamer is not None and self.streamer.ts:
+            try:
+                self.streamer.stop(markdown_text="\n\n_(interrupted)_")
+            except SlackApiError as exc:
+                log.warning("could not close the interrupted stream: %s", exc.response.get("error"))
+        self.streamer = None
+
+    # --- final messages --------------------------------------------------------------------------
+    def post_final(self, messages: list[blocks.SlackMessage], answer: Answer | None = None, *,
+                   stale_after_days: int = 365) -> None:
+        try:
+            self._post_all(messages)
+        except SlackApiError as exc:
+            if answer is None or exc.response.get("error") not in _FALLBACK_ERRORS:
+                raise
+            # Slack refused the blocks (too long, or a limit we did not foresee): plain text still reaches
+            # the asker, without buttons.
+            log.warning("Slack refused the answer message (%s): sending it as plain text",
+                        exc.response.get("error"))
+            texts = blocks.plain_messages(answer, stale_after_days=stale_after_days)
+            self._post_all([blocks.SlackMessage(t, []) for t in texts])
+        self.delivered_ms = self._elapsed()
+        self.mark_visible()
+
+    def _post_all(self, messages: list[blocks.SlackMessage]) -> None:
+        first, *rest = messages
+        if self.placeholder_ts is not None:
+            self.client.chat_update(channel=self.question.channel, ts=self.placeholder_ts, text=first.text,
+                                    blocks=first.blocks)
+            self.final_ts = self.placeholder_ts
+            self.placeholder_ts = None
+        else:
+            self.final_ts = self._post(first)
+        for message in rest:
+            self._post(message)
+
+    def _post(self, message: blocks.SlackMessage) -> str:
+        kwargs: dict[str, Any] = {"blocks": message.blocks} if message.blocks else {}
+        response = self.client.chat_postMessage(channel=self.question.channel,
+                                                thread_ts=self.question.thread_ts, text=message.text, **kwargs)
+        return str(response["ts"])
+
+    def _drop_placeholder(self) -> None:
+        if self.placeholder_ts is None:
+            return
+        try:
+            self.client.chat_delete(channel=self.question.channel, ts=self.placeholder_ts)
+        except SlackApiError as exc:
+            log.warning("could not remove the placeholder: %s", exc.response.get("error"))
+        self.placeholder_ts = None

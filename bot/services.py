@@ -4,6 +4,7 @@ come through here, so they answer the same way."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,7 @@ from retrieval.db import Database
 from retrieval.embeddings import Embedder, create_embedder
 from retrieval.search import Searcher
 from retrieval.settings import Settings
-from retrieval.sources import Source, source_from_record
+from retrieval.sources import Source
 from retrieval.sync import Indexer, ProgressCallback
 
 if TYPE_CHECKING:
@@ -79,23 +80,26 @@ class Services:
                               min_relevance=self.settings.min_relevance,
                               rewriter=create_rewriter(self.settings, self.chat_client))
 
-    def indexer(self, progress: ProgressCallback | None = None) -> Indexer:
+    def indexer(self, progress: ProgressCallback | None = None,
+                should_stop: Callable[[], bool] | None = None) -> Indexer:
         return Indexer(self.database(), self.embedder, chunk_max_tokens=self.settings.chunk_max_tokens,
-                       progress=progress)
+                       progress=progress, should_stop=should_stop)
 
     def answer_log(self) -> AnswerLog:
         return AnswerLog(self.database())
 
     def configured_sources(self) -> list[Source]:
-        """The sources `kbbot sync`, the worker and /reindex sync: those registered in the index by `ingest`,
-        rebuilt from their stored config. (The one place to extend when sources come from elsewhere.)"""
+        """The sources `kbbot sync`, the worker and /reindex sync: those declared in the sources file
+        (KBBOT_SOURCES_FILE, re-read on every call so edits apply without a restart), then those registered
+        in the index by `ingest`, rebuilt from their stored config."""
         from sqlalchemy import text
 
         from retrieval.db import translate_errors
+        from retrieval.sources_config import configured_sources
 
         with translate_errors("Reading the configured sources"), self.database().engine.connect() as conn:
             rows = conn.execute(text("SELECT name, kind, config FROM sources ORDER BY name")).all()
-        return [source_from_record(r.name, r.kind, dict(r.config)) for r in rows]
+        return configured_sources(self.settings.sources_file, [(r.name, r.kind, dict(r.config)) for r in rows])
 
     def close(self) -> None:
         if self._db is not None:

@@ -48,14 +48,23 @@ class IndexStore:
                 (name, kind, json.dumps(config, default=str)),
             ).fetchone()[0]  # type: ignore[index]
 
-    def mark_source(self, source_id: int, *, error: str | None) -> None:
+    def mark_source(self, source_id: int, *, error: str | None, checkpoint: dict[str, object] | None = None) -> None:
+        """Record a source's outcome. On success, `checkpoint` (when given) replaces the stored one: it only
+        ever advances after the whole source synced."""
         with self.conn.transaction():
             if error is None:
                 self.conn.execute(
-                    "UPDATE sources SET last_success_at = now(), last_error = NULL WHERE id = %s", (source_id,)
+                    "UPDATE sources SET last_success_at = now(), last_error = NULL, last_error_at = NULL, "
+                    "checkpoint = coalesce(%s::jsonb, checkpoint) WHERE id = %s",
+                    (None if checkpoint is None else json.dumps(checkpoint, default=str), source_id),
                 )
             else:
-                self.conn.execute("UPDATE sources SET last_error = %s WHERE id = %s", (error, source_id))
+                self.conn.execute("UPDATE sources SET last_error = %s, last_error_at = now() WHERE id = %s",
+                                  (error, source_id))
+
+    def source_checkpoint(self, source_id: int) -> dict[str, object] | None:
+        row = self.conn.execute("SELECT checkpoint FROM sources WHERE id = %s", (source_id,)).fetchone()
+        return row[0] if row and isinstance(row[0], dict) else None
 
     def indexed_articles(self, source_id: int) -> dict[str, IndexedArticle]:
         rows = self.conn.execute(

@@ -5,13 +5,20 @@ one is re-chunked and only chunks whose text changed are embedded (the others ke
 article gone from its source is deleted with its chunks and vectors. Embedding is batched across articles
 for throughput, but each article is written in its own transaction, so a crash loses at most the batch in
 flight and the next run picks up where this one stopped.
+
+Sources with a change feed (Zendesk, Confluence) are read incrementally: an `incremental` run asks each
+for what changed since its stored checkpoint, and the checkpoint advances only when the whole source
+synced. Articles that failed are remembered with it and fetched again by the next run. `full` runs list
+every article of every source (and prune what is gone), whatever the checkpoints say.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,10 +26,17 @@ import numpy as np
 from retrieval.chunking import chunk_article
 from retrieval.db import Database, translate_errors
 from retrieval.embeddings import Embedder
-from retrieval.errors import ArticleError, EmbeddingError, KbbotError, ModelMismatchError, SourceError
+from retrieval.errors import (
+    ArticleError,
+    EmbeddingError,
+    KbbotError,
+    ModelMismatchError,
+    SourceError,
+    SyncStoppedError,
+)
 from retrieval.index_store import IndexStore
 from retrieval.runs import RunCounts, RunKind, RunLog, SyncRun
-from retrieval.sources.base import Source
+from retrieval.sources.base import ChangeItem, Deleted, Source
 from retrieval.spaces import (
     EmbeddingSpace,
     activate,
@@ -66,11 +80,14 @@ class Indexer:
     """Runs syncs. Everything it needs is passed in; it opens no connections of its own accord."""
 
     def __init__(self, db: Database, embedder: Embedder, *, chunk_max_tokens: int,
-                 progress: ProgressCallback | None = None) -> None:
+                 progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None) -> None:
         self.db = db
         self.embedder = embedder
         self.chunk_max_tokens = min(chunk_max_tokens, getattr(embedder, "max_tokens", chunk_max_tokens) - 40)
         self.progress = progress or (lambda _p: None)
+        # Asked between articles: True ends the run early (status `interrupted`) after the articles in
+        # hand are written, e.g. when the worker gets SIGTERM.
+        self.should_stop = should_stop or (lambda: False)
         self.runs = RunLog(db)
 
     def sync(self, sources: Sequence[Source], *, kind: RunKind = "incremental", trigger: str = "cli",
@@ -86,7 +103,7 @@ class Indexer:
                     space, switching = self._target_space(store, kind)
                     beat = _Heartbeat(lambda: self.runs.heartbeat(lock_conn, run_id, counts))
                     for source in sources:
-                        self._sync_source(store, source, space, counts, beat, prune=prune)
+                        self._sync_source(store, source, space, counts, beat, prune=prune, kind=kind)
                     self._backfill(store, space, counts, beat)
                     self.progress(Progress("index", None, 0, None, counts))
                     with self.db.engine.begin() as conn:
@@ -96,6 +113,10 @@ class Indexer:
                     if counts.added or counts.updated or counts.removed or not _lexicon_ready(pg):
                         store.refresh_lexicon()
                 status = "partial" if counts.failed else "succeeded"
+            except SyncStoppedError as exc:
+                log.warning("sync run %s stopped early: the process is shutting down", run_id)
+                counts.errors.append({"where": "run", "error": str(exc)})
+                status = "interrupted"
             except KbbotError as exc:
                 counts.errors.append({"where": "run", "error": str(exc)})
                 raise
@@ -128,45 +149,69 @@ class Indexer:
             return create_space(conn, provider, model, self.embedder.dimension, "building"), True
 
     def _sync_source(self, store: IndexStore, source: Source, space: EmbeddingSpace, counts: RunCounts,
-                     beat: _Heartbeat, *, prune: bool) -> None:
+                     beat: _Heartbeat, *, prune: bool, kind: RunKind = "incremental") -> None:
         source_id = store.upsert_source(source.name, source.kind, source.config())
         indexed = store.indexed_articles(source_id)
+        state = store.source_checkpoint(source_id) if kind == "incremental" else None
+        failed: set[str] = set()  # external ids to fetch again next run
         seen: set[str] = set()
         pending: list[_Pending] = []
         pending_chunks = 0
         done = 0
-        self.progress(Progress("source", source.name, 0, len(indexed) or None, counts))
         try:
-            for item in source.iter_articles():
+            feed = source.iter_changes(state.get("cursor") if state else None)
+            retry = [str(i) for i in (state or {}).get("retry") or []]  # type: ignore[union-attr]
+            items: Iterable[ChangeItem] = feed
+            if retry and not feed.complete:
+                items = itertools.chain(source.fetch_articles(retry), feed)
+            self.progress(Progress("source", source.name, 0, (len(indexed) or None) if feed.complete else None,
+                                   counts))
+            for item in _guarded(source, items):
+                if self.should_stop():
+                    failed |= self._flush(store, source_id, space, pending, counts)
+                    raise SyncStoppedError()
                 done += 1
+                if isinstance(item, Deleted):
+                    gone = indexed.pop(item.external_id, None)
+                    if gone is not None:
+                        counts.removed += store.delete_articles([gone.id])
+                    continue
                 if isinstance(item, ArticleError):
                     if item.external_id:
                         seen.add(item.external_id)
+                        failed.add(item.external_id)
                     counts.record_error(item.location or source.name, str(item))
                     log.warning("skipped article: %s", item)
                     continue
                 seen.add(item.external_id)
+                failures_before = counts.failed
                 prepared = self._prepare(store, item, indexed.get(item.external_id), space, counts)
                 if prepared is not None:
                     pending.append(prepared)
                     pending_chunks += len(prepared.to_embed)
+                elif counts.failed > failures_before:
+                    failed.add(item.external_id)
                 if pending_chunks >= EMBED_BATCH_CHUNKS:
-                    self._flush(store, source_id, space, pending, counts)
+                    failed |= self._flush(store, source_id, space, pending, counts)
                     pending, pending_chunks = [], 0
                 self.progress(Progress("articles", source.name, done, None, counts))
                 beat()
-            self._flush(store, source_id, space, pending, counts)
+            failed |= self._flush(store, source_id, space, pending, counts)
         except SourceError as exc:
-            # The listing is incomplete: keep every indexed article of this source as it is.
+            # The listing is incomplete: keep every indexed article of this source as it is, and keep the
+            # checkpoint where it was so the next run reads the same changes again.
             self._flush(store, source_id, space, pending, counts)
             counts.record_error(source.name, str(exc))
             store.mark_source(source_id, error=str(exc))
             log.error("source %s failed: %s", source.name, exc)
             return
-        if prune:
-            gone = [a.id for ext, a in indexed.items() if ext not in seen]
-            counts.removed += store.delete_articles(gone)
-        store.mark_source(source_id, error=None)
+        finally:
+            source.close()
+        if prune and feed.complete:
+            gone_ids = [a.id for ext, a in indexed.items() if ext not in seen]
+            counts.removed += store.delete_articles(gone_ids)
+        checkpoint = None if feed.checkpoint is None else {"cursor": feed.checkpoint, "retry": sorted(failed)}
+        store.mark_source(source_id, error=None, checkpoint=checkpoint)
 
     def _prepare(self, store: IndexStore, article: Article, indexed: object, space: EmbeddingSpace,
                  counts: RunCounts) -> _Pending | None:
@@ -184,6 +229,8 @@ class Indexer:
         if not drafts:
             counts.record_error(article.external_id, "has no text to index")
             return None
+        if article.path:
+            drafts = [dataclasses.replace(d, heading_path=(*article.path, *d.heading_path)) for d in drafts]
         stored = store.stored_chunks(indexed.id, space.id) if indexed is not None else []  # type: ignore[attr-defined]
         available = {}
         for chunk in stored:
@@ -203,9 +250,10 @@ class Indexer:
         return _Pending(article, article_hash, drafts, reuse, to_embed, existed=indexed is not None)
 
     def _flush(self, store: IndexStore, source_id: int, space: EmbeddingSpace, pending: list[_Pending],
-               counts: RunCounts) -> None:
+               counts: RunCounts) -> set[str]:
+        """Embed and write the pending articles; returns the external ids of those that failed."""
         if not pending:
-            return
+            return set()
         texts = [p.drafts[i].embedding_input(p.article.title) for p in pending for i in p.to_embed]
         try:
             vectors = self.embedder.embed_documents(texts) if texts else np.zeros((0, space.dimension))
@@ -213,7 +261,8 @@ class Indexer:
             for p in pending:
                 counts.record_error(p.article.external_id, str(exc))
             log.error("embedding a batch of %d articles failed: %s", len(pending), exc)
-            return
+            return {p.article.external_id for p in pending}
+        failed: set[str] = set()
         cursor = 0
         for p in pending:
             for i in p.to_embed:
@@ -228,17 +277,21 @@ class Indexer:
             except KbbotError as exc:
                 counts.record_error(p.article.external_id, str(exc))
                 log.error("writing %s failed: %s", p.article.external_id, exc)
+                failed.add(p.article.external_id)
                 continue
             counts.chunks_embedded += len(p.to_embed)
             if p.existed:
                 counts.updated += 1
             else:
                 counts.added += 1
+        return failed
 
     def _backfill(self, store: IndexStore, space: EmbeddingSpace, counts: RunCounts, beat: _Heartbeat) -> None:
         """Embed chunks that have no vector in the target space (a re-embed, or a crash between writes)."""
         after = 0
         while True:
+            if self.should_stop():
+                raise SyncStoppedError()  # a re-embed resumes from the missing vectors next run
             rows = store.chunks_missing_vectors(space.id, after, EMBED_BATCH_CHUNKS)
             if not rows:
                 return
@@ -252,6 +305,24 @@ class Indexer:
             after = rows[-1][0]
             self.progress(Progress("backfill", None, counts.chunks_embedded, None, counts))
             beat()
+
+
+def _guarded(source: Source, items: Iterable[ChangeItem]) -> Iterator[ChangeItem]:
+    """The items, with a connector's unexpected exception turned into that source's failure: a bug in one
+    connector must cost its own source this run, not every source after it."""
+    iterator = iter(items)
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except KbbotError:
+            raise
+        except Exception as exc:
+            log.exception("source %s failed unexpectedly", source.name)
+            raise SourceError(f"{source.describe()} failed unexpectedly ({type(exc).__name__}: {exc}); "
+                              "its indexed articles are kept and the next run tries again.") from exc
+        yield item
 
 
 class _Heartbeat:

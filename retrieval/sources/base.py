@@ -96,3 +96,4 @@ class Source(ABC):
 
     def close(self) -> None:
         """Release connections (HTTP clients); called by the sync when the source is done."""
+        return None

@@ -1,0 +1,188 @@
+"""Shared pieces of the scale and peer benchmarks: the aws-docs-qa embedding cache, a benchmark
+PostgreSQL server, throw-away databases, and small timing helpers.
+
+Run it directly to build the cache once (chunks with kbbot's chunker at 200 tokens, embeds them with the
+local all-MiniLM-L6-v2; ~8 min on 2 shared cores, so run it with `nice`):
+
+    nice -n 10 .venv/bin/python bench/common.py [--rebuild]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from sqlalchemy.engine import URL, make_url
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench" / "peers"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import cache_format  # noqa: E402 - needs the path above
+from cache_format import CACHE_DIR, AwsChunks, CacheFiles, default_stem, percentile  # noqa: E402
+
+log = logging.getLogger("bench")
+
+AWS_DIR = REPO.parent / "shared" / "data" / "aws-docs-qa"
+MAX_TOKENS = 200
+EMBED_BATCH = 256
+
+__all__ = ["AWS_DIR", "AwsChunks", "bench_server", "load_aws", "percentile", "scratch_database"]
+
+
+# --- the embedding cache --------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_aws_cache(stem: Path, *, aws_dir: Path = AWS_DIR) -> None:
+    """Chunk the corpus the way `Indexer` does and embed every chunk and question once."""
+    from retrieval.chunking import chunk_article
+    from retrieval.embeddings import LocalEmbedder
+    from retrieval.evaluation import load_labelled_queries
+
+    corpus = aws_dir / "corpus.jsonl"
+    embedder = LocalEmbedder()
+    max_tokens = min(MAX_TOKENS, embedder.max_tokens - 40)  # the Indexer's own rule
+    chunks: list[dict[str, object]] = []
+    with corpus.open(encoding="utf-8") as fh:
+        for line in fh:
+            record = json.loads(line)
+            title = str(record.get("title") or record["_id"])
+            for d in chunk_article(record["text"], max_tokens=max_tokens, count_tokens=embedder.count_tokens):
+                chunks.append({
+                    "article": record["_id"], "title": title, "ordinal": d.ordinal,
+                    "heading_path": list(d.heading_path), "char_start": d.char_start, "char_end": d.char_end,
+                    "token_count": d.token_count, "text": d.text, "input": d.embedding_input(title),
+                })
+    log.info("chunked %s into %d chunks; embedding them", corpus, len(chunks))
+    started = time.perf_counter()
+    parts = []
+    for start in range(0, len(chunks), EMBED_BATCH):
+        parts.append(embedder.embed_documents([str(c["input"]) for c in chunks[start:start + EMBED_BATCH]]))
+        done = start + len(parts[-1])
+        if (start // EMBED_BATCH) % 20 == 0:
+            rate = done / (time.perf_counter() - started)
+            log.info("embedded %d/%d chunks (%.0f/s)", done, len(chunks), rate)
+    vectors = np.vstack(parts).astype(np.float32)
+    queries = load_labelled_queries(aws_dir / "queries.jsonl", aws_dir / "qrels.tsv")
+    query_vectors = np.vstack([embedder.embed_query(q.text) for q in queries]).astype(np.float32)
+
+    files = CacheFiles(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with files.chunks.open("w", encoding="utf-8") as fh:
+        for chunk in chunks:
+            fh.write(json.dumps(chunk, ensure_ascii=False) + "\n")
+    with files.queries.open("w", encoding="utf-8") as fh:
+        for q in queries:
+            record = {"id": q.id, "text": q.text, "relevant": q.relevant}
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    np.save(files.vectors, vectors)
+    np.save(files.query_vectors, query_vectors)
+    files.manifest.write_text(json.dumps({
+        "corpus": str(corpus), "corpus_sha256": _sha256(corpus),
+        "chunker_sha256": _sha256(REPO / "retrieval" / "chunking.py"), "max_tokens": max_tokens,
+        "model": f"{embedder.provider}/{embedder.model}", "dimension": int(vectors.shape[1]),
+        "chunks": len(chunks), "articles": len({c["article"] for c in chunks}), "queries": len(queries),
+        "embed_seconds": round(time.perf_counter() - started, 1),
+    }, indent=2))
+    log.info("wrote %s.* (%d chunks, %.0f s)", stem, len(chunks), time.perf_counter() - started)
+
+
+def load_aws(*, rebuild: bool = False) -> AwsChunks:
+    """The cached chunks and vectors, built first if missing (one builder at a time, across processes)."""
+    if not (AWS_DIR / "corpus.jsonl").is_file():
+        raise SystemExit(f"{AWS_DIR} is missing: these benchmarks need ../shared/data/aws-docs-qa.")
+    stem = default_stem(MAX_TOKENS)
+    files = CacheFiles(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(stem) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second benchmark waits for the first one's build
+        if rebuild and files.complete():
+            files.manifest.unlink()
+        if not files.complete():
+            build_aws_cache(stem)
+    data = cache_format.load(stem)
+    if data.manifest.get("corpus_sha256") != _sha256(AWS_DIR / "corpus.jsonl"):
+        raise SystemExit(f"{stem}.*: the corpus changed since the cache was built; rerun with --rebuild.")
+    return data
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------------------
+def bench_server(data_dir: Path = CACHE_DIR) -> URL:
+    """The benchmarks' embedded PostgreSQL (the wheel kbbot embeds), data in `data_dir/pg`."""
+    from retrieval.db import embedded_url
+
+    return make_url(embedded_url(data_dir))
+
+
+def admin_conninfo(server: URL) -> str:
+    return server.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+
+
+def libpq_url(url: URL) -> str:
+    """A plain postgresql:// URL (for psycopg and the peer frameworks)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def scratch_database(server: URL, prefix: str, *, keep: bool = False) -> Iterator[URL]:
+    """A database that exists for the length of the block and is dropped after it, even on error."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_conninfo(server), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.set(database=name)
+    finally:
+        if keep:
+            log.warning("kept database %s", name)
+        else:
+            with psycopg.connect(admin_conninfo(server), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def drop_leftovers(server: URL, prefixes: tuple[str, ...]) -> list[str]:
+    """Drop databases an interrupted earlier run left behind (its `finally` never ran)."""
+    dropped = []
+    with psycopg.connect(admin_conninfo(server), autocommit=True) as conn:
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
+        for name in names:
+            if name.startswith(tuple(p + "_" for p in prefixes)):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                dropped.append(name)
+    return dropped
+
+
+def summarize_ms(values: list[float]) -> dict[str, float]:
+    return {"p50": round(percentile(values, 50), 2), "p95": round(percentile(values, 95), 2),
+            "mean": round(float(np.mean(values)) if values else 0.0, 2)}
+
+
+def machine() -> str:
+    import platform
+
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores, {mem_gb:.0f} GB RAM, Python {platform.python_version()}"
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    data = load_aws(rebuild="--rebuild" in sys.argv)
+    print(json.dumps(data.manifest, indent=2))

@@ -15,6 +15,7 @@ from retrieval.embeddings import Embedder, create_embedder
 from retrieval.search import Searcher
 from retrieval.settings import Settings
 from retrieval.sources import Source
+from retrieval.spaces import HnswOptions
 from retrieval.sync import Indexer, ProgressCallback
 
 if TYPE_CHECKING:
@@ -83,7 +84,8 @@ class Services:
     def indexer(self, progress: ProgressCallback | None = None,
                 should_stop: Callable[[], bool] | None = None) -> Indexer:
         return Indexer(self.database(), self.embedder, chunk_max_tokens=self.settings.chunk_max_tokens,
-                       progress=progress, should_stop=should_stop)
+                       progress=progress, should_stop=should_stop,
+                       index_options=HnswOptions.from_settings(self.settings))
 
     def answer_log(self) -> AnswerLog:
         return AnswerLog(self.database())

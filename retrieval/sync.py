@@ -39,6 +39,7 @@ from retrieval.runs import RunCounts, RunKind, RunLog, SyncRun
 from retrieval.sources.base import ChangeItem, Deleted, Source
 from retrieval.spaces import (
     EmbeddingSpace,
+    HnswOptions,
     activate,
     active_space,
     building_space,
@@ -80,9 +81,11 @@ class Indexer:
     """Runs syncs. Everything it needs is passed in; it opens no connections of its own accord."""
 
     def __init__(self, db: Database, embedder: Embedder, *, chunk_max_tokens: int,
-                 progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None) -> None:
+                 progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
+                 index_options: HnswOptions | None = None) -> None:
         self.db = db
         self.embedder = embedder
+        self.index_options = index_options or HnswOptions()
         self.chunk_max_tokens = min(chunk_max_tokens, getattr(embedder, "max_tokens", chunk_max_tokens) - 40)
         self.progress = progress or (lambda _p: None)
         # Asked between articles: True ends the run early (status `interrupted`) after the articles in
@@ -107,7 +110,7 @@ class Indexer:
                     self._backfill(store, space, counts, beat)
                     self.progress(Progress("index", None, 0, None, counts))
                     with self.db.engine.begin() as conn:
-                        ensure_hnsw_index(conn, space)
+                        ensure_hnsw_index(conn, space, self.index_options)
                         if switching:
                             activate(conn, space)
                     if counts.added or counts.updated or counts.removed or not _lexicon_ready(pg):

@@ -93,7 +93,7 @@ def test_wrong_key_says_check_openai_api_key(fake_openai: FakeOpenAI) -> None:
 def test_unreachable_endpoint_says_check_base_url() -> None:
     settings = load_settings(_env_file=None, openai_api_key="k", openai_base_url="http://127.0.0.1:9/v1",
                              llm_max_retries=0)
-    with pytest.raises(LLMError, match="cannot reach http://127.0.0.1:9/v1.*OPENAI_BASE_URL"):
+    with pytest.raises(LLMError, match=r"cannot reach http://127\.0\.0\.1:9/v1.*OPENAI_BASE_URL"):
         ChatClient.from_settings(settings).complete("m", MESSAGES, Deadline.after(5))
 
 

@@ -85,13 +85,13 @@ class LLMSynthesizer:
                 yield tail
             timings["llm"] = _ms(call_started)
             answer = self._answer(question, grounded, prompt, model)
-            answer.timings_ms = {**timings, "synthesize_total": _ms(started)}
+            answer.timings_ms = timings
             if grounded.dropped_markers:
                 log.info("removed %d citation(s) to passages that do not exist", grounded.dropped_markers)
             yield answer
             return
         log.error("no model could answer (%s); sending the extractive answer", "; ".join(failures))
-        yield from self._extractive(question, passages, context, question_vector, timings, started,
+        yield from self._extractive(question, passages, context, question_vector, timings,
                                     stream_text=not shown)
 
     def _answer(self, question: str, grounded: GroundedText, prompt: Prompt, model: str) -> Answer:
@@ -105,7 +105,7 @@ class LLMSynthesizer:
         return Answer(question, grounded.text, citations, "answered", model)
 
     def _extractive(self, question: str, passages: Sequence[SearchHit], context: AskContext,
-                    question_vector: np.ndarray | None, timings: dict[str, float], started: float, *,
+                    question_vector: np.ndarray | None, timings: dict[str, float], *,
                     stream_text: bool) -> Iterator[str | Answer]:
         final: Answer | None = None
         for event in self.fallback.stream(question, passages, context=context,
@@ -116,7 +116,7 @@ class LLMSynthesizer:
                 yield event
         assert final is not None, "a synthesizer must end with an Answer"
         final.note = EXTRACTIVE_NOTE
-        final.timings_ms = {**timings, **final.timings_ms, "synthesize_total": _ms(started)}
+        final.timings_ms = {**timings, **final.timings_ms}
         yield final
 
 

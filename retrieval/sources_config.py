@@ -38,6 +38,14 @@ log = logging.getLogger(__name__)
 SourceType = Literal["filesystem", "jsonl", "zendesk", "confluence"]
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_PATTERN_HINTS = {
+    "name": "must be letters, digits, '.', '_' or '-' (no spaces), at most 63 characters",
+    "subdomain": "must be the Zendesk subdomain alone, e.g. acme for acme.zendesk.com",
+    "site": "must be the Atlassian site name alone, e.g. acme for acme.atlassian.net",
+    "api_base_url": "must be a URL starting with https:// (or http:// for a local test server)",
+}
+_PATTERN_HINTS.update(dict.fromkeys(("token_env", "oauth_token_env", "bearer_token_env"),
+                                    "must be the NAME of an environment variable, e.g. ZENDESK_API_TOKEN"))
 _SECRET_KEYS = frozenset({"token", "api_token", "password", "oauth_token", "bearer_token", "secret"})
 
 
@@ -212,6 +220,8 @@ def _config_error(exc: ValidationError, entry: _Mapping, path: Path, label: str,
         message = "unknown field (see docs/connectors.md for the options of each type)"
     elif err["type"] == "missing":
         message = "is required"
+    elif err["type"] == "string_pattern_mismatch":
+        message = _PATTERN_HINTS.get(loc[-1], "has an unexpected form")
     return ConfigError(f"{path}:{line}: {label}: {field} {message}.")
 
 

@@ -158,6 +158,7 @@ class Indexer:
         state = store.source_checkpoint(source_id) if kind == "incremental" else None
         failed: set[str] = set()  # external ids to fetch again next run
         seen: set[str] = set()
+        seen_hash: dict[str, str] = {}
         pending: list[_Pending] = []
         pending_chunks = 0
         done = 0
@@ -186,7 +187,10 @@ class Indexer:
                     counts.record_error(item.location or source.name, str(item))
                     log.warning("skipped article: %s", item)
                     continue
+                if seen_hash.get(item.external_id) == item.hash:
+                    continue  # delivered twice in one run (a retried article, overlapping change windows)
                 seen.add(item.external_id)
+                seen_hash[item.external_id] = item.hash
                 failures_before = counts.failed
                 prepared = self._prepare(store, item, indexed.get(item.external_id), space, counts)
                 if prepared is not None:

@@ -48,7 +48,7 @@ class ConfluenceSource(Source):
     def __init__(self, name: str, *, base_url: str, spaces: Sequence[str], content_types: Sequence[str] = ("page",),
                  cql: str | None = None, timezone: str = "UTC", email: str | None = None,
                  api_token: str | None = None, bearer_token: str | None = None,
-                 credentials_hint: str = "the Confluence API token", **http: Any) -> None:
+                 credentials_hint: str = "the Confluence API token", page_size: int = PAGE_SIZE, **http: Any) -> None:
         super().__init__(name)
         if not spaces:
             raise SourceError(f"Confluence source {name!r} has no spaces: list the space keys to index.")
@@ -61,6 +61,7 @@ class ConfluenceSource(Source):
         self.spaces = tuple(spaces)
         self.content_types = tuple(content_types)
         self.cql_filter = cql
+        self.page_size = page_size
         auth = (email, api_token) if email and api_token else None
         self.client = ApiClient(service=f"Confluence ({name})", base_url=self.base_url, auth=auth,
                                 bearer_token=bearer_token, credentials_hint=credentials_hint, **http)
@@ -113,7 +114,7 @@ class ConfluenceSource(Source):
 
     def _search(self, cql: str) -> Generator[ChangeItem, None, Checkpoint]:
         url: str | None = "wiki/rest/api/content/search"
-        params: dict[str, Any] | None = {"cql": cql, "limit": PAGE_SIZE, "expand": EXPAND}
+        params: dict[str, Any] | None = {"cql": cql, "limit": self.page_size, "expand": EXPAND}
         started: datetime | None = None
         while url:
             page = self.client.get_json(url, params)

@@ -43,12 +43,13 @@ class ZendeskSource(Source):
 
     def __init__(self, name: str, *, base_url: str, locales: Sequence[str] = ("en-us",),
                  email: str | None = None, api_token: str | None = None, oauth_token: str | None = None,
-                 credentials_hint: str = "the Zendesk API token", **http: Any) -> None:
+                 credentials_hint: str = "the Zendesk API token", page_size: int = PAGE_SIZE, **http: Any) -> None:
         super().__init__(name)
         if not locales:
             raise SourceError(f"Zendesk source {name!r} has no locales: list at least one, e.g. en-us.")
         self.base_url = base_url.rstrip("/")
         self.locales = tuple(loc.lower() for loc in locales)
+        self.page_size = page_size
         auth = (f"{email}/token", api_token) if email and api_token else None
         self.client = ApiClient(service=f"Zendesk ({name})", base_url=self.base_url, auth=auth,
                                 bearer_token=oauth_token, credentials_hint=credentials_hint, **http)
@@ -140,7 +141,7 @@ class ZendeskSource(Source):
     def _pages(self, path: str, key: str) -> Iterator[dict[str, Any]]:
         """Items of a paginated Help Center list, cursor pagination preferred."""
         url: str | None = path
-        params: dict[str, Any] | None = {"page[size]": PAGE_SIZE}
+        params: dict[str, Any] | None = {"page[size]": self.page_size}
         while url:
             page = self._page(url, params)
             yield from (item for item in _list_of(page, key, url) if isinstance(item, dict))

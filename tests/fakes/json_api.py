@@ -13,6 +13,7 @@ What tests control on any fake built on it:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -184,14 +185,19 @@ class JsonApiFake:
                                   {k.lower(): v for k, v in self.headers.items()})
                 fake.requests.append(request)
                 reply = fake._dispatch(request)
-                payload = json.dumps(reply.body).encode() if reply.body is not None else b""
-                self.send_response(reply.status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(payload)))
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(payload)
+                content_type = "application/json; charset=utf-8"
+                if isinstance(reply.body, str):  # e.g. an HTML error page from a proxy
+                    payload, content_type = reply.body.encode(), "text/html; charset=utf-8"
+                else:
+                    payload = json.dumps(reply.body).encode() if reply.body is not None else b""
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up first
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(payload)))
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(payload)
 
         return Handler
 

@@ -36,6 +36,7 @@ class FakeZendesk(JsonApiFake):
         self.email = email
         self.token = token
         self.incremental_page_size = 1000
+        self.cursor_pagination = True  # False: answer like endpoints that only know offset pagination
         self.articles: dict[tuple[str, int], dict[str, Any]] = {}  # (locale, id) -> article
         self.sections: dict[int, dict[str, Any]] = {}
         self.categories: dict[int, dict[str, Any]] = {}
@@ -142,7 +143,7 @@ class FakeZendesk(JsonApiFake):
     def _paginated(self, request: Request, key: str, items: list[dict[str, Any]]) -> Reply:
         base = f"{self.url}{request.path}"
         size_arg = request.arg("page[size]")
-        if size_arg is not None:  # cursor pagination
+        if size_arg is not None and self.cursor_pagination:
             size = min(int(size_arg), 100)
             after = request.arg("page[after]")
             start = 0

@@ -6,6 +6,7 @@ import csv
 import json
 import re
 import sys
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -96,10 +97,15 @@ def answers() -> None:
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="jsonl", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (default: standard output).")
+@click.option("--by-model", is_flag=True,
+              help="Instead of answers: one row per model with its 👍/👎/abstain rates (tone model A/B).")
 @click.pass_obj
-def export(obj, since: str, fmt: str, output: Path | None) -> None:  # type: ignore[no-untyped-def]
+def export(obj, since: str, fmt: str, output: Path | None, by_model: bool) -> None:  # type: ignore[no-untyped-def]
     """Export the answer log (oldest first): every question, outcome, citation and feedback."""
     start = parse_since(since)
+    if by_model:
+        _export_by_model(obj.services.answer_log().by_model(since=start), fmt, output, start)
+        return
     rows = obj.services.answer_log().export(since=start)
     if output is None:
         count = write_export(rows, fmt, sys.stdout)
@@ -108,3 +114,18 @@ def export(obj, since: str, fmt: str, output: Path | None) -> None:  # type: ign
             count = write_export(rows, fmt, out)
     click.echo(f"Exported {count} answers since {start:%Y-%m-%d %H:%M UTC}"
                + (f" to {output}" if output else "") + ".", err=True)
+
+
+def _export_by_model(stats: list[Any], fmt: str, output: Path | None, start: datetime) -> None:
+    from retrieval.model_comparison import COLUMNS
+
+    with (output.open("w", encoding="utf-8", newline="") if output else nullcontext(sys.stdout)) as out:
+        if fmt == "csv":
+            writer = csv.DictWriter(out, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(s.as_dict() for s in stats)
+        else:
+            for s in stats:
+                out.write(json.dumps(s.as_dict()) + "\n")
+    click.echo(f"Compared {len(stats)} models over {sum(s.answers for s in stats)} answers since "
+               f"{start:%Y-%m-%d %H:%M UTC}" + (f" to {output}" if output else "") + ".", err=True)

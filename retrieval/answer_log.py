@@ -16,6 +16,7 @@ from typing import Any, Literal
 from sqlalchemy import text
 
 from retrieval.db import Database, translate_errors
+from retrieval.model_comparison import FAILED, ModelStats
 from retrieval.types import Answer
 
 ReviewFilter = Literal["all", "down", "abstained", "error"]
@@ -237,6 +238,25 @@ class AnswerLog:
             if len(page) < batch:
                 return
             after = page[-1].id
+
+    def by_model(self, *, since: datetime) -> list[ModelStats]:
+        """Outcomes, votes and median latency per model that wrote the answers (`kbbot answers export
+        --by-model`). Gate abstentions are model `none`; failures before any model are `(failed)`."""
+        with translate_errors("Reading the answer log"), self.db.engine.connect() as conn:
+            rows = conn.execute(text(
+                "WITH votes AS (SELECT answer_id, count(*) FILTER (WHERE value = 'up') AS up, "
+                "count(*) FILTER (WHERE value = 'down') AS down FROM feedback GROUP BY answer_id) "
+                "SELECT coalesce(a.model, :failed) AS model, count(*) AS answers, "
+                "count(*) FILTER (WHERE a.outcome = 'answered') AS answered, "
+                "count(*) FILTER (WHERE a.outcome = 'abstained') AS abstained, "
+                "count(*) FILTER (WHERE a.outcome = 'error') AS errors, count(v.answer_id) AS rated, "
+                "coalesce(sum(v.up), 0)::int AS up, coalesce(sum(v.down), 0)::int AS down, "
+                "percentile_cont(0.5) WITHIN GROUP (ORDER BY (a.latency_ms ->> 'total')::float) "
+                "AS latency_p50_ms "
+                "FROM answers a LEFT JOIN votes v ON v.answer_id = a.id WHERE a.created_at >= :since "
+                "GROUP BY 1 ORDER BY count(*) DESC, 1"
+            ), {"since": since, "failed": FAILED}).all()
+        return [ModelStats(**r._mapping) for r in rows]
 
     def _load(self, sql: str, params: dict[str, Any]) -> list[LoggedAnswer]:
         with translate_errors("Reading the answer log"), self.db.engine.connect() as conn:

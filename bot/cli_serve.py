@@ -20,6 +20,7 @@ import click
 import waitress
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+from waitress import wasyncore
 
 from bot.app import build_parts, create_app
 from bot.manifest import manifest_yaml
@@ -35,7 +36,7 @@ HEALTH_PATH = "/healthz"
 class HttpServer:
     """Slack's request URL (`/slack/events`: events, commands, interactivity) and a health check."""
 
-    def __init__(self, app: App, *, host: str, port: int, threads: int = 8) -> None:
+    def __init__(self, app: App, *, host: str, port: int, threads: int = 8, loop_timeout_s: float = 1.0) -> None:
         slack = SlackRequestHandler(app, path=EVENTS_PATH)
 
         def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -44,19 +45,35 @@ class HttpServer:
                 return [b"ok\n"]
             return slack(environ, start_response)
 
+        self._running = False
         self._server = waitress.create_server(wsgi, host=host, port=port, threads=threads, ident="kbbot",
-                                              clear_untrusted_proxy_headers=True)
+                                              clear_untrusted_proxy_headers=True,
+                                              asyncore_loop_timeout=loop_timeout_s)
 
     @property
     def port(self) -> int:
         return int(self._server.effective_port)  # type: ignore[union-attr]
 
     def run(self) -> None:
-        self._server.run()
+        self._running = True
+        try:
+            self._server.run()
+        finally:
+            self._running = False
 
     def close(self) -> None:
-        self._server.close()
-        self._server.task_dispatcher.shutdown()  # type: ignore[union-attr]
+        """Stop serving. From another thread, the loop is asked to close its own sockets (closing them under
+        a running select() fails with EBADF)."""
+        server: Any = self._server
+
+        def stop() -> None:
+            server.task_dispatcher.shutdown()
+            wasyncore.close_all(server._map)
+
+        if self._running:
+            server.trigger.pull_trigger(stop)
+        else:
+            stop()
 
 
 def warm_up(services: Services) -> None:

@@ -147,6 +147,8 @@ class Reindexer:
             respond(text=f":x: {exc} (error id `{error_id}`)", response_type="ephemeral")
 
     def _start(self, kind: Literal["incremental", "full"], user_id: str, respond: Respond) -> None:
+        # No look at sync_runs first: a row left `running` by a crashed process would refuse forever.
+        # The sync's advisory lock decides, and its refusal names who holds it.
         sources = self.services.configured_sources()
         if not sources:
             respond(text=":warning: No sources are configured yet: run `kbbot ingest PATH` (or set "
@@ -167,7 +169,7 @@ class Reindexer:
             if not started:  # the first progress event comes right after the lock was taken
                 started = True
                 names = ", ".join(f"`{s.name}`" for s in sources)
-                _safe(respond, text=f":arrows_counterclockwise: Started a {kind} reindex of {names} "
+                _safe(respond, text=f":arrows_counterclockwise: Started {_article(kind)} {kind} reindex of {names} "
                       f"(requested by <@{user_id}>). I'll post the summary here.", response_type="ephemeral")
                 budget.last_at = time.monotonic()
                 return
@@ -217,6 +219,10 @@ class Reindexer:
     def join(self, timeout: float | None = None) -> None:
         for thread in self.threads:
             thread.join(timeout)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def _safe(respond: Respond, **kwargs: Any) -> None:

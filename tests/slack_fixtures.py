@@ -28,10 +28,11 @@ from bot.listeners import BotParts
 from bot.services import Services
 from retrieval.db import Database
 from retrieval.settings import Settings, load_settings
+from tests.fakes.openai_api import fake_openai
 from tests.fakes.slack_api import BOT_USER_ID, TEAM_ID, FakeSlack
 
-__all__ = ["ADMIN", "EMPLOYEE", "SIGNING_SECRET", "SUPPORT_GROUP", "BotUnderTest", "fake_slack", "slack_bot",
-           "start_bot"]
+# Star-importing this module brings the fixtures (and the fake OpenAI API's) into a test module.
+__all__ = ["fake_openai", "fake_slack", "slack_bot"]
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # the example secret of Slack's docs
 ADMIN = "U0ADMIN"
@@ -151,8 +152,8 @@ class BotUnderTest:
         """Wait for `count` finished bot messages in the thread (placeholders and streams in flight excluded)."""
         def done(_calls: Any) -> list[dict[str, Any]] | None:
             found = [m for m in self.fake.thread(channel, thread_ts)
-                     if m.get("user") == BOT_USER_ID and not m.get("streaming")
-                     and "Searching the knowledge base" not in m.get("text", "")]
+                     if m.get("user") == BOT_USER_ID and not m.get("streaming") and m.get("text")
+                     and "Searching the knowledge base" not in m["text"]]
             return found if len(found) >= count else None
 
         found = self.fake.wait_for(done)
@@ -173,7 +174,7 @@ def start_bot(fake: FakeSlack, db: Database, embedder: Any, tmp_path: Path, **ov
     services.embedder = embedder  # the session's model: loading it per test would cost seconds
     parts = build_parts(settings, services)
     app = create_app(settings, services, parts)
-    server = HttpServer(app, host="127.0.0.1", port=0, threads=4)
+    server = HttpServer(app, host="127.0.0.1", port=0, threads=4, loop_timeout_s=0.1)  # quick to stop
     thread = threading.Thread(target=server.run, name="kbbot-http", daemon=True)
     thread.start()
     return BotUnderTest(f"http://127.0.0.1:{server.port}", fake, settings, services, parts, db, server, thread)

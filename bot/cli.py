@@ -67,7 +67,7 @@ def _register() -> None:
     for command in cli_index.COMMANDS:
         main.add_command(command)
     for module_name, attr in (("bot.cli_config", "COMMANDS"), ("bot.cli_finetune", "finetune"),
-                              ("bot.cli_answers", "answers"),
+                              ("bot.cli_answers", "answers"), ("bot.cli_llm", "llm"),
                               ("bot.cli_serve", "COMMANDS"), ("bot.cli_worker", "COMMANDS")):
         try:
             module = __import__(module_name, fromlist=[attr])

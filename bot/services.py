@@ -4,6 +4,7 @@ come through here, so they answer the same way."""
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -15,7 +16,7 @@ from retrieval.embeddings import Embedder, create_embedder
 from retrieval.search import Searcher
 from retrieval.settings import Settings
 from retrieval.sources import Source
-from retrieval.spaces import HnswOptions
+from retrieval.spaces import EmbeddingSpace, HnswOptions
 from retrieval.sync import Indexer, ProgressCallback
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ class Services:
 
     settings: Settings
     _db: Database | None = field(default=None, repr=False)
+    _other_embedders: dict[tuple[str, str], Embedder] = field(default_factory=dict, repr=False)
+    _embedders_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def database(self) -> Database:
         if self._db is None:
@@ -40,7 +43,29 @@ class Services:
 
     def searcher(self) -> Searcher:
         return Searcher(self.database(), self.embedder, mode=self.settings.search_mode,
-                        ef_search=self.settings.hnsw_ef_search)
+                        ef_search=self.settings.hnsw_ef_search, embedder_for=self.embedder_for_space)
+
+    def embedder_for_space(self, space: EmbeddingSpace) -> Embedder:
+        """An embedder for a space made by another model than the configured one: while a re-embed with a
+        new model builds, questions are still embedded with the model of the space being searched."""
+        key = (space.provider, space.model)
+        if key == (self.embedder.provider, self.embedder.model):
+            return self.embedder
+        with self._embedders_lock:
+            if key not in self._other_embedders:
+                from retrieval.embeddings import LocalEmbedder, OpenAIEmbedder
+
+                settings = self.settings
+                if space.provider == "local":
+                    built: Embedder = LocalEmbedder(space.model, batch_size=settings.embedding_batch_size)
+                else:
+                    base_url = settings.embedding_base_url or settings.openai_base_url
+                    key_secret = settings.embedding_api_key or settings.openai_api_key
+                    built = OpenAIEmbedder(space.model, base_url=base_url,
+                                           api_key=key_secret.get_secret_value() if key_secret else None,
+                                           batch_size=settings.embedding_batch_size)
+                self._other_embedders[key] = built
+            return self._other_embedders[key]
 
     @functools.cached_property
     def chat_client(self) -> ChatClient | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -145,14 +145,27 @@ def build_search_sql(space: EmbeddingSpace, mode: SearchMode, weights: FusionWei
     )
 
 
+class SpaceChangedError(Exception):
+    """The space a search embedded its question for stopped being active meanwhile (a re-embed switched)."""
+
+
 class Searcher:
+    """Searches the active embedding space.
+
+    While a re-embed with a new model builds its space, the active space still holds the old model's
+    vectors: with `embedder_for`, questions are embedded by the active space's own model (answers keep
+    working), and the searcher follows the switch on the first search after it.
+    """
+
     def __init__(self, db: Database, embedder: Embedder, *, mode: SearchMode = "hybrid",
-                 ef_search: int = 100, weights: FusionWeights | None = None) -> None:
+                 ef_search: int = 100, weights: FusionWeights | None = None,
+                 embedder_for: Callable[[EmbeddingSpace], Embedder] | None = None) -> None:
         self.db = db
         self.embedder = embedder
         self.mode = mode
         self.ef_search = ef_search
         self.weights = weights or FusionWeights()
+        self.embedder_for = embedder_for
         self._space: EmbeddingSpace | None = None
 
     def space(self, *, refresh: bool = False) -> EmbeddingSpace:
@@ -161,30 +174,49 @@ class Searcher:
                 space = active_space(conn)
             if space is None:
                 raise SchemaError("The index is empty: run `kbbot ingest PATH` or `kbbot sync` first.")
-            if (space.provider, space.model) != (self.embedder.provider, self.embedder.model):
-                raise ModelMismatchError(f"{space.provider}/{space.model}",
-                                         f"{self.embedder.provider}/{self.embedder.model}")
+            self.query_embedder(space)  # fail fast on a model this process cannot embed with
             self._space = space
         return self._space
+
+    def query_embedder(self, space: EmbeddingSpace) -> Embedder:
+        """The embedder whose vectors are comparable with the space's."""
+        if (space.provider, space.model) == (self.embedder.provider, self.embedder.model):
+            return self.embedder
+        if self.embedder_for is None:
+            raise ModelMismatchError(f"{space.provider}/{space.model}",
+                                     f"{self.embedder.provider}/{self.embedder.model}")
+        return self.embedder_for(space)
 
     def search(self, question: str, *, k: int = 5, sources: Sequence[str] | None = None,
                mode: SearchMode | None = None) -> SearchResult:
         question = question.strip()
         if not question:
             raise EmptyQuestionError()
-        self.space()  # fail fast (empty index, model mismatch) before paying for the embedding
-        started = time.perf_counter()
-        qvec = self.embedder.embed_query(question)
-        embed_ms = (time.perf_counter() - started) * 1000
-        result = self.search_vector(question, qvec, k=k, sources=sources, mode=mode)
-        result.timings_ms["embed"] = embed_ms
-        result.query_vector = qvec
-        return result
+        for attempt in (1, 2):
+            space = self.space(refresh=attempt > 1)
+            embedder = self.query_embedder(space)
+            started = time.perf_counter()
+            qvec = embedder.embed_query(question)
+            embed_ms = (time.perf_counter() - started) * 1000
+            try:
+                result = self.search_vector(question, qvec, k=k, sources=sources, mode=mode, space=space)
+            except SpaceChangedError:
+                if attempt == 2:
+                    raise
+                log.info("the embedding space changed (a re-embed finished): searching the new one")
+                continue
+            result.timings_ms["embed"] = embed_ms
+            # The answerer reuses the vector only when it embeds with the same model; during a model
+            # change it embeds the question itself, with the model its sentence vectors come from.
+            result.query_vector = qvec if embedder is self.embedder else None
+            return result
+        raise AssertionError("unreachable")
 
     def search_vector(self, question: str, qvec: np.ndarray, *, k: int = 5,
-                      sources: Sequence[str] | None = None, mode: SearchMode | None = None) -> SearchResult:
+                      sources: Sequence[str] | None = None, mode: SearchMode | None = None,
+                      space: EmbeddingSpace | None = None) -> SearchResult:
         """Search with a precomputed question vector (benchmarks time this part alone)."""
-        space = self.space()
+        space = space or self.space()
         mode = mode or self.mode
         sql = build_search_sql(space, mode, self.weights, filtered=sources is not None)
         candidates = max(4 * k, 40)
@@ -196,6 +228,10 @@ class Searcher:
             # HNSW returns at most ef_search rows: never ask for fewer than the candidates wanted.
             ef_search = max(self.ef_search, candidates)
             conn.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef_search)})
+            still_active = conn.execute(text("SELECT status = 'active' FROM embedding_spaces WHERE id = :id"),
+                                        {"id": space.id}).scalar()
+            if not still_active:
+                raise SpaceChangedError(space.label)
             if sources is not None:
                 conn.execute(text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)"))
                 params["source_ids"] = list(conn.execute(

@@ -240,6 +240,29 @@ class Settings(BaseSettings):
     # --- operations ----------------------------------------------------------------------------
     log_level: str = Field("INFO", validation_alias=_env("KBBOT_LOG_LEVEL"), description="Log level.")
 
+    # --- scheduled refresh (`kbbot worker`) ------------------------------------------------------
+    sync_interval_minutes: int = Field(
+        15, ge=0, le=10080, validation_alias=_env("KBBOT_SYNC_INTERVAL_MINUTES"),
+        description="Minutes between incremental syncs run by `kbbot worker` (0: none).",
+    )
+    sync_cron: str | None = Field(
+        None, validation_alias=_env("KBBOT_SYNC_CRON"),
+        description="Crontab line for incremental syncs instead of the interval, e.g. `*/10 7-19 * * 1-5`.",
+    )
+    full_sync_cron: str = Field(
+        "30 3 * * *", validation_alias=_env("KBBOT_FULL_SYNC_CRON"),
+        description="Crontab line of the full pass that removes articles deleted at the source (and moves "
+        "the index to a newly configured embedding model); empty: never.",
+    )
+    scheduler_timezone: str = Field(
+        "UTC", validation_alias=_env("KBBOT_SCHEDULER_TIMEZONE"),
+        description="Timezone the cron lines are read in (IANA name, e.g. Europe/Paris).",
+    )
+    scheduler_in_serve: bool = Field(
+        False, validation_alias=_env("KBBOT_SCHEDULER_IN_SERVE"),
+        description="Also run the scheduled syncs inside `kbbot serve` (single-process deployments).",
+    )
+
     @field_validator("admin_users", "admin_groups", "tone_channels", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:

@@ -84,7 +84,7 @@ class JsonApiFake:
         self.clock = 1_767_225_600  # 2026-01-01T00:00:00Z
         self._lock = threading.RLock()
         self._scripts: list[tuple[re.Pattern[str], list[Scripted]]] = []
-        self._holds: list[tuple[re.Pattern[str], Hold]] = []
+        self._holds: list[tuple[re.Pattern[str], Callable[[Request], bool], Hold]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -101,7 +101,7 @@ class JsonApiFake:
         return self
 
     def stop(self) -> None:
-        for _, hold in self._holds:
+        for *_, hold in self._holds:
             hold.release()
         self._server.shutdown()
         self._server.server_close()
@@ -122,10 +122,11 @@ class JsonApiFake:
         with self._lock:
             self._scripts.append((re.compile(path), list(responses)))
 
-    def hold(self, path: str) -> Hold:
+    def hold(self, path: str, when: Callable[[Request], bool] | None = None) -> Hold:
+        """Matching requests (path regex, and `when` if given) wait until the hold is released."""
         hold = Hold()
         with self._lock:
-            self._holds.append((re.compile(path), hold))
+            self._holds.append((re.compile(path), when or (lambda _r: True), hold))
         return hold
 
     def requests_to(self, path: str) -> list[Request]:
@@ -145,7 +146,7 @@ class JsonApiFake:
     # --- plumbing --------------------------------------------------------------------------------
     def _dispatch(self, request: Request) -> Reply:
         with self._lock:
-            hold = next((h for p, h in self._holds if p.fullmatch(request.path)), None)
+            hold = next((h for p, when, h in self._holds if p.fullmatch(request.path) and when(request)), None)
             scripted = None
             for pattern, queue in self._scripts:
                 if queue and pattern.fullmatch(request.path):

@@ -1,0 +1,180 @@
+"""Scheduled refresh: incremental syncs on an interval or a cron line, and a periodic full pass.
+
+- The full pass (default 03:30 daily) re-lists every source, so articles deleted at the source leave the
+  index, and it is the run that moves the index to a newly configured embedding model (built alongside
+  the old vectors, switched when complete; answers keep using the old model until then).
+- When the configured embedding model differs from the index's, every scheduled run is a full one until
+  the switch is done, so a model change needs no manual step and resumes after a restart.
+- Every run takes the sync lock (a PostgreSQL advisory lock, see `retrieval.runs`): with any number of
+  workers, `kbbot serve` replicas running the scheduler, and /reindex, one sync runs and the others log
+  that they skipped.
+- Missed runs (the process was down or busy) are coalesced into one; runs of one process queue behind
+  each other on a single thread.
+- `stop()` (SIGTERM in `kbbot worker`) lets the running sync write the articles in hand, record itself
+  as `interrupted`, and return; the next run continues from the same checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import text
+
+from bot.services import Services
+from retrieval.db import translate_errors
+from retrieval.errors import ConfigError, KbbotError, SyncInProgressError
+from retrieval.runs import RunKind, SyncRun
+from retrieval.sync import ProgressCallback
+
+log = logging.getLogger(__name__)
+
+INCREMENTAL_JOB = "sync-incremental"
+FULL_JOB = "sync-full"
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What one scheduled sync did; `run` is its record when it ran."""
+
+    kind: str
+    status: Literal["ran", "skipped", "idle", "failed", "stopped"]
+    message: str
+    run: SyncRun | None = None
+
+
+def worker_identity() -> str:
+    """Who started a run, as shown by `kbbot status` and /reindex's refusal."""
+    return f"worker {socket.gethostname()}:{os.getpid()}"
+
+
+def model_change_pending(services: Services) -> bool:
+    """True when the configured embedding model is not the one the index answers with."""
+    with translate_errors("Reading the embedding spaces"), services.database().engine.connect() as conn:
+        row = conn.execute(text("SELECT provider, model FROM embedding_spaces WHERE status = 'active'")).first()
+    configured = (services.settings.embedding_provider, services.settings.resolved_embedding_model)
+    return row is not None and (row.provider, row.model) != configured
+
+
+def run_sync(services: Services, kind: RunKind, *, trigger: str = "schedule",
+             should_stop: Callable[[], bool] | None = None,
+             progress: ProgressCallback | None = None) -> JobOutcome:
+    """One sync of every configured source, as the scheduler runs it. Never raises: the outcome says what
+    happened and the log explains it."""
+    should_stop = should_stop or (lambda: False)
+    if should_stop():
+        return JobOutcome(kind, "stopped", "not started: the process is shutting down")
+    try:
+        sources = services.configured_sources()
+        if not sources:
+            message = "no sources configured: set KBBOT_SOURCES_FILE or run `kbbot ingest PATH`"
+            log.warning("scheduled %s sync: %s", kind, message)
+            return JobOutcome(kind, "idle", message)
+        if kind == "incremental" and model_change_pending(services):
+            log.info("the configured embedding model differs from the index's: running a full sync that "
+                     "re-embeds alongside the current vectors and switches when complete")
+            kind = "full"
+        run = services.indexer(progress, should_stop=should_stop).sync(
+            sources, kind=kind, trigger=trigger, started_by=worker_identity())
+    except SyncInProgressError as exc:
+        log.info("skipped the scheduled %s sync: %s", kind, exc)
+        return JobOutcome(kind, "skipped", str(exc))
+    except KbbotError as exc:
+        log.error("scheduled %s sync failed: %s", kind, exc)
+        return JobOutcome(kind, "failed", str(exc))
+    except Exception as exc:  # the scheduler thread must survive anything one run does
+        log.exception("scheduled %s sync failed unexpectedly", kind)
+        return JobOutcome(kind, "failed", f"unexpected error: {type(exc).__name__}: {exc}")
+    summary = (f"{run.status} in {run.duration_s or 0:.1f} s: {run.added} added, {run.updated} updated, "
+               f"{run.removed} removed, {run.unchanged} unchanged, {run.failed} failed")
+    (log.warning if run.failed or run.status != "succeeded" else log.info)(
+        "scheduled %s sync (run %d) %s", kind, run.id, summary)
+    return JobOutcome(kind, "stopped" if run.status == "interrupted" else "ran", summary, run)
+
+
+def _cron(line: str, setting: str, timezone: ZoneInfo) -> CronTrigger:
+    try:
+        return CronTrigger.from_crontab(line.strip(), timezone=timezone)
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"{setting}={line!r} is not a crontab line ({exc}): use five fields, minute hour "
+                          "day-of-month month day-of-week, e.g. `*/15 * * * *`.") from exc
+
+
+class SyncScheduler:
+    """The scheduled syncs of one process (APScheduler 3, one worker thread)."""
+
+    def __init__(self, services: Services, *, run_at_start: bool = True) -> None:
+        settings = services.settings
+        self.services = services
+        self.outcomes: deque[JobOutcome] = deque(maxlen=50)
+        self.ran = threading.Condition()  # notified after each run, with its outcome appended
+        self._stopping = threading.Event()
+        tz = _timezone(settings.scheduler_timezone)
+        self.scheduler = BackgroundScheduler(
+            timezone=tz,
+            executors={"default": ThreadPoolExecutor(max_workers=1)},  # one sync at a time per process
+            # Missed runs collapse into one, however late: a sync is idempotent and the latest state wins.
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        if settings.sync_cron:
+            trigger = _cron(settings.sync_cron, "KBBOT_SYNC_CRON", tz)
+            self.scheduler.add_job(self._job, trigger, args=["incremental"], id=INCREMENTAL_JOB)
+        elif settings.sync_interval_minutes > 0:
+            first = datetime.now(tz) if run_at_start else None  # a fresh worker syncs right away
+            self.scheduler.add_job(self._job, IntervalTrigger(minutes=settings.sync_interval_minutes, timezone=tz),
+                                   args=["incremental"], id=INCREMENTAL_JOB, next_run_time=first)
+        if settings.full_sync_cron.strip():
+            trigger = _cron(settings.full_sync_cron, "KBBOT_FULL_SYNC_CRON", tz)
+            self.scheduler.add_job(self._job, trigger, args=["full"], id=FULL_JOB)
+
+    def start(self) -> SyncScheduler:
+        self.scheduler.start()
+        for job in self.scheduler.get_jobs():
+            log.info("scheduled %s, next at %s", job.id, job.next_run_time)
+        return self
+
+    def run_now(self, kind: RunKind) -> None:
+        """Queue a sync now (behind the one running, if any)."""
+        self.scheduler.add_job(self._job, args=[kind], id=f"{kind}-now-{datetime.now().timestamp()}")
+
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop scheduling; the running sync writes the articles in hand and ends as `interrupted`."""
+        self._stopping.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=wait)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def _job(self, kind: RunKind) -> None:
+        outcome = run_sync(self.services, kind, should_stop=self._stopping.is_set)
+        with self.ran:
+            self.outcomes.append(outcome)
+            self.ran.notify_all()
+
+
+def _timezone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"KBBOT_SCHEDULER_TIMEZONE={name!r} is not a timezone: use an IANA name such as "
+                          "UTC or Europe/Paris.") from exc
+
+
+def start_scheduler(services: Services) -> SyncScheduler:
+    """The scheduled syncs, started in background threads of this process (for `kbbot serve` with
+    KBBOT_SCHEDULER_IN_SERVE); call `.stop()` on shutdown."""
+    return SyncScheduler(services).start()

@@ -67,6 +67,10 @@ def test_no_answer_sentinel_is_recognised_and_never_shown() -> None:
     shown, grounded = stream_through(f"  {NO_ANSWER}", 3, [1, 3, 5, 8])
     assert shown == ""
     assert grounded.no_answer and grounded.text == ""
+    # Said late, after a cited part: the sentinel is dropped from the text, the cited part stays.
+    late = ground_text(f"The VPN client is NorthGate [1]. {NO_ANSWER}", 1)
+    assert late.text == "The VPN client is NorthGate [1]." and not late.no_answer
+    assert ground_text(f"Sorry. {NO_ANSWER}", 1).no_answer
     # A reply that merely starts like the sentinel is text.
     shown, grounded = stream_through("NO, the VPN is not needed in the office [1].", 1, [1, 2, 3])
     assert not grounded.no_answer

@@ -75,8 +75,11 @@ class StreamGrounder:
         if tail and not tail.strip():
             tail = ""
         cited = sorted(self._order, key=self._order.__getitem__)
-        # A sentinel after some text means the model found nothing to cite and said so late.
-        no_answer = self._no_answer or (not cited and text.endswith(NO_ANSWER))
+        # A sentinel after some text: the model said late that the passages do not answer (the rest).
+        late_sentinel = text.endswith(NO_ANSWER)
+        if late_sentinel:
+            text = text[: -len(NO_ANSWER)].rstrip()
+        no_answer = self._no_answer or (late_sentinel and not cited)
         return tail, GroundedText(text, cited, self._dropped, no_answer)
 
     def _safe_cut(self) -> int:

@@ -1,0 +1,161 @@
+"""kbbot side by side with langchain-postgres and llama-index on the same machine, the same embedded
+PostgreSQL and the same precomputed aws-docs-qa embeddings, in one run.
+
+    nice -n 10 .venv/bin/python bench/peers/compare.py --peer-python /work/bench-venv/bin/python \
+        [--json-out bench/results/peers.json]
+
+The peers live only in their own virtualenv (see bench/peers/README.md), never in kbbot's dependencies.
+Each system gets its own database, dropped at the end. Measured per system: ingestion (rows/s from
+precomputed vectors to a searchable index: rows, HNSW index and lexical index), dense and hybrid query
+latency at k=10 (wall time of the call, question vector precomputed), and article-level Recall@10,
+nDCG@10 and MRR@10 over the 100 questions, with 50 chunks retrieved per question and collapsed to
+articles in rank order for every system alike (retrieval/evaluation.py scores all three).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import (
+    bench_server,
+    drop_leftovers,
+    libpq_url,
+    load_aws,
+    machine,
+    scratch_database,
+    summarize_ms,
+)
+from scale_data import load_index, synthesize
+from scale_search import PrecomputedQuestions
+
+from retrieval.db import Database
+from retrieval.evaluation import ndcg, rank_articles, recall, reciprocal_rank
+from retrieval.index_store import IndexStore
+from retrieval.search import Searcher
+from retrieval.spaces import HnswOptions, create_space, ensure_hnsw_index
+
+log = logging.getLogger("bench.peers")
+HERE = Path(__file__).resolve().parent
+DEPTH = 50
+
+
+def run_kbbot(server, data) -> dict:  # type: ignore[no-untyped-def]
+    with scratch_database(server, "peer_kbbot") as url:
+        db = Database.from_url(url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
+        with db.engine.begin() as conn:
+            space = create_space(conn, "local", "all-MiniLM-L6-v2", 384, "active")
+        scale = synthesize(data, len(data.chunks))  # every real chunk, no synthetic ones
+        started = time.perf_counter()
+        load = load_index(libpq_url(url), data, scale, space.id)
+        with db.engine.begin() as conn:
+            ensure_hnsw_index(conn, space, HnswOptions(build_workers=max(0, (os.cpu_count() or 2) - 1)))
+        with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+            IndexStore(conn).refresh_lexicon()
+            conn.execute("ANALYZE")
+        ingest_s = time.perf_counter() - started
+        searcher = Searcher(db, PrecomputedQuestions(), ef_search=100)  # type: ignore[arg-type]
+        out: dict = {"framework": "kbbot", "rows": load["rows"], "load_s": load["seconds"],
+                     "ingest_s": round(ingest_s, 2), "latency_ms": {}, "rankings": {}}
+        for mode in ("dense", "hybrid"):
+            times, rankings = [], []
+            for depth, timed in ((10, True), (DEPTH, False)):
+                for q, v in zip(data.queries, data.query_vectors, strict=True):
+                    t0 = time.perf_counter()
+                    hits = searcher.search_vector(q["text"], v, k=depth, mode=mode).hits  # type: ignore[arg-type]
+                    elapsed = (time.perf_counter() - t0) * 1000
+                    if timed:
+                        times.append(elapsed)
+                    else:
+                        rankings.append([h.external_id for h in hits])
+            out["latency_ms"][mode] = times
+            out["rankings"][mode] = rankings
+        db.close()
+    return out
+
+
+def run_peer(server, script: str, prefix: str, peer_python: str, urls: dict[str, str]) -> dict:  # type: ignore[no-untyped-def]
+    with scratch_database(server, prefix) as url, tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        argv = [peer_python, str(HERE / script), "--out", str(out)]
+        for flag, driver in urls.items():
+            argv += [flag, url.set(drivername=driver).render_as_string(hide_password=False)]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        log.info("running %s", script)
+        subprocess.run(argv, check=True, env=env)
+        return json.loads(out.read_text())
+
+
+def score(result: dict, queries: list[dict]) -> dict:
+    summary: dict = {"rows": result["rows"], "ingest_s": result["ingest_s"],
+                     "ingest_rows_per_s": round(result["rows"] / result["ingest_s"]),
+                     "load_rows_per_s": round(result["rows"] / result["load_s"])}
+    for mode in ("dense", "hybrid"):
+        ranked = [rank_articles(r) for r in result["rankings"][mode]]
+        rel = [q["relevant"] for q in queries]
+        summary[mode] = {
+            **summarize_ms(result["latency_ms"][mode]),
+            "recall@10": round(float(np.mean([recall(r, g, 10) for r, g in zip(ranked, rel, strict=True)])), 3),
+            "ndcg@10": round(float(np.mean([ndcg(r, g, 10) for r, g in zip(ranked, rel, strict=True)])), 3),
+            "mrr@10": round(float(np.mean([reciprocal_rank(r, g, 10) for r, g in zip(ranked, rel, strict=True)])), 3),
+        }
+    return summary
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--peer-python", default="/work/bench-venv/bin/python",
+                        help="python of the virtualenv holding langchain-postgres and llama-index")
+    parser.add_argument("--only", default="kbbot,langchain,llama-index")
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+    if not Path(args.peer_python).is_file():
+        raise SystemExit(f"{args.peer_python} does not exist: create the peers' virtualenv first "
+                         "(bench/peers/README.md) or pass --peer-python.")
+    data = load_aws()
+    server = bench_server()
+    for name in drop_leftovers(server, ("peer_kbbot", "peer_langchain", "peer_llama")):
+        log.warning("dropped %s left by an interrupted run", name)
+    wanted = args.only.split(",")
+    raw: dict[str, dict] = {}
+    if "kbbot" in wanted:
+        raw["kbbot"] = run_kbbot(server, data)
+    if "langchain" in wanted:
+        raw["langchain-postgres"] = run_peer(server, "langchain_peer.py", "peer_langchain", args.peer_python,
+                                             {"--url": "postgresql+psycopg"})
+    if "llama-index" in wanted:
+        raw["llama-index"] = run_peer(server, "llamaindex_peer.py", "peer_llama", args.peer_python,
+                                      {"--url": "postgresql+psycopg2", "--async-url": "postgresql+asyncpg"})
+    report: dict = {"machine": machine(), "chunks": len(data.chunks), "queries": len(data.queries),
+                    "systems": {name: score(r, data.queries) for name, r in raw.items()}}
+    systems = report["systems"]
+    peers = [s for n, s in systems.items() if n != "kbbot"]
+    if "kbbot" in systems and peers:
+        kb = systems["kbbot"]
+        fastest_ingest = max(p["ingest_rows_per_s"] for p in peers)
+        report["ratios"] = {
+            "ingest_vs_faster_peer": round(kb["ingest_rows_per_s"] / fastest_ingest, 1),
+            **{f"{mode}_{pct}_vs_faster_peer": round(min(p[mode][pct] for p in peers) / kb[mode][pct], 1)
+               for mode in ("dense", "hybrid") for pct in ("p50", "p95")},
+        }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

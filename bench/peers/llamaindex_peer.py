@@ -1,0 +1,105 @@
+"""llama-index's PGVectorStore (llama-index-vector-stores-postgres) on the aws-docs-qa chunks, used the way
+its Postgres vector store guide shows: `PGVectorStore.from_params(..., hybrid_search=True, hnsw_kwargs=...)`,
+a `VectorStoreIndex` over nodes, and `index.as_retriever(vector_store_query_mode="hybrid", ...)`.
+
+Runs in the peers' own virtualenv (never kbbot's): `bench/peers/compare.py` starts it as
+
+    <peer-python> bench/peers/llamaindex_peer.py --url postgresql+psycopg2://... --async-url ... --out r.json
+
+Nodes carry the precomputed all-MiniLM-L6-v2 vectors (so the index does not embed them) and questions come
+with their vectors in the QueryBundle; the `embed_model` is a cache lookup that never calls a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cache_format
+from llama_index.core import QueryBundle, StorageContext, VectorStoreIndex
+from llama_index.core.embeddings import BaseEmbedding
+from llama_index.core.schema import TextNode
+from llama_index.vector_stores.postgres import PGVectorStore
+from pydantic import PrivateAttr
+
+DEPTH = 50
+
+
+class CachedEmbedding(BaseEmbedding):
+    """Question vectors from the cache, by text; documents arrive already embedded."""
+
+    _queries: dict[str, list[float]] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, queries: dict[str, list[float]], **kwargs: Any) -> None:
+        super().__init__(model_name="all-MiniLM-L6-v2 (precomputed)", **kwargs)
+        self._queries = queries
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._queries[query]
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._queries[query]
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        raise AssertionError("documents are embedded ahead of time")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True, help="SQLAlchemy URL, postgresql+psycopg2://")
+    parser.add_argument("--async-url", required=True, help="SQLAlchemy URL, postgresql+asyncpg://")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--ef-search", type=int, default=100)
+    args = parser.parse_args()
+
+    data = cache_format.load()
+    vectors = np.asarray(data.vectors)
+    questions = {q["text"]: v.tolist() for q, v in zip(data.queries, data.query_vectors, strict=True)}
+    nodes = [TextNode(text=c["input"], metadata={"article": c["article"]}, embedding=vectors[i].tolist())
+             for i, c in enumerate(data.chunks)]
+    embed_model = CachedEmbedding(questions)
+
+    started = time.perf_counter()
+    store = PGVectorStore.from_params(
+        connection_string=args.url, async_connection_string=args.async_url, table_name="aws_chunks",
+        embed_dim=384, hybrid_search=True, text_search_config="english",
+        hnsw_kwargs={"hnsw_m": 16, "hnsw_ef_construction": 64, "hnsw_ef_search": args.ef_search,
+                     "hnsw_dist_method": "vector_cosine_ops"},
+    )
+    index = VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=store),
+                             embed_model=embed_model)
+    ingest_s = time.perf_counter() - started
+
+    result: dict = {"framework": "llama-index", "rows": len(nodes), "load_s": round(ingest_s, 2),
+                    "ingest_s": round(ingest_s, 2), "latency_ms": {}, "rankings": {}}
+    for mode in ("dense", "hybrid"):
+        times, rankings = [], []
+        for depth, timed in ((10, True), (DEPTH, False)):
+            if mode == "dense":
+                retriever = index.as_retriever(similarity_top_k=depth)
+            else:
+                retriever = index.as_retriever(vector_store_query_mode="hybrid", similarity_top_k=depth,
+                                               sparse_top_k=depth)
+            for q in data.queries:
+                bundle = QueryBundle(query_str=q["text"], embedding=questions[q["text"]])
+                t0 = time.perf_counter()
+                found = retriever.retrieve(bundle)
+                elapsed = (time.perf_counter() - t0) * 1000
+                if timed:
+                    times.append(elapsed)
+                else:
+                    rankings.append([n.node.metadata["article"] for n in found])
+        result["latency_ms"][mode] = times
+        result["rankings"][mode] = rankings
+    args.out.write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

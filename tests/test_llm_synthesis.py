@@ -18,7 +18,7 @@ from finetune import registry
 from retrieval.answer import ABSTAIN_TEXT, AskContext, ExtractiveSynthesizer
 from retrieval.db import Database
 from retrieval.llm.prompt import NO_ANSWER, SYSTEM_PROMPT
-from retrieval.llm.synthesizer import EXTRACTIVE_NOTE, UNCITED_NOTE, WITHHELD_NOTE, LLMSynthesizer
+from retrieval.llm.synthesizer import EMPTY_NOTE, EXTRACTIVE_NOTE, UNCITED_NOTE, WITHHELD_NOTE, LLMSynthesizer
 from retrieval.settings import load_settings
 from retrieval.sources.filesystem import FilesystemSource
 from retrieval.sync import Indexer
@@ -129,6 +129,11 @@ def test_model_saying_it_does_not_know_abstains_without_streaming_the_sentinel(
     deltas, answer = run(services())
     assert deltas == []
     assert answer.outcome == "abstained" and answer.text == ABSTAIN_TEXT and answer.nearest
+    assert answer.model == "gpt-4o-mini" and answer.note is None
+
+    fake_openai.chat_responder = lambda messages, model: ""  # e.g. a content filter cut everything
+    _, empty = run(services())
+    assert empty.outcome == "abstained" and empty.text == ABSTAIN_TEXT and empty.note == EMPTY_NOTE
 
 
 def test_streaming_deltas_arrive_in_order(services: MakeServices, fake_openai: FakeOpenAI) -> None:

@@ -33,6 +33,7 @@ UNCITED_NOTE = "This answer cites no article, so it may not come from the knowle
 WITHHELD_NOTE = "The model's answer cited no article, so it was withheld."
 EXTRACTIVE_NOTE = ("The language model is unavailable right now, so this answer quotes the articles "
                    "directly.")
+EMPTY_NOTE = "The model returned an empty answer."
 TOO_LONG_NOTE = "The question leaves no room for any article in the model's context."
 
 UncitedPolicy = Literal["mark", "abstain"]
@@ -97,6 +98,9 @@ class LLMSynthesizer:
     def _answer(self, question: str, grounded: GroundedText, prompt: Prompt, model: str) -> Answer:
         if grounded.no_answer:
             return Answer(question, "", [], "abstained", model)
+        if not grounded.text:
+            log.warning("model %s returned an empty answer", model)
+            return Answer(question, "", [], "abstained", model, note=EMPTY_NOTE)
         if not grounded.cited:
             if self.uncited == "abstain":
                 return Answer(question, "", [], "abstained", model, note=WITHHELD_NOTE)

@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -49,16 +49,11 @@ class Posted:
 
 
 @dataclass
-class BotUnderTest:
+class SlackRequests:
+    """Signed requests to a bot at `url`, as Slack sends them; the fake Web API holds the human messages."""
+
     url: str
     fake: FakeSlack
-    settings: Settings
-    services: Services
-    parts: BotParts
-    db: Database
-    server: HttpServer
-    thread: threading.Thread
-    sent: list[str] = field(default_factory=list)
 
     # --- raw HTTP --------------------------------------------------------------------------------
     def post(self, body: str, *, content_type: str, timestamp: int | None = None, secret: str = SIGNING_SECRET,
@@ -83,7 +78,6 @@ class BotUnderTest:
               **post_kwargs: Any) -> Posted:
         """An Events API `event_callback` envelope around `event`."""
         event_id = event_id or f"Ev{next(_ids):08d}"
-        self.sent.append(event_id)
         envelope = {
             "token": "verification-token-unused", "team_id": TEAM_ID, "api_app_id": "A0KBBOT",
             "event": {"event_ts": event.get("ts", ""), **event}, "type": "event_callback",
@@ -147,7 +141,19 @@ class BotUnderTest:
                          "type": "button", "action_ts": str(time.time())}],
         })
 
-    # --- reading the outcome -----------------------------------------------------------------------
+
+
+@dataclass
+class BotUnderTest(SlackRequests):
+    """The bot served in this process, with handles on its parts."""
+
+    settings: Settings
+    services: Services
+    parts: BotParts
+    db: Database
+    server: HttpServer
+    thread: threading.Thread
+
     def final_answer(self, channel: str, thread_ts: str, *, count: int = 1) -> list[dict[str, Any]]:
         """Wait for `count` finished bot messages in the thread (placeholders and streams in flight excluded)."""
         def done(_calls: Any) -> list[dict[str, Any]] | None:

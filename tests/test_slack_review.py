@@ -73,7 +73,6 @@ def test_ask_a_human_mentions_the_support_group_in_the_thread(slack_bot: BotUnde
                                              if "subteam" in c.params.get("text", "")])[0]
     assert post.params["thread_ts"] == ts
     assert f"<!subteam^{SUPPORT_GROUP}>" in post.params["text"] and f"<@{EMPLOYEE}>" in post.params["text"]
-    slack_bot.parts.responder.wait_idle(5)
     with slack_bot.db.engine.connect() as conn:
         metadata = conn.execute(text("SELECT metadata FROM answers WHERE id = :id"), {"id": answer_id}).scalar()
     assert metadata["escalated_by"] == EMPLOYEE

@@ -136,12 +136,12 @@ def register(app: App, parts: BotParts) -> None:
         if not group or channel is None:
             _tell(client, body, "No support team is configured for escalations; please ask in your help channel.")
             return
-        mention = f"<!subteam^{escape(group)}>"
-        client.chat_postMessage(channel=channel, thread_ts=thread_ts,
-                                text=f"{mention} <@{user}> would like a person to help with this question.")
         answer_id = _answer_id(body["actions"][0])
         if answer_id is not None:
-            try:
+            try:  # recorded first, but never at the cost of the escalation itself
                 parts.services.answer_log().add_metadata(answer_id, {"escalated_by": user})
             except KbbotError as exc:
                 log.warning("could not record the escalation of answer %s: %s", answer_id, exc)
+        mention = f"<!subteam^{escape(group)}>"
+        client.chat_postMessage(channel=channel, thread_ts=thread_ts,
+                                text=f"{mention} <@{user}> would like a person to help with this question.")

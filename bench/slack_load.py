@@ -1,0 +1,283 @@
+"""Load test of the Slack bot on loopback: N signed `app_mention` events (a share of them delivered again as
+Slack retries) sent concurrently to `kbbot serve` in HTTP mode, its Web API client pointed at the local fake
+Slack. Side by side in one run, the same app served by bolt's built-in development server (`App.start`,
+single-threaded `http.server`), the server the issue rules out for production.
+
+    nice -n 10 .venv/bin/python bench/slack_load.py [--kb demo|aws] [--events 200] [--concurrency 16]
+        [--retry-share 0.2] [--workers 8] [--only kbbot|dev]
+
+Measured per event, from the moment the request is sent:
+- ack: the HTTP response to the event POST (Slack retries after 3 s; target p99 < 100 ms);
+- first visible: the placeholder reaching the fake Web API (`chat.postMessage` in the thread; target < 1 s);
+- full answer: the placeholder replaced by the answer (`chat.update` with blocks; target p95 < 2 s);
+- duplicates: threads with more than one answer (target 0); errors: non-200 acks, error replies, missing
+  answers (target 0).
+
+`--kb aws` indexes ../shared/data/aws-docs-qa (2,791 articles, ~40k passages) once into
+~/.cache/kbbot-bench/slack-aws (KBBOT_BENCH_DIR) with `kbbot ingest` and reuses it; `--kb demo` indexes the
+35-article demo KB into a temporary directory. Processes started here are stopped by pid at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from slack_sdk.signature import SignatureVerifier  # noqa: E402
+
+from tests.fakes.slack_api import BOT_USER_ID, TEAM_ID, FakeSlack  # noqa: E402
+
+KBBOT = REPO / ".venv" / "bin" / "kbbot"
+AWS_DIR = REPO.parent / "shared" / "data" / "aws-docs-qa"
+BENCH_DIR = Path(os.environ.get("KBBOT_BENCH_DIR", Path.home() / ".cache" / "kbbot-bench"))
+SECRET = "bench-signing-secret"
+SEARCHING = "Searching the knowledge base"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+# --- the index --------------------------------------------------------------------------------------
+
+def prepare_index(kb: str, workdir: Path) -> tuple[Path, list[str]]:
+    """(KBBOT_DATA_DIR holding an indexed KB, questions to ask)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "KBBOT_LOG_LEVEL": "WARNING"}
+    env.pop("DATABASE_URL", None)
+    if kb == "aws":
+        data_dir = BENCH_DIR / "slack-aws"
+        done = data_dir / "indexed.ok"
+        if not done.exists():
+            print(f"indexing {AWS_DIR / 'corpus.jsonl'} into {data_dir} (once) …", flush=True)
+            subprocess.run([str(KBBOT), "ingest", str(AWS_DIR / "corpus.jsonl"), "--name", "aws", "--json"],
+                           env={**env, "KBBOT_DATA_DIR": str(data_dir)}, check=True, stdout=subprocess.DEVNULL)
+            done.write_text("ok\n")
+        questions = [json.loads(line)["text"] for line in (AWS_DIR / "queries.jsonl").open()]
+        return data_dir, questions
+    data_dir = workdir / "data"
+    subprocess.run([str(KBBOT), "ingest", str(REPO / "demo_kb"), "--name", "demo", "--json"],
+                   env={**env, "KBBOT_DATA_DIR": str(data_dir)}, check=True, stdout=subprocess.DEVNULL)
+    questions = [json.loads(line)["text"] for line in (REPO / "demo_eval" / "queries.jsonl").open()]
+    return data_dir, questions
+
+
+# --- the servers ------------------------------------------------------------------------------------
+
+def dev_server_main(port: int) -> None:
+    """Child process: the same app, served by bolt's development server instead of waitress."""
+    from bot.app import build_parts, create_app
+    from bot.cli_serve import warm_up
+    from bot.services import Services
+    from retrieval.settings import load_settings
+
+    settings = load_settings()
+    services = Services(settings)
+    app = create_app(settings, services, build_parts(settings, services))
+    warm_up(services)
+    print(f"dev server listening on {port}", flush=True)
+    app.start(port=port, path="/slack/events", http_server_logger_enabled=False)
+
+
+def start_server(kind: str, data_dir: Path, fake: FakeSlack, workers: int,
+                 log_path: Path) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "KBBOT_", "OPENAI_"))},
+           "KBBOT_DATA_DIR": str(data_dir), "SLACK_BOT_TOKEN": "xoxb-bench", "SLACK_SIGNING_SECRET": SECRET,
+           "SLACK_API_URL": fake.api_url, "PORT": str(port), "KBBOT_HOST": "127.0.0.1",
+           "KBBOT_SLACK_WORKERS": str(workers), "KBBOT_LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1"}
+    env.pop("DATABASE_URL", None)
+    command = [str(KBBOT), "serve"] if kind == "kbbot" else [sys.executable, __file__, "_dev", str(port)]
+    log = log_path.open("w")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{kind} server exited: {log_path.read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return process, port
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise RuntimeError(f"{kind} server did not start; see {log_path}")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- the load ---------------------------------------------------------------------------------------
+
+def post_event(url: str, event: dict[str, Any], event_id: str, retry: int | None) -> tuple[int, float]:
+    body = json.dumps({
+        "token": "unused", "team_id": TEAM_ID, "api_app_id": "A0BENCH", "event": event, "type": "event_callback",
+        "event_id": event_id, "event_time": int(time.time()),
+        "authorizations": [{"team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True}],
+    })
+    ts = str(int(time.time()))
+    headers = {"Content-Type": "application/json", "X-Slack-Request-Timestamp": ts,
+               "X-Slack-Signature": SignatureVerifier(SECRET).generate_signature(timestamp=ts, body=body)}
+    if retry:
+        headers |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
+    request = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    return status, (time.perf_counter() - started) * 1000
+
+
+def run_load(kind: str, port: int, fake: FakeSlack, questions: list[str], *, events: int, concurrency: int,
+             retry_share: float, seed: int) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{port}/slack/events"
+    rng = random.Random(seed)
+    plan = []
+    for i in range(events):
+        channel = f"C0LOAD{i % 20:02d}"
+        message = fake.add_message(channel, f"U0ASKER{i % 50:02d}", f"<@{BOT_USER_ID}> {rng.choice(questions)}")
+        event = {"type": "app_mention", "user": message["user"], "text": message["text"], "ts": message["ts"],
+                 "channel": channel, "team": TEAM_ID, "event_ts": message["ts"]}
+        plan.append((event, f"Ev{kind}{i:06d}", None))
+        if rng.random() < retry_share:
+            plan.append((event, f"Ev{kind}{i:06d}", 1))  # Slack's retry of the same event
+    rng.shuffle(plan)
+    sent_at: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def send(item: tuple[dict[str, Any], str, int | None]) -> tuple[int, float, bool]:
+        event, event_id, retry = item
+        with lock:
+            sent_at.setdefault(event["ts"], time.monotonic())
+        status, ms = post_event(url, event, event_id, retry)
+        return status, ms, retry is not None
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(send, plan))
+    threads = {(e["channel"], e["ts"]) for e, _, _ in plan}
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        finished = sum(1 for c, ts in threads if _final(fake, c, ts))
+        if finished == len(threads):
+            break
+        time.sleep(0.2)
+    wall = time.monotonic() - started
+    acks = [ms for _, ms, _ in results]
+    first_visible, full, errors, duplicates, missing = [], [], 0, 0, 0
+    for channel, ts in threads:
+        mine = [m for m in fake.thread(channel, ts) if m.get("user") == BOT_USER_ID]
+        if len(mine) > 1:
+            duplicates += 1
+        posts = [c for c in fake.calls_to("chat.postMessage") if c.params.get("thread_ts") == ts]
+        if posts:
+            first_visible.append((posts[0].at - sent_at[ts]) * 1000)
+        final = _final(fake, channel, ts)
+        if final is None:
+            missing += 1
+            continue
+        if "error id" in final[1].get("text", ""):
+            errors += 1
+        full.append((final[0] - sent_at[ts]) * 1000)
+    return {
+        "server": kind, "events": events, "deliveries": len(plan), "retries": sum(r for _, _, r in results),
+        "wall_s": round(wall, 1), "non_200_acks": sum(1 for s, _, _ in results if s != 200),
+        "ack_p50_ms": round(_pct(acks, 50), 1), "ack_p99_ms": round(_pct(acks, 99), 1),
+        "ack_max_ms": round(max(acks), 1),
+        "first_visible_p50_ms": round(_pct(first_visible, 50)), "first_visible_p95_ms": round(_pct(first_visible, 95)),
+        "full_answer_p50_ms": round(_pct(full, 50)), "full_answer_p95_ms": round(_pct(full, 95)),
+        "duplicates": duplicates, "errors": errors, "missing": missing,
+    }
+
+
+def _final(fake: FakeSlack, channel: str, ts: str) -> tuple[float, dict[str, Any]] | None:
+    """(arrival time, message) of the call that turned the thread's placeholder into the answer."""
+    for message in fake.thread(channel, ts):
+        if message.get("user") == BOT_USER_ID and message.get("text") and SEARCHING not in message["text"]:
+            updates = [c for c in fake.calls_to("chat.update") if c.params.get("ts") == message["ts"]]
+            posts = [c for c in fake.calls_to("chat.postMessage") if c.params.get("thread_ts") == ts]
+            at = updates[-1].at if updates else posts[-1].at
+            return at, message
+    return None
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "_dev":
+        dev_server_main(int(sys.argv[2]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kb", choices=["demo", "aws"], default="demo")
+    parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--retry-share", type=float, default=0.2)
+    parser.add_argument("--workers", type=int, default=8, help="KBBOT_SLACK_WORKERS of the server")
+    parser.add_argument("--only", choices=["kbbot", "dev"], help="Run one server only.")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    if args.kb == "aws" and not AWS_DIR.exists():
+        sys.exit(f"{AWS_DIR} is absent: use --kb demo")
+    workdir = Path(tempfile.mkdtemp(prefix="kbbot-slack-load-"))
+    results = []
+    try:
+        data_dir, questions = prepare_index(args.kb, workdir)
+        for kind in [args.only] if args.only else ["kbbot", "dev"]:
+            with FakeSlack() as fake:
+                process, port = start_server(kind, data_dir, fake, args.workers, workdir / f"{kind}.log")
+                try:
+                    # One question first: the model and the database pool are warm in both servers.
+                    run_load(f"{kind}warm", port, fake, questions, events=1, concurrency=1, retry_share=0,
+                             seed=args.seed)
+                    result = run_load(kind, port, fake, questions, events=args.events,
+                                      concurrency=args.concurrency, retry_share=args.retry_share, seed=args.seed)
+                finally:
+                    stop_server(process)
+            result["kb"] = args.kb
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if len(results) == 2:
+        a, b = results
+        print(f"ack p99: kbbot serve {a['ack_p99_ms']} ms vs bolt dev server {b['ack_p99_ms']} ms "
+              f"(x{b['ack_p99_ms'] / a['ack_p99_ms']:.1f}); full answer p95: {a['full_answer_p95_ms']} ms vs "
+              f"{b['full_answer_p95_ms']} ms (x{b['full_answer_p95_ms'] / max(a['full_answer_p95_ms'], 1):.2f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -202,7 +202,6 @@ class AnswerPipeline:
                             "total": (time.perf_counter() - started) * 1000}
         yield final
 
-
     def _rewrite(self, question: str, context: AskContext) -> str | None:
         """The standalone form of a thread follow-up; None for a first message or an unchanged one."""
         if self.rewriter is None or not context.history:

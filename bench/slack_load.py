@@ -1,10 +1,13 @@
 """Load test of the Slack bot on loopback: N signed `app_mention` events (a share of them delivered again as
-Slack retries) sent concurrently to `kbbot serve` in HTTP mode, its Web API client pointed at the local fake
+Slack retries) sent to `kbbot serve` in HTTP mode, its Web API client pointed at the local fake
 Slack. Side by side in one run, the same app served by bolt's built-in development server (`App.start`,
 single-threaded `http.server`), the server the issue rules out for production.
 
-    nice -n 10 .venv/bin/python bench/slack_load.py [--kb demo|aws] [--events 200] [--concurrency 16]
+    nice -n 10 .venv/bin/python bench/slack_load.py [--kb demo|aws] [--events 200] [--rate 2]
         [--retry-share 0.2] [--workers 8] [--only kbbot|dev]
+
+Events arrive open-loop at `--rate` per second (`--rate 0`: all at once, a burst), each re-delivered as a
+Slack retry (`X-Slack-Retry-Num: 1`, half a second later) with probability `--retry-share`.
 
 Measured per event, from the moment the request is sent:
 - ack: the HTTP response to the event POST (Slack retries after 3 s; target p99 < 100 ms);
@@ -164,38 +167,43 @@ def post_event(url: str, event: dict[str, Any], event_id: str, retry: int | None
     return status, (time.perf_counter() - started) * 1000
 
 
-def run_load(kind: str, port: int, fake: FakeSlack, questions: list[str], *, events: int, concurrency: int,
-             retry_share: float, seed: int) -> dict[str, Any]:
+def run_load(kind: str, port: int, fake: FakeSlack, questions: list[str], *, events: int, rate: float,
+             concurrency: int, retry_share: float, seed: int) -> dict[str, Any]:
+    """Send `events` mentions at `rate` per second (0: all at once), each retried with probability
+    `retry_share` half a second later (as if Slack had missed the first ack); wait for every answer."""
     url = f"http://127.0.0.1:{port}/slack/events"
     rng = random.Random(seed)
-    plan = []
+    plan: list[tuple[float, dict[str, Any], str, int | None]] = []  # (send offset s, event, id, retry)
     for i in range(events):
         channel = f"C0LOAD{i % 20:02d}"
         message = fake.add_message(channel, f"U0ASKER{i % 50:02d}", f"<@{BOT_USER_ID}> {rng.choice(questions)}")
         event = {"type": "app_mention", "user": message["user"], "text": message["text"], "ts": message["ts"],
                  "channel": channel, "team": TEAM_ID, "event_ts": message["ts"]}
-        plan.append((event, f"Ev{kind}{i:06d}", None))
+        offset = i / rate if rate > 0 else 0.0
+        plan.append((offset, event, f"Ev{kind}{i:06d}", None))
         if rng.random() < retry_share:
-            plan.append((event, f"Ev{kind}{i:06d}", 1))  # Slack's retry of the same event
-    rng.shuffle(plan)
+            plan.append((offset + 0.5, event, f"Ev{kind}{i:06d}", 1))
+    plan.sort(key=lambda item: item[0])
     sent_at: dict[str, float] = {}
     lock = threading.Lock()
+    started = time.monotonic()
 
-    def send(item: tuple[dict[str, Any], str, int | None]) -> tuple[int, float, bool]:
-        event, event_id, retry = item
+    def send(item: tuple[float, dict[str, Any], str, int | None]) -> tuple[int, float, bool]:
+        offset, event, event_id, retry = item
+        delay = started + offset - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
         with lock:
             sent_at.setdefault(event["ts"], time.monotonic())
         status, ms = post_event(url, event, event_id, retry)
         return status, ms, retry is not None
 
-    started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(send, plan))
-    threads = {(e["channel"], e["ts"]) for e, _, _ in plan}
-    deadline = time.monotonic() + 300
+    threads = {(e["channel"], e["ts"]) for _, e, _, _ in plan}
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        finished = sum(1 for c, ts in threads if _final(fake, c, ts))
-        if finished == len(threads):
+        if all(_final(fake, c, ts) for c, ts in threads):
             break
         time.sleep(0.2)
     wall = time.monotonic() - started
@@ -216,8 +224,9 @@ def run_load(kind: str, port: int, fake: FakeSlack, questions: list[str], *, eve
             errors += 1
         full.append((final[0] - sent_at[ts]) * 1000)
     return {
-        "server": kind, "events": events, "deliveries": len(plan), "retries": sum(r for _, _, r in results),
-        "wall_s": round(wall, 1), "non_200_acks": sum(1 for s, _, _ in results if s != 200),
+        "server": kind, "events": events, "rate_per_s": rate, "deliveries": len(plan),
+        "retries": sum(r for _, _, r in results), "wall_s": round(wall, 1),
+        "non_200_acks": sum(1 for s, _, _ in results if s != 200),
         "ack_p50_ms": round(_pct(acks, 50), 1), "ack_p99_ms": round(_pct(acks, 99), 1),
         "ack_max_ms": round(max(acks), 1),
         "first_visible_p50_ms": round(_pct(first_visible, 50)), "first_visible_p95_ms": round(_pct(first_visible, 95)),
@@ -244,7 +253,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kb", choices=["demo", "aws"], default="demo")
     parser.add_argument("--events", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=2.0, help="events per second; 0 sends all at once")
+    parser.add_argument("--concurrency", type=int, default=32, help="client threads (open connections)")
     parser.add_argument("--retry-share", type=float, default=0.2)
     parser.add_argument("--workers", type=int, default=8, help="KBBOT_SLACK_WORKERS of the server")
     parser.add_argument("--only", choices=["kbbot", "dev"], help="Run one server only.")
@@ -261,9 +271,9 @@ def main() -> None:
                 process, port = start_server(kind, data_dir, fake, args.workers, workdir / f"{kind}.log")
                 try:
                     # One question first: the model and the database pool are warm in both servers.
-                    run_load(f"{kind}warm", port, fake, questions, events=1, concurrency=1, retry_share=0,
-                             seed=args.seed)
-                    result = run_load(kind, port, fake, questions, events=args.events,
+                    run_load(f"{kind}warm", port, fake, questions, events=1, rate=0, concurrency=1,
+                             retry_share=0, seed=args.seed)
+                    result = run_load(kind, port, fake, questions, events=args.events, rate=args.rate,
                                       concurrency=args.concurrency, retry_share=args.retry_share, seed=args.seed)
                 finally:
                     stop_server(process)

@@ -73,3 +73,21 @@ def test_kbbot_serve_answers_and_stops_cleanly(fake_slack: FakeSlack, demo_datab
     log = log_path.read_text()
     assert "listening on http://127.0.0.1" in log
     assert TOKEN not in log and SIGNING_SECRET not in log
+
+
+def test_mode_follows_the_tokens(fake_slack: FakeSlack, tmp_path: Path) -> None:
+    from bot.app import create_app
+    from bot.services import Services
+    from retrieval.errors import ConfigError
+    from retrieval.settings import load_settings
+
+    base = {"data_dir": tmp_path, "slack_api_url": fake_slack.api_url, "slack_bot_token": TOKEN}
+    http_without_secret = load_settings(_env_file=None, **base)
+    with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET"):
+        create_app(http_without_secret, Services(http_without_secret))
+    socket_mode = load_settings(_env_file=None, **base, slack_app_token="xapp-1-A0-1-secret")
+    app = create_app(socket_mode, Services(socket_mode))  # Socket Mode needs no signing secret
+    assert app.client.base_url == fake_slack.api_url
+    no_token = load_settings(_env_file=None, data_dir=tmp_path, slack_signing_secret="s")
+    with pytest.raises(ConfigError, match="SLACK_BOT_TOKEN"):
+        create_app(no_token, Services(no_token))

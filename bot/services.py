@@ -29,6 +29,7 @@ class Services:
 
     settings: Settings
     _db: Database | None = field(default=None, repr=False)
+    _search_db: Database | None = field(default=None, repr=False)
     _other_embedders: dict[tuple[str, str], Embedder] = field(default_factory=dict, repr=False)
     _embedders_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -37,12 +38,22 @@ class Services:
             self._db = Database.open(self.settings)
         return self._db
 
+    def search_database(self) -> Database:
+        """Where searches read: the read replica when KBBOT_SEARCH_DATABASE_URL is set, else the primary."""
+        if self.settings.search_database_url is None:
+            return self.database()
+        if self._search_db is None:
+            self.database()  # the primary first: it applies the migrations the replica then receives
+            replica = self.settings.model_copy(update={"database_url": self.settings.search_database_url})
+            self._search_db = Database.open(replica, migrate=False)
+        return self._search_db
+
     @functools.cached_property
     def embedder(self) -> Embedder:
         return create_embedder(self.settings)
 
     def searcher(self) -> Searcher:
-        return Searcher(self.database(), self.embedder, mode=self.settings.search_mode,
+        return Searcher(self.search_database(), self.embedder, mode=self.settings.search_mode,
                         ef_search=self.settings.hnsw_ef_search, embedder_for=self.embedder_for_space)
 
     def embedder_for_space(self, space: EmbeddingSpace) -> Embedder:
@@ -129,5 +140,7 @@ class Services:
         return configured_sources(self.settings.sources_file, [(r.name, r.kind, dict(r.config)) for r in rows])
 
     def close(self) -> None:
+        if self._search_db is not None:
+            self._search_db.close()
         if self._db is not None:
             self._db.close()

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         validation_alias=_env("DATABASE_URL"),
         description="PostgreSQL with pgvector >= 0.8.4. Unset: an embedded PostgreSQL is started.",
     )
+    search_database_url: SecretStr | None = Field(
+        None,
+        validation_alias=_env("KBBOT_SEARCH_DATABASE_URL"),
+        description="A read replica of DATABASE_URL (streaming replication) that searches read from; writes "
+        "(answer log, feedback, syncs) stay on DATABASE_URL. Unset: searches use DATABASE_URL.",
+    )
     data_dir: Path = Field(
         Path(platformdirs.user_data_dir("kbbot")),
         validation_alias=_env("KBBOT_DATA_DIR"),
@@ -270,7 +276,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "search_database_url")
     @classmethod
     def _check_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith(("postgresql", "postgres")):

@@ -86,7 +86,12 @@ class Indexer:
         self.db = db
         self.embedder = embedder
         self.index_options = index_options or HnswOptions()
-        self.chunk_max_tokens = min(chunk_max_tokens, getattr(embedder, "max_tokens", chunk_max_tokens) - 40)
+        # The margin leaves room for the title and headings embedded with each passage. An API model with no
+        # known limit takes passages of the configured size, so changing the embedding model does not
+        # re-chunk unchanged articles: they keep their passages (and the active space its vectors) while
+        # the new model's vectors are built.
+        limit = getattr(embedder, "max_tokens", None)
+        self.chunk_max_tokens = min(chunk_max_tokens, limit - 40) if limit else chunk_max_tokens
         self.progress = progress or (lambda _p: None)
         # Asked between articles: True ends the run early (status `interrupted`) after the articles in
         # hand are written, e.g. when the worker gets SIGTERM.

@@ -54,20 +54,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_aws_cache(stem: Path, *, aws_dir: Path = AWS_DIR, helper: bool = False) -> None:
-    """Chunk the corpus the way `Indexer` does and embed every chunk and question once."""
+def chunk_corpus(corpus: Path, embedder, max_tokens: int) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Every chunk of the corpus as kbbot's Indexer cuts it, with what gets embedded (`input`)."""
     from retrieval.chunking import chunk_article
-    from retrieval.embeddings import LocalEmbedder
-    from retrieval.evaluation import load_labelled_queries
 
-    corpus = aws_dir / "corpus.jsonl"
-    if threads := os.environ.get("KBBOT_BENCH_TORCH_THREADS"):
-        import torch
-
-        torch.set_num_threads(int(threads))  # 1 wastes less CPU when the 2 cores are shared with others
-    embedder = LocalEmbedder()
-    max_tokens = min(MAX_TOKENS, embedder.max_tokens - 40)  # the Indexer's own rule
-    chunks: list[dict[str, object]] = []
+    chunks: list[dict] = []
     with corpus.open(encoding="utf-8") as fh:
         for line in fh:
             record = json.loads(line)
@@ -78,6 +69,22 @@ def build_aws_cache(stem: Path, *, aws_dir: Path = AWS_DIR, helper: bool = False
                     "heading_path": list(d.heading_path), "char_start": d.char_start, "char_end": d.char_end,
                     "token_count": d.token_count, "text": d.text, "input": d.embedding_input(title),
                 })
+    return chunks
+
+
+def build_aws_cache(stem: Path, *, aws_dir: Path = AWS_DIR, helper: bool = False) -> None:
+    """Chunk the corpus the way `Indexer` does and embed every chunk and question once."""
+    from retrieval.embeddings import LocalEmbedder
+    from retrieval.evaluation import load_labelled_queries
+
+    corpus = aws_dir / "corpus.jsonl"
+    if threads := os.environ.get("KBBOT_BENCH_TORCH_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(threads))  # 1 wastes less CPU when the 2 cores are shared with others
+    embedder = LocalEmbedder()
+    max_tokens = min(MAX_TOKENS, embedder.max_tokens - 40)  # the Indexer's own rule
+    chunks = chunk_corpus(corpus, embedder, max_tokens)
     log.info("chunked %s into %d chunks; embedding them", corpus, len(chunks))
     started = time.perf_counter()
     # Blocks are saved as they finish, so an interrupted build resumes where it stopped.
@@ -132,6 +139,73 @@ def build_aws_cache(stem: Path, *, aws_dir: Path = AWS_DIR, helper: bool = False
     }, indent=2))
     shutil.rmtree(partial, ignore_errors=True)
     log.info("wrote %s.* (%d chunks, %.0f s)", stem, len(chunks), time.perf_counter() - started)
+
+
+def import_blocks_from_index(conninfo: str) -> int:
+    """Fill missing cache blocks from a kbbot index of the same corpus (e.g. bench/ingest_aws.py's), so the
+    vectors are not computed twice. A block is taken only when every chunk's embedded text matches."""
+    from retrieval.embeddings import LocalEmbedder
+
+    stem = default_stem(MAX_TOKENS)
+    embedder = LocalEmbedder()
+    chunks = chunk_corpus(AWS_DIR / "corpus.jsonl", embedder, min(MAX_TOKENS, embedder.max_tokens - 40))
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT a.external_id, c.ordinal, c.context || E'\\n' || c.text, e.embedding::text FROM chunks c "
+            "JOIN articles a ON a.id = c.article_id JOIN embeddings e ON e.chunk_id = c.id "
+            "JOIN embedding_spaces s ON s.id = e.space_id AND s.status = 'active' "
+            "AND s.model = 'all-MiniLM-L6-v2'"
+        ).fetchall()
+    found = {(ext, ordinal): (text, vec) for ext, ordinal, text, vec in rows}
+    partial = stem.with_name(stem.name + ".partial")
+    imported = 0
+    for start in range(0, len(chunks), EMBED_BLOCK):
+        block_file = partial / f"{start:08d}-{EMBED_BLOCK}.npy"
+        if block_file.is_file():
+            continue
+        block = chunks[start:start + EMBED_BLOCK]
+        hits = [found.get((c["article"], c["ordinal"])) for c in block]
+        if any(h is None or h[0] != c["input"] for h, c in zip(hits, block, strict=True)):
+            continue
+        vectors = np.asarray([json.loads(h[1]) for h in hits], dtype=np.float32)  # type: ignore[index]
+        scratch = block_file.with_name(block_file.stem + ".tmp.npy")
+        np.save(scratch, vectors)
+        os.replace(scratch, block_file)
+        (partial / f"{start:08d}.claim").touch()
+        imported += 1
+    return imported
+
+
+def load_aws_partial() -> AwsChunks:
+    """Only the blocks embedded so far (while the cache is being built): for runs that cannot wait, with
+    the real share stated in their report."""
+    from retrieval.embeddings import LocalEmbedder
+    from retrieval.evaluation import load_labelled_queries
+
+    stem = default_stem(MAX_TOKENS)
+    if CacheFiles(stem).complete():
+        return load_aws()
+    partial = stem.with_name(stem.name + ".partial")
+    listing, query_file = partial / "chunks.jsonl", partial / "queries.npy"
+    embedder = None
+    if not listing.is_file():
+        embedder = LocalEmbedder()
+        chunks = chunk_corpus(AWS_DIR / "corpus.jsonl", embedder, min(MAX_TOKENS, embedder.max_tokens - 40))
+        listing.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in chunks), encoding="utf-8")
+    chunks = [json.loads(line) for line in listing.read_text(encoding="utf-8").splitlines()]
+    queries = load_labelled_queries(AWS_DIR / "queries.jsonl", AWS_DIR / "qrels.tsv")
+    if not query_file.is_file():
+        embedder = embedder or LocalEmbedder()
+        np.save(query_file, np.vstack([embedder.embed_query(q.text) for q in queries]).astype(np.float32))
+    kept, parts = [], []
+    for block_file in sorted(partial.glob(f"*-{EMBED_BLOCK}.npy")):
+        start = int(block_file.name.split("-")[0])
+        parts.append(np.load(block_file))
+        kept.extend(chunks[start:start + len(parts[-1])])
+    if not parts:
+        raise SystemExit(f"No embedded blocks in {partial} yet: run `bench/common.py` first.")
+    return AwsChunks(kept, np.vstack(parts), [{"id": q.id, "text": q.text, "relevant": q.relevant} for q in queries],
+                     np.load(query_file), {"partial": True, "chunks": len(kept), "of_chunks": len(chunks)})
 
 
 def load_aws(*, rebuild: bool = False) -> AwsChunks:
@@ -212,6 +286,10 @@ def machine() -> str:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if "--import-from" in sys.argv:  # a kbbot database URL (libpq form) holding the same corpus
+        count = import_blocks_from_index(sys.argv[sys.argv.index("--import-from") + 1])
+        log.info("imported %d blocks", count)
+        raise SystemExit(0)
     if "--helper" in sys.argv:
         build_aws_cache(default_stem(MAX_TOKENS), helper=True)
         raise SystemExit(0)

@@ -30,11 +30,12 @@ from common import (
     drop_leftovers,
     libpq_url,
     load_aws,
+    load_aws_partial,
     machine,
     scratch_database,
     summarize_ms,
 )
-from scale_data import load_index, row_of_chunk, synthesize
+from scale_data import NOISE_SIGMA, load_index, row_of_chunk, synthesize
 
 from retrieval.db import Database
 from retrieval.errors import ConfigError
@@ -159,14 +160,15 @@ def run(args: argparse.Namespace) -> dict:
     options = HnswOptions(build_memory_mb=args.build_memory_mb,
                           build_workers=args.workers if args.workers is not None else (os.cpu_count() or 2) - 1)
     check_fits(args.chunks, storages, options)
-    data = load_aws()
+    data = load_aws_partial() if args.partial_real else load_aws()
+    log.info("%d real chunks (%s)", len(data.chunks), "partial cache" if args.partial_real else "full cache")
     scale = synthesize(data, args.chunks)
     queries, qvecs = data.queries, np.asarray(data.query_vectors)
     server = bench_server()
     for name in drop_leftovers(server, ("scale",)):
         log.warning("dropped %s left by an interrupted run", name)
     report: dict = {"chunks": args.chunks, "real_chunks": len(data.chunks), "machine": machine(),
-                    "noise_sigma": 0.025, "queries": len(queries), "storages": {}}
+                    "noise_sigma": NOISE_SIGMA, "queries": len(queries), "storages": {}}
     with scratch_database(server, "scale", keep=args.keep) as url:
         conninfo = libpq_url(url)
         db = Database.from_url(url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
@@ -259,6 +261,8 @@ def main() -> None:
     parser.add_argument("--build-memory-mb", type=int, default=4096)
     parser.add_argument("--workers", type=int, default=None, help="parallel build workers (default cores-1)")
     parser.add_argument("--keep", action="store_true", help="keep the database (for debugging)")
+    parser.add_argument("--partial-real", action="store_true",
+                        help="use the real vectors embedded so far while the cache is still being built")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     report = run(args)

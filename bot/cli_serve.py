@@ -103,6 +103,11 @@ def serve(obj, host: str | None, port: int | None) -> None:  # type: ignore[no-u
     parts = build_parts(settings, services)
     app = create_app(settings, services, parts)
     warm_up(services)
+    scheduler = None
+    if settings.scheduler_in_serve:  # single-process deployments: the worker's schedule runs here too
+        from bot.worker import start_scheduler
+
+        scheduler = start_scheduler(services)
     try:
         if settings.slack_app_token is not None:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -118,6 +123,8 @@ def serve(obj, host: str | None, port: int | None) -> None:  # type: ignore[no-u
             log.info("kbbot is listening on http://%s:%d%s", host or settings.host, server.port, EVENTS_PATH)
             server.run()
     finally:
+        if scheduler is not None:
+            scheduler.stop(wait=True)  # the running sync writes the articles in hand, then stops
         log.info("finishing the answers in flight")
         parts.responder.close(wait=True)
 

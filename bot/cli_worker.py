@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 
 import click
@@ -15,14 +17,24 @@ from bot.worker import SyncScheduler, run_sync
 log = logging.getLogger(__name__)
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or SIGINT while the block runs (the previous handlers come back after)."""
+    stop = threading.Event()
+
     def handle(signum: int, _frame: FrameType | None) -> None:
         log.info("%s received: finishing the article in hand, then stopping", signal.Signals(signum).name)
         stop.set()
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @click.command()
@@ -36,26 +48,25 @@ def worker(obj, once: bool, full: bool) -> None:  # type: ignore[no-untyped-def]
     number of workers may run: one sync runs at a time and the others skip. SIGTERM lets the running sync
     write the articles in hand before the process exits.
     """
-    stop = threading.Event()
-    _stop_on_signals(stop)
-    if once:
-        outcome = run_sync(obj.services, "full" if full else "incremental", trigger="worker",
-                           should_stop=stop.is_set)
-        if outcome.run is not None:
-            terminal.print_run(outcome.run)
-        else:
-            click.echo(f"{outcome.kind.capitalize()} sync {outcome.status}: {outcome.message}")
-        raise SystemExit(1 if outcome.status == "failed" else 0)
-    if full:
+    if full and not once:
         raise click.UsageError("--full goes with --once; the scheduled full pass follows KBBOT_FULL_SYNC_CRON.")
-    scheduler = SyncScheduler(obj.services).start()
-    log.info("kbbot worker started: one sync at a time across every worker, replica and /reindex")
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        scheduler.stop(wait=True)
-        log.info("kbbot worker stopped")
+    with _stop_on_signals() as stop:
+        if once:
+            outcome = run_sync(obj.services, "full" if full else "incremental", trigger="worker",
+                               should_stop=stop.is_set)
+            if outcome.run is not None:
+                terminal.print_run(outcome.run)
+            else:
+                click.echo(f"{outcome.kind.capitalize()} sync {outcome.status}: {outcome.message}")
+            raise SystemExit(1 if outcome.status == "failed" else 0)
+        scheduler = SyncScheduler(obj.services).start()
+        log.info("kbbot worker started: one sync at a time across every worker, replica and /reindex")
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            scheduler.stop(wait=True)
+            log.info("kbbot worker stopped")
 
 
 COMMANDS = [worker]

@@ -99,7 +99,10 @@ def status_json(status: IndexStatus) -> dict[str, Any]:
         "building_model": status.building_model,
         "sources": [
             {"name": s.name, "kind": s.kind, "articles": s.articles,
-             "last_success_at": _iso(s.last_success_at), "last_error": s.last_error}
+             "last_success_at": _iso(s.last_success_at), "last_error": s.last_error,
+             "last_error_at": _iso(s.last_error_at), "incremental": s.incremental,
+             "retry_pending": s.retry_pending, "oldest_update": _iso(s.oldest_update),
+             "newest_update": _iso(s.newest_update)}
             for s in status.sources
         ],
         "last_run": run_json(status.last_run) if status.last_run else None,

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -91,9 +92,14 @@ def print_status(status: IndexStatus) -> None:
     if status.building_model:
         console.print(f"[yellow]Re-embedding with {status.building_model} in progress[/yellow]")
     for s in status.sources:
-        ok = s.last_success_at.strftime("%Y-%m-%d %H:%M") if s.last_success_at else "never"
-        err = f" [red]last error: {s.last_error}[/red]" if s.last_error else ""
-        console.print(f"  source {s.name} ({s.kind}): {s.articles} articles, last success {ok}{err}")
+        ok = s.last_success_at.strftime("%Y-%m-%d %H:%M UTC") if s.last_success_at else "never"
+        mode = "incremental" if s.incremental else "full listing each run"
+        retry = f", {s.retry_pending} to retry" if s.retry_pending else ""
+        console.print(f"  source {s.name} ({s.kind}): {s.articles} articles, last success {ok} ({mode}{retry})",
+                      markup=False)
+        if s.last_error:
+            since = f" since {s.last_error_at:%Y-%m-%d %H:%M UTC}" if s.last_error_at else ""
+            console.print(f"    [red]failing{since}:[/red] {escape(s.last_error)}", highlight=False)
     if status.running:
         console.print(f"[yellow]Sync running since {status.running.started_at:%H:%M:%S} "
                       f"(started by {status.running.started_by or 'unknown'})[/yellow]")

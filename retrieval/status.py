@@ -16,8 +16,17 @@ class SourceStatus:
     name: str
     kind: str
     articles: int
-    last_success_at: datetime | None
-    last_error: str | None
+    last_success_at: datetime | None  # the last run in which the whole source synced
+    last_error: str | None  # why the source failed since then (cleared by its next success)
+    last_error_at: datetime | None = None
+    incremental: bool = False  # runs read only what changed since the stored checkpoint
+    retry_pending: int = 0  # articles that failed and are fetched again by the next run
+    oldest_update: datetime | None = None  # the source's own `updated_at` of its oldest article
+    newest_update: datetime | None = None
+
+    @property
+    def failing(self) -> bool:
+        return self.last_error is not None
 
 
 @dataclass
@@ -45,8 +54,9 @@ def index_status(db: Database, *, oldest: int = 5) -> IndexStatus:
             "SELECT provider, model, dimension, status FROM embedding_spaces WHERE status <> 'retired'"
         )).all()
         sources = conn.execute(text(
-            "SELECT s.name, s.kind, count(a.id), s.last_success_at, s.last_error FROM sources s "
-            "LEFT JOIN articles a ON a.source_id = s.id GROUP BY s.id ORDER BY s.name"
+            "SELECT s.name, s.kind, count(a.id) AS articles, s.last_success_at, s.last_error, s.last_error_at, "
+            "s.checkpoint, min(a.source_updated_at) AS oldest, max(a.source_updated_at) AS newest "
+            "FROM sources s LEFT JOIN articles a ON a.source_id = s.id GROUP BY s.id ORDER BY s.name"
         )).all()
         old = conn.execute(text(
             "SELECT a.title, s.name, a.source_updated_at FROM articles a JOIN sources s ON s.id = a.source_id "
@@ -60,7 +70,19 @@ def index_status(db: Database, *, oldest: int = 5) -> IndexStatus:
         model=f"{active.provider}/{active.model}" if active else None,
         dimension=active.dimension if active else None,
         building_model=f"{building.provider}/{building.model}" if building else None,
-        sources=[SourceStatus(*row) for row in sources],
+        sources=[_source_status(row) for row in sources],
         last_run=runs.last_finished(), running=runs.running(),
         oldest_articles=[(r[0], r[1], r[2]) for r in old],
+    )
+
+
+def _source_status(row: object) -> SourceStatus:
+    checkpoint = row.checkpoint if isinstance(row.checkpoint, dict) else {}  # type: ignore[attr-defined]
+    retry = checkpoint.get("retry")
+    return SourceStatus(
+        name=row.name, kind=row.kind, articles=row.articles,  # type: ignore[attr-defined]
+        last_success_at=row.last_success_at, last_error=row.last_error,  # type: ignore[attr-defined]
+        last_error_at=row.last_error_at, incremental=checkpoint.get("cursor") is not None,  # type: ignore[attr-defined]
+        retry_pending=len(retry) if isinstance(retry, list) else 0,
+        oldest_update=row.oldest, newest_update=row.newest,  # type: ignore[attr-defined]
     )

@@ -137,10 +137,12 @@ class Responder:
         context = AskContext(history=history, channel=question.channel)
         final: Answer | None = None
         pending: list[str] = []
+        streamed: list[str] = []
         for event in self.services.pipeline.stream(question.text, context):
             if isinstance(event, Answer):
                 final = event
                 break
+            streamed.append(event)
             pending.append(event)
             if delivery.streamer is None and len(pending) >= 2:
                 delivery.start_stream("".join(pending))
@@ -156,6 +158,12 @@ class Responder:
                                         include_text=delivery.streamer is None)
         if delivery.streamer is not None:
             delivery.stop_stream(messages)
+            if "".join(streamed).strip() != final.text.strip():
+                # The answerer corrected what it streamed (e.g. dropped a claim it could not cite): the
+                # message must show the answer that was logged and reviewed, not the draft.
+                full = blocks.render_answer(final, answer_id=answer_id, can_escalate=can_escalate,
+                                            stale_after_days=self.settings.stale_after_days)
+                delivery.replace_streamed(full[0])
         else:
             delivery.post_final(messages, final, stale_after_days=self.settings.stale_after_days)
         if answer_id is not None:
@@ -280,6 +288,11 @@ class _Delivery:
             self._post(message)
         self.delivered_ms = self._elapsed()
         self.mark_visible()
+
+    def replace_streamed(self, message: blocks.SlackMessage) -> None:
+        if self.final_ts is not None:
+            self.client.chat_update(channel=self.question.channel, ts=self.final_ts, text=message.text,
+                                    blocks=message.blocks)
 
     def abort_stream(self) -> None:
         """Close a stream cut short by an error, so the error message follows the partial text."""

@@ -252,3 +252,24 @@ def test_streamed_llm_answer_uses_the_chat_streaming_api(fake_slack, demo_databa
         assert row["model"] == "gpt-4o-mini" and row["message_ts"] == answer["ts"]
     finally:
         stop_bot(bot)
+
+
+def test_a_streamed_draft_the_answerer_withdraws_is_replaced_by_the_final_answer(  # type: ignore[no-untyped-def]
+        fake_slack, demo_database, embedder, tmp_path, fake_openai) -> None:
+    # The model writes without citing anything; with KBBOT_LLM_UNCITED=abstain the answer is withheld
+    # after it streamed, and the message must end up saying so, not show the uncited draft.
+    fake_openai.chat_responder = lambda messages, model: "I think you should just restart everything. " * 12
+    bot = start_bot(fake_slack, demo_database, embedder, tmp_path, openai_base_url=fake_openai.url + "/v1",
+                    openai_api_key="sk-test", llm_uncited="abstain")
+    try:
+        ts, _ = bot.mention(VPN, channel="C0IT")
+        [answer] = bot.final_answer("C0IT", ts)
+        bot.parts.responder.wait_idle(30)
+        assert fake_slack.calls_to("chat.startStream")
+        replaced = fake_slack.calls_to("chat.update")[-1]
+        assert replaced.params["ts"] == answer["ts"]
+        final_text = _all_text(fake_slack.thread("C0IT", ts)[-1])
+        assert "restart everything" not in final_text and "Closest articles" in final_text
+        assert _answers(bot)[0]["outcome"] == "abstained"
+    finally:
+        stop_bot(bot)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -161,6 +162,11 @@ class Indexer:
         source_id = store.upsert_source(source.name, source.kind, source.config())
         indexed = store.indexed_articles(source_id)
         state = store.source_checkpoint(source_id) if kind == "incremental" else None
+        fingerprint = content_hash(json.dumps(source.config(), sort_keys=True, default=str))
+        if state is not None and state.get("config") != fingerprint:
+            # A locale or space added to the sources file has articles older than the checkpoint.
+            log.info("source %s: its configuration changed, listing every article", source.name)
+            state = None
         failed: set[str] = set()  # external ids to fetch again next run
         seen: set[str] = set()
         seen_hash: dict[str, str] = {}
@@ -222,7 +228,8 @@ class Indexer:
         if prune and feed.complete:
             gone_ids = [a.id for ext, a in indexed.items() if ext not in seen]
             counts.removed += store.delete_articles(gone_ids)
-        checkpoint = None if feed.checkpoint is None else {"cursor": feed.checkpoint, "retry": sorted(failed)}
+        checkpoint = None if feed.checkpoint is None else {
+            "cursor": feed.checkpoint, "retry": sorted(failed), "config": fingerprint}
         store.mark_source(source_id, error=None, checkpoint=checkpoint)
 
     def _prepare(self, store: IndexStore, article: Article, indexed: object, space: EmbeddingSpace,

@@ -258,3 +258,18 @@ def test_each_locale_is_its_own_article(fake_zendesk: FakeZendesk) -> None:
     found = {a.external_id: a for a in source(fake_zendesk, locales=["en-us", "fr"]).iter_articles()}
     assert found[f"fr/{ids['vpn']}"].title == "Se connecter au VPN"
     assert found[f"en-us/{ids['vpn']}"].title == "Connect to the VPN"
+
+
+def test_adding_a_locale_lists_everything_once(fake_zendesk: FakeZendesk, database: Database,
+                                               embedder) -> None:  # type: ignore[no-untyped-def]
+    ids = seed(fake_zendesk, n=2)
+    fake_zendesk.add_article("Se connecter au VPN", "<p>Installez NorthGate depuis le portail.</p>", locale="fr",
+                             article_id=ids["vpn"])
+    fake_zendesk.tick(3600)  # the French article is older than any checkpoint taken from now on
+    indexer = Indexer(database, embedder, chunk_max_tokens=200)
+    indexer.sync([source(fake_zendesk)])
+    assert indexer.sync([source(fake_zendesk, locales=["en-us", "fr"])]).added == 1
+    assert f"fr/{ids['vpn']}" in db_articles(database)
+    fake_zendesk.requests.clear()
+    assert indexer.sync([source(fake_zendesk, locales=["en-us", "fr"])]).added == 0
+    assert all("incremental" in r.path for r in fake_zendesk.requests)  # back to reading changes only

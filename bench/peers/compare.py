@@ -33,6 +33,7 @@ from common import (
     drop_leftovers,
     libpq_url,
     load_aws,
+    load_aws_partial,
     machine,
     scratch_database,
     summarize_ms,
@@ -120,11 +121,20 @@ def main() -> None:
                         help="python of the virtualenv holding langchain-postgres and llama-index")
     parser.add_argument("--only", default="kbbot,langchain,llama-index")
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--partial-real", action="store_true",
+                        help="use the chunks embedded so far (the cache is still being built)")
     args = parser.parse_args()
     if not Path(args.peer_python).is_file():
         raise SystemExit(f"{args.peer_python} does not exist: create the peers' virtualenv first "
                          "(bench/peers/README.md) or pass --peer-python.")
-    data = load_aws()
+    data = load_aws_partial() if args.partial_real else load_aws()
+    if args.partial_real:
+        # Only questions whose gold articles are in the embedded part can be answered by anyone.
+        present = {c["article"] for c in data.chunks}
+        keep = [i for i, q in enumerate(data.queries) if set(q["relevant"]) <= present]
+        data.queries = [data.queries[i] for i in keep]
+        data.query_vectors = np.asarray(data.query_vectors)[keep]
+        log.info("partial cache: %d chunks, %d answerable questions", len(data.chunks), len(keep))
     server = bench_server()
     for name in drop_leftovers(server, ("peer_kbbot", "peer_langchain", "peer_llama")):
         log.warning("dropped %s left by an interrupted run", name)
@@ -139,6 +149,7 @@ def main() -> None:
         raw["llama-index"] = run_peer(server, "llamaindex_peer.py", "peer_llama", args.peer_python,
                                       {"--url": "postgresql+psycopg2", "--async-url": "postgresql+asyncpg"})
     report: dict = {"machine": machine(), "chunks": len(data.chunks), "queries": len(data.queries),
+                    "cache": data.manifest,
                     "systems": {name: score(r, data.queries) for name, r in raw.items()}}
     systems = report["systems"]
     peers = [s for n, s in systems.items() if n != "kbbot"]

@@ -59,6 +59,8 @@ def worker(obj, once: bool, full: bool) -> None:  # type: ignore[no-untyped-def]
             else:
                 click.echo(f"{outcome.kind.capitalize()} sync {outcome.status}: {outcome.message}")
             raise SystemExit(1 if outcome.status == "failed" else 0)
+        for source in obj.services.configured_sources():  # a broken sources file stops a fresh worker here
+            log.info("will sync %s", source.describe())
         scheduler = SyncScheduler(obj.services).start()
         log.info("kbbot worker started: one sync at a time across every worker, replica and /reindex")
         try:

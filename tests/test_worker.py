@@ -231,3 +231,20 @@ def test_with_nothing_configured_a_run_is_idle_and_says_why(database: Database, 
         services.close()
     assert outcome.status == "idle" and "KBBOT_SOURCES_FILE" in outcome.message
     assert runs(database) == []
+
+
+def test_a_worker_refuses_to_start_on_a_broken_sources_file(database_url: str, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from bot.cli import main
+
+    sources = tmp_path / "sources.yml"
+    sources.write_text("sources:\n  - name: wiki\n    type: confluence\n    options:\n      site: acme\n")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("KBBOT_SOURCES_FILE", str(sources))
+    monkeypatch.setenv("KBBOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["worker"])
+    assert result.exit_code == 1
+    assert "sources.yml:4: source 'wiki': options.spaces is required." in result.output

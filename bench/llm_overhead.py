@@ -138,7 +138,7 @@ def breakdown(services, questions_: list[str]) -> dict:  # type: ignore[no-untyp
     """The whole pipeline per question: retrieve, first token, total (as the asker waits)."""
     from retrieval.types import Answer
 
-    retrieve, first, total, outcomes = [], [], [], {}
+    retrieve, first, after_retrieval, total, outcomes = [], [], [], [], {}
     pipeline = services.pipeline
     for q in questions_:
         started = time.perf_counter()
@@ -151,12 +151,16 @@ def breakdown(services, questions_: list[str]) -> dict:  # type: ignore[no-untyp
                 first_token = ms(started)
         assert final is not None
         outcomes[final.outcome] = outcomes.get(final.outcome, 0) + 1
-        retrieve.append(final.timings_ms.get("embed_question", 0) + final.timings_ms.get("retrieve", 0))
+        retrieved = final.timings_ms.get("embed_question", 0) + final.timings_ms.get("retrieve", 0)
+        retrieve.append(retrieved)
         total.append(ms(started))
         if first_token is not None:
             first.append(first_token)
+            after_retrieval.append(first_token - retrieved)
     return {"questions": len(questions_), "outcomes": outcomes, "retrieve_ms": summarize_ms(retrieve),
-            "first_token_ms": summarize_ms(first) if first else None, "total_ms": summarize_ms(total)}
+            "first_token_ms": summarize_ms(first) if first else None,
+            "first_token_after_retrieval_ms": summarize_ms(after_retrieval) if first else None,
+            "total_ms": summarize_ms(total)}
 
 
 def with_fake(args: argparse.Namespace) -> dict:
@@ -206,7 +210,8 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     real = bool(os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"))
-    report = {"machine": machine(), **(with_real_endpoint(args) if real else with_fake(args))}
+    report = {"machine": machine(), **(with_real_endpoint(args) if real else with_fake(args)),
+              "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
     print(json.dumps(report, indent=2))
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2))

@@ -182,3 +182,23 @@ def test_share_routing_is_deterministic_and_close_to_the_share() -> None:
     assert all(ab_bucket(u) < 0.3 for u in toned)
     # Without a user id, the question decides (so anonymous traffic still splits).
     assert router.route(RouteRequest(fallback_key="q1")).tone == (ab_bucket("q1") < 0.3)
+
+
+def test_llm_expansion_variants_and_failure(demo_database: Database, embedder: Any, fake_openai: FakeOpenAI) -> None:
+    from retrieval.llm import ChatClient
+    from retrieval.rewrite import LLMExpander
+
+    settings = load_settings(_env_file=None, openai_api_key="sk-test", openai_base_url=fake_openai.url + "/v1",
+                             llm_max_retries=0)
+    fake_openai.chat_responder = lambda messages, model: (
+        "1. reset Northwind ID password\n- \"change SSO password\"\nreset Northwind ID password\n")
+    expander = LLMExpander(ChatClient.from_settings(settings), "gpt-4o-mini")
+    assert expander.variants("How do I reset my SSO password?", 2) == ["reset Northwind ID password",
+                                                                       "change SSO password"]
+    request = fake_openai.requests_to("POST", CHAT)[0].json
+    assert "Write 2 different search queries" in request["messages"][0]["content"]
+
+    searcher = ExpandingSearcher(Searcher(demo_database, embedder), expander, variants=2)
+    assert searcher.search("How do I reset my SSO password?", k=3).hits[0].external_id == "it/sso-password-reset.md"
+    fake_openai.script("POST", CHAT, Scripted.error(500, "boom"))
+    assert expander.variants("How do I reset my SSO password?", 2) == []  # the question alone is searched

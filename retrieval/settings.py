@@ -235,8 +235,9 @@ class Settings(BaseSettings):
         description="Interface `kbbot serve` listens on in HTTP mode.",
     )
     slack_workers: int = Field(
-        8, ge=1, le=64, validation_alias=_env("KBBOT_SLACK_WORKERS"),
-        description="Questions answered at once per process (more wait in a queue; Slack is acked at once).",
+        4, ge=1, le=64, validation_alias=_env("KBBOT_SLACK_WORKERS"),
+        description="Questions answered at once per process; more wait in a queue (Slack is acked at once). "
+        "Extractive answers are CPU-bound: about the core count; LLM answers wait on the network: raise it.",
     )
     stale_after_days: int = Field(
         365, ge=1, validation_alias=_env("KBBOT_STALE_AFTER_DAYS"),

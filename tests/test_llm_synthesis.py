@@ -272,3 +272,21 @@ def test_kbbot_ask_uses_the_llm_when_openai_variables_are_set(
     assert answer["model"] == "gpt-4o-mini" and answer["outcome"] == "answered"
     assert [c["number"] for c in answer["citations"]] == [1, 2]
     assert fake_openai.requests_to("POST", CHAT)[0].headers["authorization"] == "Bearer sk-env"
+
+
+def test_model_failing_mid_answer_is_replaced_by_the_fallbacks_answer(
+    services: MakeServices, fake_openai: FakeOpenAI
+) -> None:
+    """OpenAI reports errors inside a stream as an `error` event; the text shown so far is withdrawn."""
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": TONE,
+             "choices": [{"index": 0, "delta": {"content": "Install NorthGate [1] "}, "finish_reason": None}]}
+    broken = (f"data: {json.dumps(chunk)}\n\n"
+              'data: {"error": {"message": "The server had an error.", "type": "server_error"}}\n\n')
+    fake_openai.models.add(TONE)
+    fake_openai.script("POST", CHAT, Scripted(200, broken))
+    fake_openai.chat_responder = quoting_model()
+    deltas, answer = run(services(tone_model=TONE))
+    assert "".join(deltas).startswith("Install NorthGate [1]")  # the tone model's draft was shown...
+    assert answer.model == "gpt-4o-mini" and answer.citations  # ...and the base model's answer replaces it
+    assert not answer.text.startswith("Install NorthGate [1]")
+    assert chat_models(fake_openai) == [TONE, "gpt-4o-mini"]

@@ -4,7 +4,7 @@ PIP := $(VENV)/bin/pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint readme clean
 
 setup: $(VENV)/.installed
 
@@ -27,3 +27,6 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+
+readme: setup
+	$(VENV)/bin/python -m bot.cli_config README.md

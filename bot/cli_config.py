@@ -45,3 +45,21 @@ def config(obj, markdown: bool) -> None:  # type: ignore[no-untyped-def]
 
 
 COMMANDS = [config]
+
+
+TABLE_START, TABLE_END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
+
+
+def readme_with_table(readme: str) -> str:
+    """The README with its configuration table regenerated between the two markers."""
+    head, _, rest = readme.partition(TABLE_START)
+    _, _, tail = rest.partition(TABLE_END)
+    return f"{head}{TABLE_START}\n{settings_markdown()}\n{TABLE_END}{tail}"
+
+
+if __name__ == "__main__":  # `make readme`
+    import sys
+    from pathlib import Path
+
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    path.write_text(readme_with_table(path.read_text(encoding="utf-8")), encoding="utf-8")

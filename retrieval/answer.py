@@ -177,7 +177,7 @@ class AnswerPipeline:
         hits = result.hits
         best = max((h.similarity or 0.0 for h in hits), default=0.0)
         if best < self.min_relevance:
-            log.info("abstaining: best similarity %.3f < %.3f", best, self.min_relevance)
+            log.debug("abstaining: best similarity %.3f < %.3f", best, self.min_relevance)
             answer = Answer(question, ABSTAIN_TEXT, [], "abstained", "none",
                             nearest=_distinct_articles(hits, self.nearest_articles),
                             rewritten_question=rewritten)

@@ -150,7 +150,8 @@ def breakdown(services, questions_: list[str]) -> dict:  # type: ignore[no-untyp
             elif first_token is None:
                 first_token = ms(started)
         assert final is not None
-        outcomes[final.outcome] = outcomes.get(final.outcome, 0) + 1
+        key = f"{final.outcome} by {final.model}"  # a fallback must not pass for the endpoint's latency
+        outcomes[key] = outcomes.get(key, 0) + 1
         retrieved = final.timings_ms.get("embed_question", 0) + final.timings_ms.get("retrieve", 0)
         retrieve.append(retrieved)
         total.append(ms(started))

@@ -39,6 +39,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,8 @@ def post_event(url: str, event: dict[str, Any], event_id: str, retry: int | None
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code
+    except OSError:  # refused or reset: Slack would count a failed delivery and retry
+        status = 0
     return status, (time.perf_counter() - started) * 1000
 
 
@@ -207,8 +210,11 @@ def run_load(kind: str, port: int, fake: FakeSlack, questions: list[str], *, eve
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(send, plan))
     threads = {(e["channel"], e["ts"]) for _, e, _, _ in plan}
+    # A thread none of whose deliveries was accepted cannot be answered: counted as missing, not awaited.
+    accepted = {(item[1]["channel"], item[1]["ts"]) for item, (status, _, _) in zip(plan, results, strict=True)
+                if status == 200}
     # Poll gently: the fake Web API shares this process, and a busy poll would slow down its replies.
-    pending, deadline = set(threads), time.monotonic() + 600
+    pending, deadline = set(accepted), time.monotonic() + 600
     while pending and time.monotonic() < deadline:
         time.sleep(1.0)
         pending = {t for t in pending if _final(fake, *t) is None}
@@ -235,12 +241,26 @@ def run_load(kind: str, port: int, fake: FakeSlack, questions: list[str], *, eve
         "server": kind, "events": events, "rate_per_s": rate, "deliveries": len(plan),
         "retries": sum(r for _, _, r in results), "wall_s": round(wall, 1),
         "non_200_acks": sum(1 for s, _, _ in results if s != 200),
+        "connection_failures": sum(1 for s, _, _ in results if s == 0),
         "ack_p50_ms": round(_pct(acks, 50), 1), "ack_p99_ms": round(_pct(acks, 99), 1),
         "ack_max_ms": round(max(acks), 1),
         "first_visible_p50_ms": round(_pct(first_visible, 50)), "first_visible_p95_ms": round(_pct(first_visible, 95)),
         "full_answer_p50_ms": round(_pct(full, 50)), "full_answer_p95_ms": round(_pct(full, 95)),
         "answers_per_s": round(throughput, 2), "duplicates": duplicates, "errors": errors, "missing": missing,
     }
+
+
+def stage_breakdown(data_dir: Path, since: datetime) -> dict[str, float]:
+    """Median latency per stage of the answers logged since `since`, from the answer log itself."""
+    env = {**os.environ, "KBBOT_DATA_DIR": str(data_dir), "KBBOT_LOG_LEVEL": "WARNING"}
+    env.pop("DATABASE_URL", None)
+    out = subprocess.run([str(KBBOT), "answers", "export", "--since", since.isoformat(), "--format", "jsonl"],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    stages: dict[str, list[float]] = {}
+    for line in out.splitlines():
+        for stage, ms in json.loads(line)["latency_ms"].items():
+            stages.setdefault(stage, []).append(ms)
+    return {f"{stage}_p50_ms": round(_pct(values, 50), 1) for stage, values in sorted(stages.items())}
 
 
 def _final(fake: FakeSlack, channel: str, ts: str) -> tuple[float, dict[str, Any]] | None:
@@ -281,10 +301,12 @@ def main() -> None:
                     # One question first: the model and the database pool are warm in both servers.
                     run_load(f"{kind}warm", port, fake, questions, events=1, rate=0, concurrency=1,
                              retry_share=0, seed=args.seed)
+                    since = datetime.now(UTC)
                     result = run_load(kind, port, fake, questions, events=args.events, rate=args.rate,
                                       concurrency=args.concurrency, retry_share=args.retry_share, seed=args.seed)
                 finally:
                     stop_server(process)
+            result["stages"] = stage_breakdown(data_dir, since)
             result["kb"] = args.kb
             results.append(result)
             print(json.dumps(result), flush=True)

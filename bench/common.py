@@ -192,7 +192,8 @@ def load_aws_partial() -> AwsChunks:
         embedder = LocalEmbedder()
         chunks = chunk_corpus(AWS_DIR / "corpus.jsonl", embedder, min(MAX_TOKENS, embedder.max_tokens - 40))
         listing.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in chunks), encoding="utf-8")
-    chunks = [json.loads(line) for line in listing.read_text(encoding="utf-8").splitlines()]
+    with listing.open(encoding="utf-8") as fh:  # not splitlines(): texts hold U+2028 and friends
+        chunks = [json.loads(line) for line in fh]
     queries = load_labelled_queries(AWS_DIR / "queries.jsonl", AWS_DIR / "qrels.tsv")
     if not query_file.is_file():
         embedder = embedder or LocalEmbedder()

@@ -11,6 +11,8 @@ real `kbbot serve` and `kbbot ingest`/`kbbot sync` processes.
 4. Sends more questions alternately to A and B: every answer lands in the one answer log.
 5. Starts a long `kbbot ingest` and, while it runs, a `kbbot sync` in another process: the advisory lock
    refuses the second with the message the admin sees, and the first finishes.
+6. Starts a hot standby of the database (streaming replication) and searches it through
+   KBBOT_SEARCH_DATABASE_URL with `kbbot search`, while writes keep going to the primary.
 
 Everything is created in a temporary directory and removed at the end; the processes are stopped by pid.
 """
@@ -40,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from retrieval.db import embedded_url  # noqa: E402
 from tests.fakes.slack_api import BOT_USER_ID, TEAM_ID, FakeSlack  # noqa: E402
+from tests.pg_standby import standby_of, wait_for_replay  # noqa: E402
 
 KBBOT = str(REPO / ".venv" / "bin" / "kbbot")
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # the example signing secret of Slack's docs
@@ -195,6 +198,19 @@ def main() -> None:
     check(first.returncode == 0, "the first sync finished")
     runs = count(conninfo, "SELECT count(*) FROM sync_runs WHERE status = 'succeeded'")
     check(runs == 2, "sync_runs holds the demo ingest and the bulk ingest, both succeeded")
+    step("a read replica for search (KBBOT_SEARCH_DATABASE_URL)")
+    with standby_of(url, tmp_path / "replica") as replica_url:
+        wait_for_replay(url, replica_url)
+        replica_conninfo = replica_url.set(drivername="postgresql").render_as_string(hide_password=False)
+        check(count(replica_conninfo, "SELECT pg_is_in_recovery()::int") == 1,
+              "a hot standby streams from the primary (pg_basebackup -R, second postmaster)")
+        searched = subprocess.run([KBBOT, "search", QUESTIONS[0], "--k", "1", "--json"], capture_output=True,
+                                  text=True, env={**env, "KBBOT_SEARCH_DATABASE_URL": replica_conninfo}, check=True)
+        print("   top hit from the replica:", json.loads(searched.stdout)["hits"][0]["title"])
+        with psycopg.connect(replica_conninfo) as conn:
+            scans = conn.execute("SELECT sum(idx_scan + seq_scan) FROM pg_stat_user_tables "
+                                 "WHERE relname = 'embeddings'").fetchone()[0]
+        check(bool(scans), "the search read the replica's tables")
     print("\nall checks passed")
 
 

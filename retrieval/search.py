@@ -31,6 +31,11 @@ BM25_B = 0.75
 RRF_K = 60
 # Lexemes in more than this share of chunks add little to BM25 but make the candidate set huge.
 COMMON_TERM_SHARE = 0.2
+# Candidates come from the rarest query terms whose postings (chunks containing them) add up to at most this
+# many; the rarest term always counts. Scoring a candidate costs tens of microseconds, so this bounds a
+# lexical search at any KB size: at 1M chunks a common term alone matches 100k chunks (5 s), while the
+# rare terms that fit the budget carry most of BM25's weight anyway (measured in BENCHMARKS.md).
+LEXICAL_POSTINGS_BUDGET = 5000
 
 
 @dataclass(frozen=True)
@@ -69,10 +74,14 @@ qterms AS (
     CROSS JOIN lexicon_stats st
 ),
 selective AS (
-    -- keep terms that narrow the candidates; if all are common, the two rarest
-    SELECT lexeme, idf FROM qterms
-    WHERE doc_freq <= (SELECT doc_count * {common} FROM lexicon_stats)
-       OR lexeme IN (SELECT lexeme FROM qterms ORDER BY doc_freq LIMIT 2)
+    -- keep terms that narrow the candidates; if all are common, the two rarest; and of those, only the
+    -- rarest whose postings fit the budget
+    SELECT lexeme, idf FROM (
+        SELECT lexeme, idf, doc_freq, sum(doc_freq) OVER (ORDER BY doc_freq, lexeme) AS postings FROM qterms
+        WHERE doc_freq <= (SELECT doc_count * {common} FROM lexicon_stats)
+           OR lexeme IN (SELECT lexeme FROM qterms ORDER BY doc_freq LIMIT 2)
+    ) ranked
+    WHERE postings <= {budget} OR postings = doc_freq
 ),
 lexical AS (
     SELECT chunk_id, row_number() OVER (ORDER BY bm25 DESC) AS rank
@@ -136,7 +145,7 @@ def build_search_sql(space: EmbeddingSpace, mode: SearchMode, weights: FusionWei
         ))
     if mode in ("lexical", "hybrid"):
         ctes.append(_LEXICAL_CTE.format(
-            common=COMMON_TERM_SHARE, k1=BM25_K1, b=BM25_B,
+            common=COMMON_TERM_SHARE, k1=BM25_K1, b=BM25_B, budget=LEXICAL_POSTINGS_BUDGET,
             lexical_filter="AND c.source_id = ANY(:source_ids)" if filtered else "",
         ))
     ctes.append(_fused_cte(mode, weights))

@@ -1,0 +1,92 @@
+"""What the lexical postings budget (retrieval/search.py, LEXICAL_POSTINGS_BUDGET) costs in quality and saves
+in time, on the real aws-docs-qa index: article-level Recall@10 / nDCG@10 of lexical and hybrid search, and
+their latency, for several budgets, one index, one run. "unbounded" is the search before the budget existed.
+
+    nice -n 10 .venv/bin/python bench/scale_lexical_budget.py [--budgets 0,20000,10000,5000,2000]
+        [--json-out bench/results/lexical_budget.json]
+
+(0 means unbounded.) The database is created on the benchmark's embedded PostgreSQL and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from common import (
+    bench_server,
+    libpq_url,
+    load_aws,
+    load_aws_partial,
+    machine,
+    scratch_database,
+    summarize_ms,
+)
+from scale_data import load_index, synthesize
+from scale_search import PrecomputedQuestions
+
+import retrieval.search as search_module
+from retrieval.db import Database
+from retrieval.evaluation import ndcg, rank_articles, recall
+from retrieval.index_store import IndexStore
+from retrieval.search import Searcher
+from retrieval.spaces import HnswOptions, create_space, ensure_hnsw_index
+
+log = logging.getLogger("bench.lexical")
+DEPTH = 50
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budgets", default="0,20000,10000,5000,2000")
+    parser.add_argument("--partial-real", action="store_true")
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+    data = load_aws_partial() if args.partial_real else load_aws()
+    present = {c["article"] for c in data.chunks}
+    keep = [i for i, q in enumerate(data.queries) if set(q["relevant"]) <= present]
+    queries, qvecs = [data.queries[i] for i in keep], np.asarray(data.query_vectors)[keep]
+    report: dict = {"machine": machine(), "chunks": len(data.chunks), "queries": len(queries), "budgets": {}}
+    with scratch_database(bench_server(), "lexbudget") as url:
+        db = Database.from_url(url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
+        with db.engine.begin() as conn:
+            space = create_space(conn, "local", "all-MiniLM-L6-v2", 384, "active")
+        load_index(libpq_url(url), data, synthesize(data, len(data.chunks)), space.id)
+        with db.engine.begin() as conn:
+            ensure_hnsw_index(conn, space, HnswOptions(build_workers=max(0, (os.cpu_count() or 2) - 1)))
+        with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+            IndexStore(conn).refresh_lexicon()
+            conn.execute("VACUUM ANALYZE")
+        searcher = Searcher(db, PrecomputedQuestions(), ef_search=100)  # type: ignore[arg-type]
+        for budget in (int(b) for b in args.budgets.split(",")):
+            search_module.LEXICAL_POSTINGS_BUDGET = budget or 10**12
+            row: dict = {}
+            for mode in ("lexical", "hybrid"):
+                times, scores, ndcgs = [], [], []
+                for q, v in zip(queries, qvecs, strict=True):
+                    t0 = time.perf_counter()
+                    hits = searcher.search_vector(q["text"], v, k=DEPTH, mode=mode).hits  # type: ignore[arg-type]
+                    times.append((time.perf_counter() - t0) * 1000)
+                    ranked = rank_articles([h.external_id for h in hits])
+                    scores.append(recall(ranked, q["relevant"], 10))
+                    ndcgs.append(ndcg(ranked, q["relevant"], 10))
+                row[mode] = {"recall@10": round(float(np.mean(scores)), 3),
+                             "ndcg@10": round(float(np.mean(ndcgs)), 3), **summarize_ms(times)}
+            report["budgets"][budget or "unbounded"] = row
+            log.info("budget %s: %s", budget or "unbounded", row)
+        db.close()
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json_out:
+        args.json_out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -32,10 +32,15 @@ class Services:
     _search_db: Database | None = field(default=None, repr=False)
     _other_embedders: dict[tuple[str, str], Embedder] = field(default_factory=dict, repr=False)
     _embedders_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _db_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def database(self) -> Database:
+        # Locked: the first questions after a start (or an outage) arrive on several threads at once,
+        # and each would otherwise open, migrate and leak a pool of its own.
         if self._db is None:
-            self._db = Database.open(self.settings)
+            with self._db_lock:
+                if self._db is None:
+                    self._db = Database.open(self.settings)
         return self._db
 
     def search_database(self) -> Database:

@@ -157,7 +157,7 @@ def exact_in_postgres_ms(conninfo: str, space, qvecs: np.ndarray) -> list[float]
 
 def run(args: argparse.Namespace) -> dict:
     storages = args.storage.split(",")
-    options = HnswOptions(build_memory_mb=args.build_memory_mb,
+    options = HnswOptions(m=args.m, ef_construction=args.ef_construction, build_memory_mb=args.build_memory_mb,
                           build_workers=args.workers if args.workers is not None else (os.cpu_count() or 2) - 1)
     check_fits(args.chunks, storages, options)
     data = load_aws_partial() if args.partial_real else load_aws()
@@ -167,7 +167,8 @@ def run(args: argparse.Namespace) -> dict:
     server = bench_server()
     for name in drop_leftovers(server, ("scale",)):
         log.warning("dropped %s left by an interrupted run", name)
-    report: dict = {"chunks": args.chunks, "real_chunks": len(data.chunks), "machine": machine(),
+    report: dict = {"chunks": args.chunks, "m": args.m, "ef_construction": args.ef_construction,
+                    "real_chunks": len(data.chunks), "machine": machine(),
                     "synthetic": {"rho": RHO, "topics": CLUSTERS}, "queries": len(queries), "storages": {}}
     with scratch_database(server, "scale", keep=args.keep) as url:
         conninfo = libpq_url(url)
@@ -259,6 +260,8 @@ def main() -> None:
     parser.add_argument("--storage", default="vector,halfvec")
     parser.add_argument("--ef", type=lambda s: [int(x) for x in s.split(",")], default=[40, 64, 100, 200, 400, 800])
     parser.add_argument("--build-memory-mb", type=int, default=4096)
+    parser.add_argument("--m", type=int, default=16, help="HNSW m (KBBOT_HNSW_M)")
+    parser.add_argument("--ef-construction", type=int, default=64, help="HNSW ef_construction")
     parser.add_argument("--workers", type=int, default=None, help="parallel build workers (default cores-1)")
     parser.add_argument("--keep", action="store_true", help="keep the database (for debugging)")
     parser.add_argument("--partial-real", action="store_true",

@@ -32,7 +32,8 @@ RRF_K = 60
 # Lexemes in more than this share of chunks add little to BM25 but make the candidate set huge.
 COMMON_TERM_SHARE = 0.2
 # Candidates come from the rarest query terms whose postings (chunks containing them) add up to at most this
-# many; the rarest term always counts. Scoring a candidate costs tens of microseconds, so this bounds a
+# many; the rarest term counts up to 4x the budget, and a query made only of commoner words gets no lexical
+# candidates (the dense branch answers it). Scoring a candidate costs ~10 microseconds, so this bounds a
 # lexical search at any KB size: at 1M chunks a common term alone matches 100k chunks (5 s), while the
 # rare terms that fit the budget carry most of BM25's weight anyway (measured in BENCHMARKS.md).
 LEXICAL_POSTINGS_BUDGET = 5000
@@ -81,7 +82,9 @@ selective AS (
         WHERE doc_freq <= (SELECT doc_count * {common} FROM lexicon_stats)
            OR lexeme IN (SELECT lexeme FROM qterms ORDER BY doc_freq LIMIT 2)
     ) ranked
-    WHERE postings <= {budget} OR postings = doc_freq
+    -- the rarest term alone may exceed the budget a little; a query of only very common words is left to
+    -- the dense branch
+    WHERE postings <= {budget} OR (postings = doc_freq AND doc_freq <= 4 * {budget})
 ),
 lexical AS (
     SELECT chunk_id, row_number() OVER (ORDER BY bm25 DESC) AS rank

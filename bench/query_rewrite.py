@@ -36,6 +36,14 @@ SERVICE = re.compile(r"\b(?:Amazon|AWS) [A-Z][\w-]*(?: [A-Z][\w-]*)?")
 DEPTH = 50  # chunks retrieved, so that 10 distinct articles can be ranked
 
 
+class PrefixEveryTime:
+    """The naive alternative many RAG bots use: always search with the previous question prepended."""
+
+    def rewrite(self, question: str, history) -> str | None:  # type: ignore[no-untyped-def]
+        earlier = [t.text for t in history if t.role == "user"]
+        return f"{earlier[-1]} {question}" if earlier else None
+
+
 def score(searcher, queries, texts: list[str]) -> dict:  # type: ignore[no-untyped-def]
     from retrieval.evaluation import ndcg, rank_articles, recall, reciprocal_rank
 
@@ -97,7 +105,7 @@ def follow_ups(searcher, queries, chat) -> dict:  # type: ignore[no-untyped-def]
         threads.append((Turn("user", f"I have some questions about {match.group(0)}."),
                         Turn("assistant", f"Sure, ask me anything about {match.group(0)}.")))
         follow.append((query.text[: match.start()] + "it" + query.text[match.end():]).replace("it's", "its"))
-    rewriters = [("heuristic rewrite", HeuristicRewriter())]
+    rewriters = [("heuristic rewrite", HeuristicRewriter()), ("always prefix the previous question", PrefixEveryTime())]
     if chat is not None:
         rewriters.append(("LLM rewrite", LLMRewriter(chat, chat.model)))
     ceiling = score(searcher, picked, [q.text for q in picked])
@@ -123,7 +131,7 @@ def topic_switches(searcher, queries, chat) -> dict:  # type: ignore[no-untyped-
     texts = [q.text for q in queries]
     base = score(searcher, queries, texts)
     rows = {"question alone": clean(base)}
-    rewriters = [("heuristic rewrite", HeuristicRewriter())]
+    rewriters = [("heuristic rewrite", HeuristicRewriter()), ("always prefix the previous question", PrefixEveryTime())]
     if chat is not None:
         rewriters.append(("LLM rewrite", LLMRewriter(chat, chat.model)))
     for name, rewriter in rewriters:
@@ -137,6 +145,7 @@ def topic_switches(searcher, queries, chat) -> dict:  # type: ignore[no-untyped-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--skip-expansion", action="store_true")
     args = parser.parse_args()
     if not (AWS / "queries.jsonl").exists() or not (BENCH_DIR / "aws").exists():
         print("skipped: needs ../shared/data/aws-docs-qa and the index of bench/ingest_aws.py")
@@ -155,7 +164,7 @@ def main() -> None:
     searcher.search("warm up", k=5)
     report = {"queries": len(queries), "mode": searcher.mode,
               "llm": settings.llm_model if chat is not None else "none (offline: heuristic paths only)",
-              "expansion": expansion(searcher, queries, chat),
+              "expansion": None if args.skip_expansion else expansion(searcher, queries, chat),
               "follow_ups": follow_ups(searcher, queries, chat),
               "topic_switches": topic_switches(searcher, queries, chat)}
     services.close()

@@ -170,7 +170,7 @@ class Searcher:
     """
 
     def __init__(self, db: Database, embedder: Embedder, *, mode: SearchMode = "hybrid",
-                 ef_search: int = 100, weights: FusionWeights | None = None,
+                 ef_search: int = 200, weights: FusionWeights | None = None,
                  embedder_for: Callable[[EmbeddingSpace], Embedder] | None = None) -> None:
         self.db = db
         self.embedder = embedder

@@ -134,7 +134,7 @@ class Responder:
 
     # --- the happy path --------------------------------------------------------------------------
     def _answer(self, question: Question, delivery: _Delivery, history: tuple[Turn, ...]) -> None:
-        context = AskContext(history=history, channel=question.channel)
+        context = AskContext(history=history, channel=question.channel, user=question.asker)
         final: Answer | None = None
         pending: list[str] = []
         streamed: list[str] = []

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import click
 
+from bot import cli_answers, cli_config, cli_finetune, cli_index, cli_llm, cli_serve, cli_worker
 from bot.services import Services
 from retrieval.errors import KbbotError
 from retrieval.settings import Settings, load_settings
@@ -63,22 +64,10 @@ def main(ctx: click.Context, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from bot import cli_index
-
-    for command in cli_index.COMMANDS:
+    commands = [*cli_index.COMMANDS, *cli_config.COMMANDS, *cli_serve.COMMANDS, *cli_worker.COMMANDS,
+                cli_answers.answers, cli_finetune.finetune, cli_llm.llm]
+    for command in commands:
         main.add_command(command)
-    for module_name, attr in (("bot.cli_config", "COMMANDS"), ("bot.cli_finetune", "finetune"),
-                              ("bot.cli_answers", "answers"), ("bot.cli_llm", "llm"),
-                              ("bot.cli_serve", "COMMANDS"), ("bot.cli_worker", "COMMANDS")):
-        try:
-            module = __import__(module_name, fromlist=[attr])
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        found = getattr(module, attr)
-        for command in found if isinstance(found, list) else [found]:
-            main.add_command(command)
 
 
 _register()

@@ -121,16 +121,18 @@ def filtered_plan(db: Database, space, source_id: int, qvec: np.ndarray) -> str:
     """Which access path the planner takes for kbbot's filtered dense query: hnsw, btree or seqscan."""
     from sqlalchemy import text
 
-    from retrieval.search import FusionWeights, build_search_sql
+    from retrieval.search import FusionWeights, build_search_sql, filter_is_small
 
-    sql = build_search_sql(space, "dense", FusionWeights(), filtered=True)
     params = {"qvec": _vector_literal(qvec), "qtext": "", "n": 40, "k": K, "source_ids": [source_id]}
     with db.engine.begin() as conn:
+        exact = filter_is_small(conn, space, [source_id])
+        sql = build_search_sql(space, "dense", FusionWeights(), filtered=True, exact=exact)
         conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
         plan = "\n".join(conn.execute(text("EXPLAIN " + sql), params).scalars())
     if space.index_name in plan:
         return "hnsw"
-    return "btree" if "embeddings_space_source_idx" in plan else "seqscan"
+    kind = "btree" if "embeddings_space_source_idx" in plan else "seqscan"
+    return f"exact ({kind})" if exact else kind
 
 
 def filter_sources(conninfo: str) -> list[tuple[str, int, float]]:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
+import retrieval.search as search_module
 from retrieval.errors import ConfigError
 from retrieval.index_store import IndexStore
 from retrieval.search import FusionWeights, Searcher, _vector_literal, build_search_sql
@@ -104,7 +105,9 @@ def test_options_from_settings(make_settings) -> None:  # type: ignore[no-untype
     assert HnswOptions.from_settings(make_settings(hnsw_build_workers=3)).build_workers == 3
 
 
-def test_filtered_search_returns_full_results_past_ef_search(demo_database, embedder) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("exact_max_rows", [20000, 0], ids=["exact-small-source", "iterative-hnsw-scan"])
+def test_filtered_search_returns_full_results_past_ef_search(demo_database, embedder, exact_max_rows: int,  # type: ignore[no-untyped-def]
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A small source under a large one: without iterative scans HNSW would return only the few of its
     ef_search candidates that belong to the filter; kbbot must still return k hits, in exact order."""
     rng = np.random.default_rng(3)
@@ -127,6 +130,7 @@ def test_filtered_search_returns_full_results_past_ef_search(demo_database, embe
             "SELECT e.chunk_id FROM embeddings e JOIN sources s ON s.id = e.source_id WHERE s.name = 'demo' "
             "ORDER BY e.embedding <=> %s::vector LIMIT 10", ("[" + ",".join(map(str, qvec.tolist())) + "]",)
         ).fetchall()]
+    monkeypatch.setattr(search_module, "EXACT_FILTER_MAX_ROWS", exact_max_rows)  # both ways to a full list
     searcher = Searcher(demo_database, embedder, mode="dense", ef_search=40)
     unfiltered = searcher.search(question, k=10).hits
     assert {h.source for h in unfiltered} == {"bulk"}  # the demo KB is outside the plain top 40

@@ -428,15 +428,7 @@ class FakeOpenAI:
     def _handle_get_job(self, _: Recorded, match: re.Match[str]) -> Reply:
         job_id = match["job_id"]
         if job_id not in self.jobs:
-            return Reply(
-                404,
-                _error_body(
-                    f"Could not find fine tune job: {job_id}",
-                    "invalid_request_error",
-                    "fine_tune_not_found",
-                    "fine_tune_id",
-                ),
-            )
+            return _job_not_found(job_id)
         self._advance(job_id)
         return Reply(200, self.jobs[job_id])
 
@@ -455,15 +447,7 @@ class FakeOpenAI:
     def _handle_list_events(self, request: Recorded, match: re.Match[str]) -> Reply:
         job_id = match["job_id"]
         if job_id not in self.jobs:
-            return Reply(
-                404,
-                _error_body(
-                    f"Could not find fine tune job: {job_id}",
-                    "invalid_request_error",
-                    "fine_tune_not_found",
-                    "fine_tune_id",
-                ),
-            )
+            return _job_not_found(job_id)
         return Reply(200, self._page(list(reversed(self._events.get(job_id, []))), request))
 
     # --- inference -------------------------------------------------------------------------------
@@ -610,3 +594,9 @@ def fake_openai() -> Iterator[FakeOpenAI]:
     """A running fake OpenAI API; ``fake_openai.url + "/v1"`` is the client's base_url."""
     with FakeOpenAI() as fake:
         yield fake
+
+
+def _job_not_found(job_id: str) -> Reply:
+    """OpenAI's 404 for an unknown fine-tuning job id."""
+    return Reply(404, _error_body(f"Could not find fine tune job: {job_id}", "invalid_request_error",
+                                  "fine_tune_not_found", "fine_tune_id"))

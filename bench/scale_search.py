@@ -123,12 +123,13 @@ def filtered_plan(db: Database, space, source_id: int, qvec: np.ndarray) -> str:
 
     from retrieval.search import FusionWeights, build_search_sql, filter_is_small
 
-    params = {"qvec": _vector_literal(qvec), "qtext": "", "n": 40, "k": K, "source_ids": [source_id]}
+    params = {"qvec": np.asarray(qvec, dtype=np.float32), "qtext": "", "source_ids": [source_id]}
     with db.engine.begin() as conn:
-        exact = filter_is_small(conn, space, [source_id])
-        sql = build_search_sql(space, "dense", FusionWeights(), filtered=True, exact=exact)
+        driver = conn.connection.driver_connection
+        exact = filter_is_small(driver, space, [source_id])
+        sql = build_search_sql(space, "dense", FusionWeights(), filtered=True, exact=exact, k=K)
         conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-        plan = "\n".join(conn.execute(text("EXPLAIN " + sql), params).scalars())
+        plan = "\n".join(r[0] for r in driver.execute("EXPLAIN " + sql, params).fetchall())
     if space.index_name in plan:
         return "hnsw"
     kind = "btree" if "embeddings_space_source_idx" in plan else "seqscan"

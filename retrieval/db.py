@@ -101,6 +101,8 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._search_engine: Engine | None = None
+        self._search_engine_lock = threading.Lock()
 
     @property
     def display_url(self) -> str:
@@ -199,8 +201,30 @@ class Database:
                 driver.autocommit = False
             fairy.close()
 
+    def search_engine(self) -> Engine:
+        """A second pool for the search statement, tuned for one round trip per question.
+
+        Autocommit, so no BEGIN/ROLLBACK around a read; no pre-ping (the searcher retries once on a dropped
+        connection instead of paying a round trip on every checkout); and generic plans for prepared
+        statements, because planning the search's CTEs costs about as much as running them while its
+        generic plan is as good (BENCHMARKS.md). Only the searcher uses this pool, so its session settings
+        (`hnsw.ef_search`, iterative scans) stay out of other work's way.
+        """
+        with self._search_engine_lock:
+            if self._search_engine is None:
+                pool = self.engine.pool
+                size = pool.size() if hasattr(pool, "size") else 5
+                self._search_engine = create_engine(
+                    self.engine.url, isolation_level="AUTOCOMMIT", pool_size=size, max_overflow=size * 2,
+                    connect_args={"connect_timeout": 5, "options": "-c plan_cache_mode=force_generic_plan"},
+                )
+                event.listen(self._search_engine, "connect", _register_vector)
+            return self._search_engine
+
     def close(self) -> None:
         self.engine.dispose()
+        if self._search_engine is not None:
+            self._search_engine.dispose()
 
 
 def _reason(exc: Exception) -> str:

@@ -12,10 +12,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import Connection, text
+import psycopg
+from psycopg.rows import namedtuple_row
 
 from retrieval.db import Database, translate_errors
 from retrieval.embeddings import Embedder
@@ -41,6 +42,9 @@ LEXICAL_POSTINGS_BUDGET = 5000
 # the HNSW index: at 1M chunks an iterative scan of a 1% source (10k rows) returned full results for only
 # 37% of questions (it stops after hnsw.max_scan_tuples = 20,000 index tuples), an exact scan for all.
 EXACT_FILTER_MAX_ROWS = 20000
+# A selective term found in at most this many chunks makes its chunks candidates on its own; commoner ones
+# only in pairs. On aws-docs-qa this cut hybrid search from 20 to 7 ms at unchanged Recall@10 (BENCHMARKS.md).
+RARE_TERM_MAX_CHUNKS = 200
 
 
 @dataclass(frozen=True)
@@ -61,27 +65,27 @@ _DENSE_CTE = """
 dense AS (
     SELECT chunk_id, row_number() OVER (ORDER BY dist) AS rank
     FROM (
-        SELECT e.chunk_id, ({vec} <=> CAST(:qvec AS {qtype})){exact} AS dist
+        SELECT e.chunk_id, ({vec} <=> CAST(%(qvec)s AS {qtype})){exact} AS dist
         FROM embeddings e
         WHERE e.space_id = {space} {dense_filter}
         ORDER BY dist
-        LIMIT :n
+        LIMIT {n}
     ) nearest
 )"""
 
 _LEXICAL_CTE = """
 qterms AS (
     SELECT l.lexeme,
-           ln(1 + (st.doc_count - l.doc_freq + 0.5) / (l.doc_freq + 0.5)) AS idf,
+           ln(1 + (st.doc_count - l.doc_freq + 0.5) / (l.doc_freq + 0.5))::float8 AS idf,
            l.doc_freq
-    FROM unnest(to_tsvector('english', :qtext)) AS q
+    FROM unnest(to_tsvector('english', %(qtext)s)) AS q
     JOIN lexicon l ON l.lexeme = q.lexeme
     CROSS JOIN lexicon_stats st
 ),
 selective AS (
     -- keep terms that narrow the candidates; if all are common, the two rarest; and of those, only the
     -- rarest whose postings fit the budget
-    SELECT lexeme, idf FROM (
+    SELECT lexeme, idf, doc_freq FROM (
         SELECT lexeme, idf, doc_freq, sum(doc_freq) OVER (ORDER BY doc_freq, lexeme) AS postings FROM qterms
         WHERE doc_freq <= (SELECT doc_count * {common} FROM lexicon_stats)
            OR lexeme IN (SELECT lexeme FROM qterms ORDER BY doc_freq LIMIT 2)
@@ -89,6 +93,17 @@ selective AS (
     -- the rarest term alone may exceed the budget a little; a query of only very common words is left to
     -- the dense branch
     WHERE postings <= {budget} OR (postings = doc_freq AND doc_freq <= 4 * {budget})
+),
+candidates AS (
+    -- chunks holding two of the selective terms, or a rare one: BM25's top ranks come from these, and
+    -- the GIN index intersects the pairs for a fraction of the union's rows
+    SELECT coalesce(string_agg(expr, ' | ')::tsquery, ''::tsquery) AS query FROM (
+        SELECT quote_literal(a.lexeme) || ' & ' || quote_literal(b.lexeme) AS expr
+        FROM selective a JOIN selective b ON a.lexeme < b.lexeme
+        UNION ALL
+        SELECT quote_literal(lexeme) FROM selective
+        WHERE doc_freq <= {rare} OR (SELECT count(*) FROM selective) = 1
+    ) terms
 ),
 lexical AS (
     SELECT chunk_id, row_number() OVER (ORDER BY bm25 DESC) AS rank
@@ -98,15 +113,17 @@ lexical AS (
                    / (cardinality(u.positions)
                       + {k1} * (1 - {b} + {b} * length(c.tsv) / greatest(st.avg_doc_len, 1)))) AS bm25
         FROM chunks c
-        CROSS JOIN LATERAL unnest(c.tsv) AS u
+        -- only the question's lexemes of each candidate: setweight marks them, ts_filter keeps them, so
+        -- unnest yields a few rows per chunk instead of its whole vocabulary
+        CROSS JOIN LATERAL unnest(ts_filter(setweight(c.tsv, 'A', (SELECT array_agg(lexeme) FROM qterms)),
+                                            '{{a}}')) AS u
         JOIN qterms qt ON qt.lexeme = u.lexeme
         CROSS JOIN lexicon_stats st
-        WHERE c.tsv @@ (SELECT coalesce(string_agg(quote_literal(lexeme), ' | ')::tsquery, ''::tsquery)
-                        FROM selective)
+        WHERE c.tsv @@ (SELECT query FROM candidates)
           {lexical_filter}
         GROUP BY c.id
         ORDER BY bm25 DESC
-        LIMIT :n
+        LIMIT {n}
     ) scored
 )"""
 
@@ -114,14 +131,16 @@ _SELECT = """
 SELECT c.id AS chunk_id, a.id AS article_id, s.name AS source, a.external_id, a.title, a.url,
        c.heading_path, c.text, c.char_start, c.char_end, a.source_updated_at,
        f.score, f.dense_rank, f.lexical_rank,
-       1 - ({evec} <=> CAST(:qvec AS vector({dim}))) AS similarity
+       1 - ({evec} <=> CAST(%(qvec)s AS vector({dim}))) AS similarity
 FROM fused f
 JOIN chunks c ON c.id = f.chunk_id
 JOIN articles a ON a.id = c.article_id
 JOIN sources s ON s.id = a.source_id
 LEFT JOIN embeddings e ON e.chunk_id = c.id AND e.space_id = {space}
+-- a re-embed may have switched spaces since the caller read this one: then no rows, and the caller checks
+WHERE EXISTS (SELECT 1 FROM embedding_spaces WHERE id = {space} AND status = 'active')
 ORDER BY f.score DESC
-LIMIT :k"""
+LIMIT {k}"""
 
 
 def _fused_cte(mode: SearchMode, weights: FusionWeights) -> str:
@@ -141,36 +160,38 @@ def _fused_cte(mode: SearchMode, weights: FusionWeights) -> str:
 
 
 def build_search_sql(space: EmbeddingSpace, mode: SearchMode, weights: FusionWeights,
-                     filtered: bool, exact: bool = False) -> str:
+                     filtered: bool, exact: bool = False, *, k: int = 10, candidates: int = 40) -> str:
     """The one statement for a mode. Space id and dimension are inlined (ints from our own table) so the
-    planner can match the space's partial HNSW index; `exact` ranks by a distance expression the index
-    cannot serve (`+ 0`), so the filtered rows are read through the source B-tree and sorted exactly."""
+    planner can match the space's partial HNSW index, and so are the limits (a LIMIT the planner cannot
+    see makes it choose a sequential scan); `exact` ranks by a distance expression the index cannot serve
+    (`+ 0`), so the filtered rows are read through the source B-tree and sorted exactly."""
     ctes = []
     if mode in ("dense", "hybrid"):
         ctes.append(_DENSE_CTE.format(
             vec=space.vector_expr("e."), qtype=space.index_type, space=space.id, exact=" + 0" if exact else "",
-            dense_filter="AND e.source_id = ANY(:source_ids)" if filtered else "",
+            n=int(candidates), dense_filter="AND e.source_id = ANY(%(source_ids)s)" if filtered else "",
         ))
     if mode in ("lexical", "hybrid"):
         ctes.append(_LEXICAL_CTE.format(
             common=COMMON_TERM_SHARE, k1=BM25_K1, b=BM25_B, budget=LEXICAL_POSTINGS_BUDGET,
-            lexical_filter="AND c.source_id = ANY(:source_ids)" if filtered else "",
+            rare=RARE_TERM_MAX_CHUNKS, n=int(candidates),
+            lexical_filter="AND c.source_id = ANY(%(source_ids)s)" if filtered else "",
         ))
     ctes.append(_fused_cte(mode, weights))
     return "WITH " + ",\n".join(ctes) + _SELECT.format(
-        evec=f"(e.embedding::vector({space.dimension}))", dim=space.dimension, space=space.id
+        evec=f"(e.embedding::vector({space.dimension}))", dim=space.dimension, space=space.id, k=int(k)
     )
 
 
-def filter_is_small(conn: Connection, space: EmbeddingSpace, source_ids: Sequence[int]) -> bool:
+def filter_is_small(conn: psycopg.Connection[Any], space: EmbeddingSpace, source_ids: Sequence[int]) -> bool:
     """True when the filtered sources hold at most EXACT_FILTER_MAX_ROWS vectors (counted through the
     source B-tree, stopping at the bound). Those are ranked exactly: complete and exact for the cost of
     reading them, where an iterative HNSW scan would stop at hnsw.max_scan_tuples with results missing."""
-    found = conn.execute(text(
+    found = conn.execute(
         f"SELECT count(*) FROM (SELECT 1 FROM embeddings WHERE space_id = {int(space.id)} "
-        "AND source_id = ANY(:ids) LIMIT :bound) t"
-    ), {"ids": list(source_ids), "bound": EXACT_FILTER_MAX_ROWS + 1}).scalar_one()
-    return int(found) <= EXACT_FILTER_MAX_ROWS
+        "AND source_id = ANY(%s) LIMIT %s) t", (list(source_ids), EXACT_FILTER_MAX_ROWS + 1),
+    ).fetchone()
+    return int(found[0]) <= EXACT_FILTER_MAX_ROWS  # type: ignore[index]
 
 
 class SpaceChangedError(Exception):
@@ -240,6 +261,34 @@ class Searcher:
             return result
         raise AssertionError("unreachable")
 
+    def _run(self, space: EmbeddingSpace, mode: SearchMode, params: dict[str, object], *, k: int,
+             candidates: int, ef_search: int, sources: Sequence[str] | None) -> list[Any]:
+        with self.db.search_engine().connect() as sa_conn:
+            try:
+                conn = sa_conn.connection.driver_connection
+                assert isinstance(conn, psycopg.Connection)
+                info = sa_conn.connection.info
+                _session_setting(conn, info, "hnsw.ef_search", str(ef_search))
+                exact = False
+                if sources is not None:
+                    source_ids = [r[0] for r in conn.execute(
+                        "SELECT id FROM sources WHERE name = ANY(%s)", (list(sources),)).fetchall()]
+                    params["source_ids"] = source_ids
+                    exact = filter_is_small(conn, space, source_ids)
+                    _session_setting(conn, info, "hnsw.iterative_scan", "relaxed_order")
+                sql = build_search_sql(space, mode, self.weights, filtered=sources is not None, exact=exact,
+                                       k=k, candidates=candidates)
+                with conn.cursor(row_factory=namedtuple_row) as cur:
+                    # Prepared, so the generic plan is reused; a filtered statement is planned for its own
+                    # sources (how many rows they hold decides between the HNSW and the B-tree).
+                    rows = cur.execute(sql, params, prepare=sources is None).fetchall()
+                if not rows and not _space_is_active(conn, space):
+                    raise SpaceChangedError(space.label)
+                return rows
+            except psycopg.OperationalError:
+                sa_conn.invalidate()
+                raise
+
     def search_vector(self, question: str, qvec: np.ndarray, *, k: int = 5,
                       sources: Sequence[str] | None = None, mode: SearchMode | None = None,
                       space: EmbeddingSpace | None = None) -> SearchResult:
@@ -248,27 +297,22 @@ class Searcher:
         mode = mode or self.mode
         candidates = max(4 * k, 40)
         params: dict[str, object] = {
-            "qvec": _vector_literal(qvec), "qtext": question, "n": candidates, "k": k,
+            "qvec": np.asarray(qvec, dtype=np.float32), "qtext": question,
         }
+        # HNSW returns at most ef_search rows: never ask for fewer than the candidates wanted.
+        ef_search = max(self.ef_search, candidates)
         started = time.perf_counter()
-        with translate_errors("Searching the index"), self.db.engine.begin() as conn:
-            # HNSW returns at most ef_search rows: never ask for fewer than the candidates wanted.
-            ef_search = max(self.ef_search, candidates)
-            conn.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef_search)})
-            still_active = conn.execute(text("SELECT status = 'active' FROM embedding_spaces WHERE id = :id"),
-                                        {"id": space.id}).scalar()
-            if not still_active:
-                raise SpaceChangedError(space.label)
-            exact = False
-            if sources is not None:
-                params["source_ids"] = list(conn.execute(
-                    text("SELECT id FROM sources WHERE name = ANY(:names)"), {"names": list(sources)}
-                ).scalars())
-                exact = filter_is_small(conn, space, params["source_ids"])  # type: ignore[arg-type]
-                if not exact:
-                    conn.execute(text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)"))
-            sql = build_search_sql(space, mode, self.weights, filtered=sources is not None, exact=exact)
-            rows = conn.execute(text(sql), params).all()
+        with translate_errors("Searching the index"):
+            for attempt in (1, 2):
+                try:
+                    rows = self._run(space, mode, params, k=k, candidates=candidates, ef_search=ef_search,
+                                     sources=sources)
+                    break
+                except psycopg.OperationalError:
+                    # The search pool does not ping: a connection the server dropped fails here once.
+                    if attempt == 2:
+                        raise
+                    log.info("a search connection was dropped; retrying on a new one")
         sql_ms = (time.perf_counter() - started) * 1000
         hits = [
             SearchHit(
@@ -281,6 +325,18 @@ class Searcher:
             for r in rows
         ]
         return SearchResult(hits=hits, timings_ms={"search": sql_ms}, space=space)
+
+
+def _session_setting(conn: psycopg.Connection[Any], info: dict[Any, Any], name: str, value: str) -> None:
+    """Set a session setting on a search connection unless it already holds that value."""
+    if info.get(name) != value:
+        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+        info[name] = value
+
+
+def _space_is_active(conn: psycopg.Connection[Any], space: EmbeddingSpace) -> bool:
+    row = conn.execute("SELECT status = 'active' FROM embedding_spaces WHERE id = %s", (space.id,)).fetchone()
+    return bool(row and row[0])
 
 
 def _vector_literal(vector: np.ndarray) -> str:

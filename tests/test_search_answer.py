@@ -105,3 +105,30 @@ def test_retrieval_quality_on_demo_eval(demo_database, embedder) -> None:
 def test_answer_respects_source_restriction(pipeline: AnswerPipeline) -> None:
     answer = pipeline.answer("How do I connect to the VPN?", AskContext(sources=("no-such-source",)))
     assert answer.outcome == "abstained" and answer.nearest == []
+
+
+def test_search_survives_the_server_dropping_its_connections(demo_database, embedder) -> None:  # type: ignore[no-untyped-def]
+    """The search pool skips the per-checkout ping; a connection the server closed is retried once."""
+    searcher = Searcher(demo_database, embedder)
+    assert searcher.search("how do I connect to the VPN", k=3).hits
+    with demo_database.engine.begin() as conn:
+        killed = conn.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )).scalar()
+    assert killed >= 1
+    hits = searcher.search("how do I connect to the VPN", k=3).hits
+    assert hits[0].external_id == "it/vpn.md"
+
+
+def test_repeated_searches_use_a_prepared_statement(demo_database, embedder) -> None:  # type: ignore[no-untyped-def]
+    """The search statement is prepared after a few runs (generic plan, no planning per question) and
+    still ranks like the first, planned run."""
+    searcher = Searcher(demo_database, embedder)
+    first = [h.chunk_id for h in searcher.search("how do I connect to the VPN", k=5).hits]
+    for _ in range(6):
+        again = [h.chunk_id for h in searcher.search("how do I connect to the VPN", k=5).hits]
+    assert again == first
+    with demo_database.search_engine().connect() as conn:
+        prepared = conn.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar()
+    assert prepared >= 1

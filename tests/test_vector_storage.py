@@ -10,7 +10,7 @@ from sqlalchemy import text
 import retrieval.search as search_module
 from retrieval.errors import ConfigError
 from retrieval.index_store import IndexStore
-from retrieval.search import FusionWeights, Searcher, _vector_literal, build_search_sql
+from retrieval.search import FusionWeights, Searcher, build_search_sql
 from retrieval.spaces import (
     HnswOptions,
     active_space,
@@ -23,15 +23,16 @@ from retrieval.types import Article, ChunkDraft
 
 
 def _plan(db, space, qvec: np.ndarray) -> str:  # type: ignore[no-untyped-def]
-    sql = build_search_sql(space, "dense", FusionWeights(), filtered=False)
-    params = {"qvec": _vector_literal(qvec), "qtext": "", "n": 40, "k": 5}
+    sql = build_search_sql(space, "dense", FusionWeights(), filtered=False, k=5)
+    params = {"qvec": qvec, "qtext": ""}
     with db.engine.begin() as conn:
         # The demo index is a few hundred rows, where a sequential scan is as cheap as the index and the
         # planner's pick flips with statistics; with scans and sorts off, the plan shows whether the query's vector
         # expression matches the index at all, which is what these tests are about.
         conn.execute(text("SET LOCAL enable_seqscan = off"))
         conn.execute(text("SET LOCAL enable_sort = off"))
-        return "\n".join(conn.execute(text("EXPLAIN " + sql), params).scalars())
+        driver = conn.connection.driver_connection
+        return "\n".join(r[0] for r in driver.execute("EXPLAIN " + sql, params).fetchall())
 
 
 def test_halfvec_storage_rebuilds_the_index_and_search_uses_it(demo_database, embedder) -> None:  # type: ignore[no-untyped-def]

@@ -29,7 +29,8 @@ import numpy as np
 import psycopg
 from common import AWS_DIR, AwsChunks
 
-from retrieval.index_store import IndexStore
+from retrieval.index_store import IndexStore, PendingArticle
+from retrieval.sync import EMBED_BATCH_CHUNKS
 from retrieval.types import Article, ChunkDraft
 
 log = logging.getLogger("bench.scale")
@@ -124,6 +125,10 @@ def load_index(conninfo: str, data: AwsChunks, scale: ScaleData, space_id: int,
     started = time.perf_counter()
     with psycopg.connect(conninfo, autocommit=True) as conn:
         store = IndexStore(conn)
+        # As a first sync does: no keyword index while loading (the caller builds it, `ensure_keyword_index`),
+        # and one transaction per batch of EMBED_BATCH_CHUNKS passages.
+        store.drop_keyword_index_for_bulk_load()
+        batch: list[PendingArticle] = []
         for source, article, rows in _articles(data, scale):
             if source not in source_ids:
                 source_ids[source] = store.upsert_source(source, "bench", {})
@@ -132,15 +137,18 @@ def load_index(conninfo: str, data: AwsChunks, scale: ScaleData, space_id: int,
                 c = chunk_rows[scale.parent[row]]
                 drafts.append(ChunkDraft(c["ordinal"], c["text"], tuple(c["heading_path"]), c["char_start"],
                                          c["char_end"], c["token_count"]))
-            store.apply_article(
-                source_id=source_ids[source], article=article, content_hash=f"bench:{article.external_id}",
-                space_id=space_id, drafts=drafts, reuse=[None] * len(drafts),
-                vectors={i: scale.vectors[row] for i, row in enumerate(rows)},
-            )
+            batch.append(PendingArticle(
+                source_ids[source], article, f"bench:{article.external_id}", space_id, drafts,
+                [None] * len(drafts), {i: scale.vectors[row] for i, row in enumerate(rows)},
+            ))
             written += len(rows)
+            if sum(len(p.drafts) for p in batch) >= EMBED_BATCH_CHUNKS:
+                store.apply_articles(batch)
+                batch = []
             if written >= next_report:
                 log.info("loaded %d rows (%.0f rows/s)", written, written / (time.perf_counter() - started))
                 next_report += progress_every
+        store.apply_articles(batch)
         seconds = time.perf_counter() - started
     return {"rows": written, "seconds": round(seconds, 1), "rows_per_s": round(written / seconds)}
 

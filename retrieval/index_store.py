@@ -17,11 +17,27 @@ from pgvector.psycopg import register_vector
 
 from retrieval.types import Article, ChunkDraft
 
+KEYWORD_INDEX = "chunks_tsv_idx"
+
 
 @dataclass(frozen=True)
 class IndexedArticle:
     id: int
     content_hash: str
+
+
+@dataclass(frozen=True)
+class PendingArticle:
+    """One article's rows to write. `reuse[i]` is the id of a stored chunk with the same content as
+    `drafts[i]` (kept with its vector), or None; `vectors[i]` is the new vector of draft i."""
+
+    source_id: int
+    article: Article
+    content_hash: str
+    space_id: int
+    drafts: Sequence[ChunkDraft]
+    reuse: Sequence[int | None]
+    vectors: dict[int, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -92,63 +108,88 @@ class IndexStore:
         vector), or None; `vectors[i]` is the new vector of draft i where one was computed.
         """
         with self.conn.transaction():
-            # One commit per article would wait for one WAL flush each. Not waiting is safe here: a crash
-            # can only lose the last few articles' commits, never half an article, and the next sync
-            # writes them again because their content hashes are missing.
-            self.conn.execute("SET LOCAL synchronous_commit = off")
-            article_id = self.conn.execute(
-                "INSERT INTO articles (source_id, external_id, title, url, owner, source_updated_at, "
-                "content_hash, body, metadata, indexed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
-                "ON CONFLICT (source_id, external_id) DO UPDATE SET title = EXCLUDED.title, "
-                "url = EXCLUDED.url, owner = EXCLUDED.owner, source_updated_at = EXCLUDED.source_updated_at, "
-                "content_hash = EXCLUDED.content_hash, body = EXCLUDED.body, metadata = EXCLUDED.metadata, "
-                "indexed_at = now() RETURNING id",
-                (source_id, article.external_id, article.title, article.url, article.owner,
-                 article.updated_at, content_hash, article.text, json.dumps(article.metadata, default=str)),
-            ).fetchone()[0]  # type: ignore[index]
-            kept = [cid for cid in reuse if cid is not None]
-            self.conn.execute(
-                "DELETE FROM chunks WHERE article_id = %s AND NOT (id = ANY(%s))", (article_id, kept)
-            )
-            title = article.title
-            updates = [
-                (d.ordinal, list(d.heading_path), d.char_start, d.char_end, cid)
-                for d, cid in zip(drafts, reuse, strict=True) if cid is not None
-            ]
-            if updates:
-                with self.conn.cursor() as cur:
-                    cur.executemany(
-                        "UPDATE chunks SET ordinal = %s, heading_path = %s, char_start = %s, char_end = %s "
-                        "WHERE id = %s", updates,
-                    )
-            new_rows = [
-                (i, d) for i, (d, cid) in enumerate(zip(drafts, reuse, strict=True)) if cid is None
-            ]
-            new_ids: dict[int, int] = {}
-            if new_rows:
-                ids = self.conn.execute(
-                    "INSERT INTO chunks (article_id, source_id, ordinal, heading_path, context, text, "
-                    "char_start, char_end, token_count, content_hash) "
-                    "SELECT %s, %s, o, h::text[], ctx, t, cs, ce, tc, hs FROM unnest(%s::int[], %s::text[], "
-                    "%s::text[], %s::text[], %s::int[], %s::int[], %s::int[], %s::text[]) "
-                    "AS u(o, h, ctx, t, cs, ce, tc, hs) RETURNING id, ordinal",
-                    (article_id, source_id,
-                     [d.ordinal for _, d in new_rows],
-                     [_pg_text_array(d.heading_path) for _, d in new_rows],
-                     [_context(title, d) for _, d in new_rows],
-                     [d.text for _, d in new_rows],
-                     [d.char_start for _, d in new_rows],
-                     [d.char_end for _, d in new_rows],
-                     [d.token_count for _, d in new_rows],
-                     [d.hash(title) for _, d in new_rows]),
-                ).fetchall()
-                by_ordinal = dict((ordinal, cid) for cid, ordinal in ids)
-                new_ids = {i: by_ordinal[d.ordinal] for i, d in new_rows}
-            rows = []
-            for i, vector in vectors.items():
-                chunk_id = new_ids.get(i) or reuse[i]
-                rows.append((space_id, chunk_id, source_id, vector))
-            self.write_vectors(rows, upsert=any(reuse[i] is not None for i in vectors))
+            self._no_flush_wait()
+            rows, upsert = self._write_article(
+                PendingArticle(source_id, article, content_hash, space_id, drafts, reuse, vectors))
+            self.write_vectors(rows, upsert=upsert)
+
+    def apply_articles(self, batch: Sequence[PendingArticle]) -> None:
+        """Write several articles in one transaction: a bulk load pays one commit per batch, not per article.
+        A failure rolls back the batch; the caller retries its articles one by one to isolate a bad one."""
+        with self.conn.transaction():
+            self._no_flush_wait()
+            rows: list[tuple[int, int, int, np.ndarray]] = []
+            upsert = False
+            for pending in batch:
+                article_rows, article_upsert = self._write_article(pending)
+                rows.extend(article_rows)
+                upsert = upsert or article_upsert
+            self.write_vectors(rows, upsert=upsert)
+
+    def _no_flush_wait(self) -> None:
+        # One commit per article would wait for one WAL flush each. Not waiting is safe here: a crash can
+        # only lose the last few commits, never half an article, and the next sync writes those articles
+        # again because their content hashes are missing.
+        self.conn.execute("SET LOCAL synchronous_commit = off")
+
+    def _write_article(self, p: PendingArticle) -> tuple[list[tuple[int, int, int, np.ndarray]], bool]:
+        """Write the article's rows except its new vectors, which it returns (with whether any replaces a
+        stored one) so that a batch sends all of its vectors in one COPY."""
+        source_id, article, content_hash, space_id = p.source_id, p.article, p.content_hash, p.space_id
+        drafts, reuse, vectors = p.drafts, p.reuse, p.vectors
+        article_id = self.conn.execute(
+            "INSERT INTO articles (source_id, external_id, title, url, owner, source_updated_at, "
+            "content_hash, body, metadata, indexed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
+            "ON CONFLICT (source_id, external_id) DO UPDATE SET title = EXCLUDED.title, "
+            "url = EXCLUDED.url, owner = EXCLUDED.owner, source_updated_at = EXCLUDED.source_updated_at, "
+            "content_hash = EXCLUDED.content_hash, body = EXCLUDED.body, metadata = EXCLUDED.metadata, "
+            "indexed_at = now() RETURNING id",
+            (source_id, article.external_id, article.title, article.url, article.owner,
+             article.updated_at, content_hash, article.text, json.dumps(article.metadata, default=str)),
+        ).fetchone()[0]  # type: ignore[index]
+        kept = [cid for cid in reuse if cid is not None]
+        self.conn.execute(
+            "DELETE FROM chunks WHERE article_id = %s AND NOT (id = ANY(%s))", (article_id, kept)
+        )
+        title = article.title
+        updates = [
+            (d.ordinal, list(d.heading_path), d.char_start, d.char_end, cid)
+            for d, cid in zip(drafts, reuse, strict=True) if cid is not None
+        ]
+        if updates:
+            with self.conn.cursor() as cur:
+                cur.executemany(
+                    "UPDATE chunks SET ordinal = %s, heading_path = %s, char_start = %s, char_end = %s "
+                    "WHERE id = %s", updates,
+                )
+        new_rows = [
+            (i, d) for i, (d, cid) in enumerate(zip(drafts, reuse, strict=True)) if cid is None
+        ]
+        new_ids: dict[int, int] = {}
+        if new_rows:
+            ids = self.conn.execute(
+                "INSERT INTO chunks (article_id, source_id, ordinal, heading_path, context, text, "
+                "char_start, char_end, token_count, content_hash) "
+                "SELECT %s, %s, o, h::text[], ctx, t, cs, ce, tc, hs FROM unnest(%s::int[], %s::text[], "
+                "%s::text[], %s::text[], %s::int[], %s::int[], %s::int[], %s::text[]) "
+                "AS u(o, h, ctx, t, cs, ce, tc, hs) RETURNING id, ordinal",
+                (article_id, source_id,
+                 [d.ordinal for _, d in new_rows],
+                 [_pg_text_array(d.heading_path) for _, d in new_rows],
+                 [_context(title, d) for _, d in new_rows],
+                 [d.text for _, d in new_rows],
+                 [d.char_start for _, d in new_rows],
+                 [d.char_end for _, d in new_rows],
+                 [d.token_count for _, d in new_rows],
+                 [d.hash(title) for _, d in new_rows]),
+            ).fetchall()
+            by_ordinal = dict((ordinal, cid) for cid, ordinal in ids)
+            new_ids = {i: by_ordinal[d.ordinal] for i, d in new_rows}
+        rows = []
+        for i, vector in vectors.items():
+            chunk_id = new_ids.get(i) or reuse[i]
+            rows.append((space_id, chunk_id, source_id, vector))
+        return rows, any(reuse[i] is not None for i in vectors)
 
     def write_vectors(self, rows: Iterable[tuple[int, int, int, np.ndarray]], *, upsert: bool = False) -> int:
         """Binary COPY of (space_id, chunk_id, source_id, vector) rows; with `upsert`, via a temp table."""
@@ -192,6 +233,28 @@ class IndexStore:
             "AND e.space_id = %s) ORDER BY c.id LIMIT %s",
             (after_id, space_id, limit),
         ).fetchall()
+
+    # --- the keyword index ----------------------------------------------------------------------
+    def drop_keyword_index_for_bulk_load(self) -> bool:
+        """Drop the GIN index on the chunks' tsvectors when there are no chunks yet (a first load); True if
+        dropped. Filling a GIN index row by row costs more than building it once over the loaded rows, as
+        for the HNSW index; `ensure_keyword_index` builds it at the end of the sync (or of the next one,
+        after a crash), and searches meanwhile only run slower."""
+        with self.conn.transaction():
+            if self.conn.execute("SELECT EXISTS (SELECT 1 FROM chunks)").fetchone()[0]:  # type: ignore[index]
+                return False
+            self.conn.execute(f"DROP INDEX IF EXISTS {KEYWORD_INDEX}")
+            return True
+
+    def ensure_keyword_index(self, *, build_memory_mb: int = 256) -> bool:
+        """Build the GIN keyword index if it is missing; True if it was built."""
+        exists = self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (KEYWORD_INDEX,)).fetchone()
+        if exists and exists[0]:
+            return False
+        with self.conn.transaction():
+            self.conn.execute(f"SET LOCAL maintenance_work_mem = '{int(build_memory_mb)}MB'")
+            self.conn.execute(f"CREATE INDEX IF NOT EXISTS {KEYWORD_INDEX} ON chunks USING gin (tsv)")
+        return True
 
     def refresh_lexicon(self) -> None:
         """Document frequencies and average length for BM25, recomputed from the chunks' tsvectors."""

@@ -35,7 +35,7 @@ from retrieval.errors import (
     SourceError,
     SyncStoppedError,
 )
-from retrieval.index_store import IndexStore
+from retrieval.index_store import IndexStore, PendingArticle
 from retrieval.runs import RunCounts, RunKind, RunLog, SyncRun
 from retrieval.sources.base import ChangeItem, Deleted, Source
 from retrieval.spaces import (
@@ -98,6 +98,8 @@ class Indexer:
         # hand are written, e.g. when the worker gets SIGTERM.
         self.should_stop = should_stop or (lambda: False)
         self.runs = RunLog(db)
+        # GIN builds gain little past a few hundred MB; the HNSW ceiling is meant for graphs, not this.
+        self._keyword_index_memory_mb = min(self.index_options.build_memory_mb, 512)
 
     def sync(self, sources: Sequence[Source], *, kind: RunKind = "incremental", trigger: str = "cli",
              started_by: str | None = None, prune: bool = True) -> SyncRun:
@@ -110,6 +112,10 @@ class Indexer:
                 with self.db.raw_connection() as pg:
                     store = IndexStore(pg)
                     space, switching = self._target_space(store, kind)
+                    # A first load builds the keyword index after its rows; any other sync first rebuilds
+                    # one that a crashed first load left missing.
+                    if not store.drop_keyword_index_for_bulk_load():
+                        store.ensure_keyword_index(build_memory_mb=self._keyword_index_memory_mb)
                     beat = _Heartbeat(lambda: self.runs.heartbeat(lock_conn, run_id, counts))
                     for source in sources:
                         self._sync_source(store, source, space, counts, beat, prune=prune, kind=kind)
@@ -119,6 +125,7 @@ class Indexer:
                         ensure_hnsw_index(conn, space, self.index_options)
                         if switching:
                             activate(conn, space)
+                    store.ensure_keyword_index(build_memory_mb=self._keyword_index_memory_mb)
                     if counts.added or counts.updated or counts.removed or not _lexicon_ready(pg):
                         store.refresh_lexicon()
                 status = "partial" if counts.failed else "succeeded"
@@ -281,22 +288,31 @@ class Indexer:
                 counts.record_error(p.article.external_id, str(exc))
             log.error("embedding a batch of %d articles failed: %s", len(pending), exc)
             return {p.article.external_id for p in pending}
-        failed: set[str] = set()
         cursor = 0
         for p in pending:
             for i in p.to_embed:
                 p.vectors[i] = vectors[cursor]
                 cursor += 1
-            try:
-                with translate_errors(f"Writing article {p.article.external_id}"):
-                    store.apply_article(
-                        source_id=source_id, article=p.article, content_hash=p.article_hash,
-                        space_id=space.id, drafts=p.drafts, reuse=p.reuse, vectors=p.vectors,
-                    )
-            except KbbotError as exc:
-                counts.record_error(p.article.external_id, str(exc))
-                log.error("writing %s failed: %s", p.article.external_id, exc)
-                failed.add(p.article.external_id)
+        writes = [PendingArticle(source_id, p.article, p.article_hash, space.id, p.drafts, p.reuse, p.vectors)
+                  for p in pending]
+        failed: set[str] = set()
+        try:
+            # The batch in one transaction (one commit, one COPY of its vectors) ...
+            with translate_errors(f"Writing {len(writes)} articles"):
+                store.apply_articles(writes)
+        except KbbotError as exc:
+            # ... and if it fails, article by article, so that one bad article does not hold back the rest.
+            log.warning("writing a batch of %d articles failed (%s); writing them one by one", len(writes), exc)
+            for p, write in zip(pending, writes, strict=True):
+                try:
+                    with translate_errors(f"Writing article {p.article.external_id}"):
+                        store.apply_articles([write])
+                except KbbotError as exc:
+                    counts.record_error(p.article.external_id, str(exc))
+                    log.error("writing %s failed: %s", p.article.external_id, exc)
+                    failed.add(p.article.external_id)
+        for p in pending:
+            if p.article.external_id in failed:
                 continue
             counts.chunks_embedded += len(p.to_embed)
             if p.existed:

@@ -141,7 +141,9 @@ def test_crash_mid_sync_loses_nothing_and_next_run_finishes(database, embedder, 
 def test_killed_process_is_recorded_as_interrupted_and_recovered(database_url: str, embedder,
                                                                    database, tmp_path: Path) -> None:
     root = tmp_path / "big"
-    for i in range(60):
+    # Articles are committed a batch (256 passages) at a time: enough of them that the kill lands after the
+    # first batch and before the last.
+    for i in range(150):
         write_article(root, f"p{i:03d}.md", f"Page {i}", sectioned_article(f"Service {i}"))
     env = {**os.environ, "DATABASE_URL": database_url, "KBBOT_DATA_DIR": str(tmp_path / "d"),
            "HF_HUB_OFFLINE": "1"}
@@ -161,8 +163,8 @@ def test_killed_process_is_recorded_as_interrupted_and_recovered(database_url: s
     with database.engine.connect() as conn:
         statuses = conn.execute(text("SELECT status FROM sync_runs ORDER BY id")).scalars().all()
     assert statuses == ["interrupted", "succeeded"]
-    assert run.added + run.unchanged == 60
-    assert count(database, "SELECT count(*) FROM articles") == 60
+    assert run.added + run.unchanged == 150
+    assert count(database, "SELECT count(*) FROM articles") == 150
     assert count(database, "SELECT count(*) FROM chunks") == count(database, "SELECT count(*) FROM embeddings")
 
 
@@ -183,3 +185,43 @@ def test_model_change_is_refused_until_a_full_reembed(database, embedder, kb: Pa
                                          ("all-MiniLM-L6-v2-retrained", "active")]
     assert count(database, "SELECT count(*) FROM embeddings") == chunks
     assert Searcher(database, other).search("wiki search").hits
+
+
+def test_a_write_failure_in_a_batch_only_loses_that_article(database, embedder, kb: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Articles are written a batch per transaction; when the batch fails, each is retried alone, so only
+    the article the database refuses is reported (and kept out), not its neighbours."""
+    import psycopg
+
+    from retrieval.index_store import IndexStore
+
+    original = IndexStore._write_article
+
+    def refuse_the_badge_printer(self, pending):  # type: ignore[no-untyped-def]
+        if pending.article.title == "Badge printer guide":
+            raise psycopg.errors.DataError("invalid byte sequence for encoding \"UTF8\"")
+        return original(self, pending)
+
+    monkeypatch.setattr(IndexStore, "_write_article", refuse_the_badge_printer)
+    run = Indexer(database, embedder, chunk_max_tokens=200).sync([FilesystemSource("kb", kb)])
+    assert (run.status, run.added, run.failed) == ("partial", len(TOPICS) - 1, 1)
+    assert "badge-printer.md" in str(run.errors)
+    assert count(database, "SELECT count(*) FROM articles WHERE title = 'Badge printer guide'") == 0
+    assert count(database, "SELECT count(*) FROM chunks") == count(database, "SELECT count(*) FROM embeddings")
+    monkeypatch.setattr(IndexStore, "_write_article", original)
+    again = Indexer(database, embedder, chunk_max_tokens=200).sync([FilesystemSource("kb", kb)])
+    assert (again.added, again.unchanged, again.failed) == (1, len(TOPICS) - 1, 0)
+
+
+def test_first_load_builds_the_keyword_index_after_its_rows(database, embedder, kb: Path) -> None:
+    def keyword_index() -> int:
+        return count(database, "SELECT count(*) FROM pg_indexes WHERE indexname = 'chunks_tsv_idx'")
+
+    crashing = CountingEmbedder(embedder, fail_after_calls=0)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Indexer(database, crashing, chunk_max_tokens=200).sync([FilesystemSource("kb", kb)])
+    assert keyword_index() == 0  # dropped for the bulk load; the crash came before the build
+    Indexer(database, embedder, chunk_max_tokens=200).sync([FilesystemSource("kb", kb)])
+    assert keyword_index() == 1
+    hits = Searcher(database, embedder).search("badge printer", k=3, mode="lexical").hits
+    assert hits and hits[0].title == "Badge printer guide"

@@ -63,7 +63,9 @@ def run_kbbot(server, data) -> dict:  # type: ignore[no-untyped-def]
         with db.engine.begin() as conn:
             ensure_hnsw_index(conn, space, HnswOptions(build_workers=max(0, (os.cpu_count() or 2) - 1)))
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-            IndexStore(conn).refresh_lexicon()
+            store = IndexStore(conn)
+            store.ensure_keyword_index()  # dropped for the bulk load
+            store.refresh_lexicon()
             conn.execute("ANALYZE")
         ingest_s = time.perf_counter() - started
         searcher = Searcher(db, PrecomputedQuestions(), ef_search=100)  # type: ignore[arg-type]

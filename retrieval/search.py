@@ -172,8 +172,10 @@ def build_search_sql(space: EmbeddingSpace, mode: SearchMode, weights: FusionWei
             n=int(candidates), dense_filter="AND e.source_id = ANY(%(source_ids)s)" if filtered else "",
         ))
     if mode in ("lexical", "hybrid"):
+        # float8 constants: numeric arithmetic over every matched term cost as much as finding the candidates
         ctes.append(_LEXICAL_CTE.format(
-            common=COMMON_TERM_SHARE, k1=BM25_K1, b=BM25_B, budget=LEXICAL_POSTINGS_BUDGET,
+            common=COMMON_TERM_SHARE, k1=f"{BM25_K1}::float8", b=f"{BM25_B}::float8",
+            budget=LEXICAL_POSTINGS_BUDGET,
             rare=RARE_TERM_MAX_CHUNKS, n=int(candidates),
             lexical_filter="AND c.source_id = ANY(%(source_ids)s)" if filtered else "",
         ))

@@ -1,5 +1,5 @@
-"""The App Home tab: how to ask, the index's freshness, and for reviewers (admins and the support group)
-the answer review: recent answers with their citations and feedback, filtered to 👎, abstentions or errors.
+"""The App Home tab: how to ask, the index's freshness per source, and for reviewers (admins and the support
+group) the answer review: recent answers with their citations and feedback, filtered to 👎, abstentions or errors.
 
 Everyone else sees only their own recent questions: the log holds questions asked in DMs and private
 channels, which are not for every employee to read.
@@ -19,7 +19,7 @@ from bot.responder import new_error_id
 from bot.services import Services
 from retrieval.answer_log import LoggedAnswer, ReviewFilter
 from retrieval.errors import KbbotError
-from retrieval.status import IndexStatus, index_status
+from retrieval.status import IndexStatus, SourceStatus, index_status
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,11 @@ FILTERS: dict[str, str] = {"all": "All", "down": "👎 Not helpful", "abstained"
 REVIEW_LIMIT = 20
 OWN_LIMIT = 10
 PREVIEW_CHARS = 300
+SOURCE_LINES = 10  # sources listed by name; the rest are counted ("and 4 more")
+SOURCE_TEXT_BUDGET = 2800  # of the section's 3000 characters, leaving room for the "more" line
+SOURCE_ERROR_CHARS = 200
+SOURCE_FIX = (":wrench: A failing source: run `/reindex` to retry; if it keeps failing, check the source's "
+              "credentials and URL in the sources file (`kbbot status` shows the full error).")
 
 
 def _section(text: str) -> Block:
@@ -90,6 +95,72 @@ def _status_line(status: IndexStatus) -> str:
     return "Knowledge base: " + " · ".join(parts)
 
 
+def _ago(value: datetime, now: datetime) -> str:
+    seconds = max(0.0, (now - value).total_seconds())
+    if seconds < 120:
+        return "just now"
+    if seconds < 7200:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 2 * 86400:
+        return f"{int(seconds // 3600)} h ago"
+    return f"{int(seconds // 86400)} days ago"
+
+
+def _staleness(s: SourceStatus) -> tuple[bool, bool, datetime]:
+    """Failing sources first, then never synced, then the longest since a successful sync."""
+    return (not s.failing, s.last_success_at is not None, s.last_success_at or datetime.min.replace(tzinfo=UTC))
+
+
+def _source_line(s: SourceStatus, now: datetime, *, details: bool) -> str:
+    articles = f"{s.articles} article{'' if s.articles == 1 else 's'}"
+    if s.last_success_at is not None:
+        synced = f"synced {_ago(s.last_success_at, now)} ({_when(s.last_success_at)})"
+    else:
+        synced = "never synced"
+    icon = ":x:" if s.failing else (":white_check_mark:" if s.last_success_at else ":hourglass_flowing_sand:")
+    line = f"{icon} *{escape(s.name[:80])}* ({escape(s.kind)}) · {articles} · {synced}"
+    if not s.failing:
+        return line + ("" if s.last_success_at or not details else ": `/reindex` runs it")
+    since = f" since {_when(s.last_error_at)}" if s.last_error_at else ""
+    if not details:
+        return line + f" · *last sync failed*{since}: answers from it may be out of date"
+    error = " ".join((s.last_error or "").split())
+    if len(error) > SOURCE_ERROR_CHARS:
+        error = error[: SOURCE_ERROR_CHARS - 1] + "…"
+    return line + f"\n      *failing*{since}: “{escape(error)}”"
+
+
+def _sources_block(status: IndexStatus, now: datetime, *, details: bool) -> Block | None:
+    """One section: a line per source, the failing and most stale first, within Slack's 3000 characters."""
+    if not status.sources:
+        return None
+    ordered = sorted(status.sources, key=_staleness)
+    lines = ["*Sources*"]
+    size = len(lines[0]) + len(SOURCE_FIX) + 1
+    for s in ordered[:SOURCE_LINES]:
+        line = _source_line(s, now, details=details)
+        if size + 1 + len(line) > SOURCE_TEXT_BUDGET:
+            break
+        lines.append(line)
+        size += 1 + len(line)
+    rest = ordered[len(lines) - 1:]
+    if rest:
+        failing = sum(1 for s in rest if s.failing)
+        lines.append(f"_…and {len(rest)} more source{'' if len(rest) == 1 else 's'}"
+                     + (f" ({failing} failing)" if failing else "") + ": `kbbot status` lists them all._")
+    if details and any(s.failing for s in status.sources):
+        lines.append(SOURCE_FIX)
+    return _section("\n".join(lines))
+
+
+def _status_blocks(status: IndexStatus | None, now: datetime | None, *, details: bool) -> list[Block]:
+    if status is None:
+        return []
+    blocks = [_context(_status_line(status))]
+    sources = _sources_block(status, now or datetime.now(UTC), details=details)
+    return blocks + ([sources] if sources else [])
+
+
 def _intro() -> list[Block]:
     return [
         {"type": "header", "text": {"type": "plain_text", "text": "Ask the knowledge base", "emoji": True}},
@@ -100,10 +171,8 @@ def _intro() -> list[Block]:
 
 
 def review_view(*, status: IndexStatus | None, answers: list[LoggedAnswer], counts: dict[str, int],
-                review: ReviewFilter) -> Block:
-    blocks = _intro()
-    if status is not None:
-        blocks.append(_context(_status_line(status)))
+                review: ReviewFilter, now: datetime | None = None) -> Block:
+    blocks = _intro() + _status_blocks(status, now, details=True)
     blocks += [
         {"type": "header", "text": {"type": "plain_text", "text": "Answer review", "emoji": True}},
         _context(f"Last 7 days: *{counts.get('total', 0)}* questions: {counts.get('answered', 0)} answered, "
@@ -124,10 +193,10 @@ def review_view(*, status: IndexStatus | None, answers: list[LoggedAnswer], coun
     return {"type": "home", "private_metadata": review, "blocks": blocks[:100]}
 
 
-def personal_view(*, status: IndexStatus | None, answers: list[LoggedAnswer]) -> Block:
-    blocks = _intro()
-    if status is not None:
-        blocks.append(_context(_status_line(status)))
+def personal_view(*, status: IndexStatus | None, answers: list[LoggedAnswer],
+                  now: datetime | None = None) -> Block:
+    """Source errors (hosts, API messages) and the fixes are for reviewers; everyone sees which source failed."""
+    blocks = _intro() + _status_blocks(status, now, details=False)
     if answers:
         blocks.append({"type": "header", "text": {"type": "plain_text", "text": "Your recent questions"}})
         for a in answers:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 from click.testing import CliRunner
 from sqlalchemy import text
 
 from bot.cli import main
+from bot.home import SOURCE_LINES, review_view
+from retrieval.sources.filesystem import FilesystemSource
+from retrieval.status import index_status
 from tests.fakes.slack_api import BOT_USER_ID
 from tests.slack_fixtures import *  # noqa: F403 - the fixtures
 from tests.slack_fixtures import ADMIN, EMPLOYEE, SUPPORT_GROUP, BotUnderTest
@@ -119,6 +123,60 @@ def test_app_home_lists_answers_with_citations_and_feedback_for_reviewers(slack_
     slack_bot.event({"type": "app_home_opened", "user": "U0STRANGER", "channel": "D0X", "tab": "home"})
     personal = _view_text(_home_view(slack_bot, "U0STRANGER"))
     assert "Answer review" not in personal and "VPN" not in personal and "Ask the knowledge base" in personal
+
+
+def test_app_home_shows_each_sources_freshness_and_a_failing_sources_error(
+    slack_bot: BotUnderTest, tmp_path: Path
+) -> None:
+    wiki = tmp_path / "wiki"
+    wiki.mkdir()
+    for name in ("parking", "badges"):
+        (wiki / f"{name}.md").write_text(f"# {name.title()}\n\nHow {name} work at the office, step by step.\n")
+    indexer = slack_bot.services.indexer()
+    indexer.sync([FilesystemSource("wiki", wiki)], prune=False)
+    for path in wiki.iterdir():
+        path.unlink()
+    wiki.rmdir()  # the next sync of `wiki` fails; its articles stay
+    assert indexer.sync([FilesystemSource("wiki", wiki)], prune=False).status != "succeeded"
+
+    slack_bot.event({"type": "app_home_opened", "user": ADMIN, "channel": "D0ADMIN", "tab": "home"})
+    view = _home_view(slack_bot, ADMIN)
+    assert len(view["blocks"]) <= 100
+    [sources] = [b["text"]["text"] for b in view["blocks"]
+                 if b["type"] == "section" and b["text"]["text"].startswith("*Sources*")]
+    lines = sources.split("\n")
+    # The failing source comes first, with its article count, last success, the error and what to do.
+    assert lines[1].startswith(":x: *wiki* (filesystem) · 2 articles · synced just now (<!date^")
+    assert "*failing* since <!date^" in lines[2] and "does not exist" in lines[2]
+    demo_articles = index_status(slack_bot.db).sources[0].articles
+    assert lines[3].startswith(f":white_check_mark: *demo* (filesystem) · {demo_articles} articles · synced ")
+    assert lines[4].startswith(":wrench:") and "`/reindex`" in lines[4] and "credentials" in lines[4]
+
+    # Everyone sees which source failed, not the error (hosts, API messages) meant for the admins.
+    slack_bot.event({"type": "app_home_opened", "user": "U0STRANGER", "channel": "D0X", "tab": "home"})
+    personal = _view_text(_home_view(slack_bot, "U0STRANGER"))
+    assert "*wiki*" in personal and "last sync failed" in personal and "does not exist" not in personal
+
+
+def test_app_home_lists_many_sources_within_slacks_limits(slack_bot: BotUnderTest) -> None:
+    with slack_bot.db.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO sources (name, kind, last_success_at, last_error, last_error_at) "
+            "SELECT 'src-' || i, 'zendesk', now() - i * interval '1 hour', "
+            "CASE WHEN i % 10 = 0 THEN repeat('HTTP 401 Unauthorized ', 50) END, "
+            "CASE WHEN i % 10 = 0 THEN now() END FROM generate_series(1, 60) i"))
+    view = review_view(status=index_status(slack_bot.db), answers=[], counts={}, review="all")
+    [sources] = [b["text"]["text"] for b in view["blocks"]
+                 if b["type"] == "section" and b["text"]["text"].startswith("*Sources*")]
+    assert len(sources) <= 3000 and len(view["blocks"]) <= 100
+    lines = [line for line in sources.split("\n")[1:] if not line.startswith(" ")]
+    assert lines.pop().startswith(":wrench:")  # what to do, said once
+    shown = lines[:-1]
+    assert 0 < len(shown) <= SOURCE_LINES
+    # The six failing sources first (the one without a success for longest leading), then the most stale.
+    assert shown[0].startswith(":x: *src-60*") and all(line.startswith(":x:") for line in shown)
+    assert lines[-1].startswith(f"_…and {61 - len(shown)} more sources")
+    assert "`kbbot status` lists them all" in lines[-1]
 
 
 def test_support_group_members_are_reviewers(slack_bot: BotUnderTest) -> None:

@@ -207,8 +207,10 @@ class Database:
         Autocommit, so no BEGIN/ROLLBACK around a read; no pre-ping (the searcher retries once on a dropped
         connection instead of paying a round trip on every checkout); and generic plans for prepared
         statements, because planning the search's CTEs costs about as much as running them while its
-        generic plan is as good (BENCHMARKS.md). Only the searcher uses this pool, so its session settings
-        (`hnsw.ef_search`, iterative scans) stay out of other work's way.
+        generic plan is as good (BENCHMARKS.md). The plan mode also applies to unnamed statements with
+        parameters, so a statement whose plan depends on its values (a source filter) must inline them. Only
+        the searcher uses this pool, so its session settings (`hnsw.ef_search`, iterative scans) stay out of
+        other work's way.
         """
         with self._search_engine_lock:
             if self._search_engine is None:

@@ -280,10 +280,16 @@ class Searcher:
                     _session_setting(conn, info, "hnsw.iterative_scan", "relaxed_order")
                 sql = build_search_sql(space, mode, self.weights, filtered=sources is not None, exact=exact,
                                        k=k, candidates=candidates)
-                with conn.cursor(row_factory=namedtuple_row) as cur:
-                    # Prepared, so the generic plan is reused; a filtered statement is planned for its own
-                    # sources (how many rows they hold decides between the HNSW and the B-tree).
-                    rows = cur.execute(sql, params, prepare=sources is None).fetchall()
+                if sources is None:
+                    # Prepared, so its generic plan (the pool's plan_cache_mode) is reused: no planning per ask.
+                    with conn.cursor(row_factory=namedtuple_row) as cur:
+                        rows = cur.execute(sql, params, prepare=True).fetchall()
+                else:
+                    # A filtered statement must be planned for its own sources (how many rows they hold
+                    # decides between HNSW and B-tree): values inlined, as a generic plan over an unknown
+                    # source list scanned the table (30 ms instead of 1 ms at 100k chunks).
+                    with psycopg.ClientCursor(conn, row_factory=namedtuple_row) as cur:
+                        rows = cur.execute(sql, params).fetchall()
                 if not rows and not _space_is_active(conn, space):
                     raise SpaceChangedError(space.label)
                 return rows

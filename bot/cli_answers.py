@@ -20,8 +20,8 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 CSV_COLUMNS = [
     "id", "created_at", "channel_kind", "asker", "channel", "thread_ts", "message_ts", "question",
-    "rewritten_question", "answer", "outcome", "model", "latency_total_ms", "latency_ms", "error_id", "error",
-    "citations", "feedback_up", "feedback_down", "feedback_reasons",
+    "rewritten_question", "answer", "outcome", "model", "arm", "fallback_reason", "latency_total_ms", "latency_ms",
+    "error_id", "error", "citations", "feedback_up", "feedback_down", "feedback_reasons",
 ]
 
 
@@ -44,8 +44,8 @@ def answer_record(a: LoggedAnswer) -> dict[str, Any]:
         "id": a.id, "created_at": a.created_at.isoformat(), "channel_kind": a.channel_kind, "asker": a.asker,
         "channel": a.channel, "thread_ts": a.thread_ts, "message_ts": a.message_ts, "question": a.question,
         "rewritten_question": a.rewritten_question, "answer": a.answer_text, "outcome": a.outcome,
-        "model": a.model, "latency_ms": a.latency_ms, "error_id": a.error_id, "error": a.error,
-        "metadata": a.metadata,
+        "model": a.model, "arm": a.arm, "fallback_reason": a.fallback_reason, "latency_ms": a.latency_ms,
+        "error_id": a.error_id, "error": a.error, "metadata": a.metadata,
         "citations": [{
             "number": c.number, "title": c.title, "url": c.url, "heading": c.heading, "quote": c.quote,
             "score": c.score, "similarity": c.similarity, "source": c.source, "external_id": c.external_id,
@@ -62,7 +62,8 @@ def csv_row(a: LoggedAnswer) -> dict[str, Any]:
         "id": a.id, "created_at": a.created_at.isoformat(), "channel_kind": a.channel_kind, "asker": a.asker,
         "channel": a.channel, "thread_ts": a.thread_ts, "message_ts": a.message_ts, "question": a.question,
         "rewritten_question": a.rewritten_question, "answer": a.answer_text, "outcome": a.outcome,
-        "model": a.model, "latency_total_ms": a.latency_ms.get("total"),
+        "model": a.model, "arm": a.arm, "fallback_reason": a.fallback_reason,
+        "latency_total_ms": a.latency_ms.get("total"),
         "latency_ms": json.dumps(a.latency_ms, sort_keys=True), "error_id": a.error_id, "error": a.error,
         "citations": "\n".join(
             f"[{c.number}] {c.title}" + (f" <{c.url}>" if c.url else "")
@@ -98,7 +99,8 @@ def answers() -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (default: standard output).")
 @click.option("--by-model", is_flag=True,
-              help="Instead of answers: one row per model with its 👍/👎/abstain rates (tone model A/B).")
+              help="Instead of answers: one row per routing arm (tone/base) with its 👍/👎/abstain rates, the "
+              "models that wrote its answers and its fallbacks (tone model A/B).")
 @click.pass_obj
 def export(obj, since: str, fmt: str, output: Path | None, by_model: bool) -> None:  # type: ignore[no-untyped-def]
     """Export the answer log (oldest first): every question, outcome, citation and feedback."""
@@ -127,5 +129,7 @@ def _export_by_model(stats: list[Any], fmt: str, output: Path | None, start: dat
         else:
             for s in stats:
                 out.write(json.dumps(s.as_dict()) + "\n")
-    click.echo(f"Compared {len(stats)} models over {sum(s.answers for s in stats)} answers since "
+    fallbacks = sum(s.fallbacks for s in stats)
+    click.echo(f"Compared {len(stats)} groups over {sum(s.answers for s in stats)} answers"
+               + (f" ({fallbacks} written by a fallback model)" if fallbacks else "") + " since "
                f"{start:%Y-%m-%d %H:%M UTC}" + (f" to {output}" if output else "") + ".", err=True)

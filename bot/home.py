@@ -73,7 +73,8 @@ def answer_blocks(a: LoggedAnswer) -> list[Block]:
             for c in a.citations))
     ups, downs = a.thumbs
     meta = [who(a.asker), f"<#{a.channel}>" if a.channel and a.channel_kind == "channel" else a.channel_kind,
-            _when(a.created_at), a.outcome + (f" by {a.model}" if a.model and a.outcome == "answered" else "")]
+            _when(a.created_at), a.outcome + (f" by {a.model}" if a.model and a.outcome == "answered" else "")
+            + (f" (fallback in the {a.arm} arm)" if a.arm and a.fallback_reason else "")]
     if "total" in a.latency_ms:
         meta.append(f"{a.latency_ms['total'] / 1000:.1f} s")
     meta.append(f"👍 {ups}  👎 {downs}")

@@ -64,6 +64,8 @@ class LoggedAnswer:
     error_id: str | None
     error: str | None
     metadata: dict[str, Any]
+    arm: str | None  # the routing arm ("tone" / "base"); None when no router chose a model
+    fallback_reason: str | None  # why `model` is not the arm's first choice
     citations: list[LoggedCitation] = field(default_factory=list)
     feedback: list[LoggedFeedback] = field(default_factory=list)
 
@@ -88,7 +90,7 @@ class Asked:
 
 _ANSWER_COLUMNS = (
     "id, created_at, channel_kind, asker, channel, thread_ts, message_ts, question, rewritten_question, "
-    "answer_text, outcome, model, latency_ms, error_id, error, metadata"
+    "answer_text, outcome, model, latency_ms, error_id, error, metadata, arm, fallback_reason"
 )
 
 _FILTERS: dict[str, str] = {
@@ -119,14 +121,15 @@ class AnswerLog:
         with translate_errors("Saving the answer to the answer log"), self.db.engine.begin() as conn:
             answer_id = conn.execute(text(
                 "INSERT INTO answers (channel_kind, asker, channel, thread_ts, question, rewritten_question, "
-                "answer_text, outcome, model, latency_ms, metadata) VALUES (:kind, :asker, :channel, :thread, "
-                ":question, :rewritten, :answer, :outcome, :model, CAST(:latency AS jsonb), "
-                "CAST(:metadata AS jsonb)) RETURNING id"
+                "answer_text, outcome, model, latency_ms, metadata, arm, fallback_reason) VALUES (:kind, :asker, "
+                ":channel, :thread, :question, :rewritten, :answer, :outcome, :model, CAST(:latency AS jsonb), "
+                "CAST(:metadata AS jsonb), :arm, :fallback_reason) RETURNING id"
             ), {
                 "kind": asked.channel_kind, "asker": asked.asker, "channel": asked.channel,
                 "thread": asked.thread_ts, "question": asked.question,
                 "rewritten": answer.rewritten_question, "answer": answer.text, "outcome": answer.outcome,
                 "model": answer.model, "latency": _json_latency(latency), "metadata": json.dumps(metadata),
+                "arm": answer.arm, "fallback_reason": answer.fallback_reason,
             }).scalar_one()
             if answer.citations:
                 conn.execute(text(
@@ -240,21 +243,29 @@ class AnswerLog:
             after = page[-1].id
 
     def by_model(self, *, since: datetime) -> list[ModelStats]:
-        """Outcomes, votes and median latency per model that wrote the answers (`kbbot answers export
-        --by-model`). Gate abstentions are model `none`; failures before any model are `(failed)`."""
+        """Outcomes, votes, fallbacks and median latency per routing arm (`kbbot answers export --by-model`),
+        with the models that wrote each arm's answers. An answer no router placed in an arm is grouped by its
+        model: gate abstentions `none`, failures before any model `(failed)`, `extractive` with no LLM, and
+        answers logged before arms were recorded (migration 0004)."""
         with translate_errors("Reading the answer log"), self.db.engine.connect() as conn:
             rows = conn.execute(text(
                 "WITH votes AS (SELECT answer_id, count(*) FILTER (WHERE value = 'up') AS up, "
-                "count(*) FILTER (WHERE value = 'down') AS down FROM feedback GROUP BY answer_id) "
-                "SELECT coalesce(a.model, :failed) AS model, count(*) AS answers, "
+                "count(*) FILTER (WHERE value = 'down') AS down FROM feedback GROUP BY answer_id), "
+                "grouped AS (SELECT *, coalesce(arm, model, :failed) AS arm_key, "
+                "coalesce(model, :failed) AS model_key FROM answers WHERE created_at >= :since), "
+                "models AS (SELECT arm_key, string_agg(model_key || ' (' || n || ')', ', ' "
+                "ORDER BY n DESC, model_key) AS models FROM (SELECT arm_key, model_key, count(*) AS n "
+                "FROM grouped GROUP BY 1, 2) m GROUP BY 1) "
+                "SELECT a.arm_key AS arm, min(m.models) AS models, count(*) AS answers, "
                 "count(*) FILTER (WHERE a.outcome = 'answered') AS answered, "
                 "count(*) FILTER (WHERE a.outcome = 'abstained') AS abstained, "
                 "count(*) FILTER (WHERE a.outcome = 'error') AS errors, count(v.answer_id) AS rated, "
                 "coalesce(sum(v.up), 0)::int AS up, coalesce(sum(v.down), 0)::int AS down, "
+                "count(*) FILTER (WHERE a.fallback_reason IS NOT NULL) AS fallbacks, "
                 "percentile_cont(0.5) WITHIN GROUP (ORDER BY (a.latency_ms ->> 'total')::float) "
                 "AS latency_p50_ms "
-                "FROM answers a LEFT JOIN votes v ON v.answer_id = a.id WHERE a.created_at >= :since "
-                "GROUP BY 1 ORDER BY count(*) DESC, 1"
+                "FROM grouped a LEFT JOIN votes v ON v.answer_id = a.id "
+                "JOIN models m ON m.arm_key = a.arm_key GROUP BY 1 ORDER BY count(*) DESC, 1"
             ), {"since": since, "failed": FAILED}).all()
         return [ModelStats(**r._mapping) for r in rows]
 

@@ -12,7 +12,9 @@ Rules (KBBOT_TONE_ROUTING):
   of their id, so a person always sees the same voice and each arm's feedback stays clean;
 - ``off``: never.
 
-The route is an ordered chain: the tone model first, the base model as its fallback.
+The route is an ordered chain: the tone model first, the base model as its fallback. Its `arm` (`tone` or
+`base`) is logged with each answer next to the model that actually wrote it, so an answer the base model
+wrote after the tone model failed still counts in the tone arm (with its fallback reason).
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ class Route:
     @property
     def tone(self) -> bool:
         return len(self.models) > 1
+
+    @property
+    def arm(self) -> str:
+        """The arm the answer belongs to, whichever model ends up writing it: an A/B compares arms."""
+        return "tone" if self.tone else "base"
 
 
 @dataclass(frozen=True)

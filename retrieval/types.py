@@ -100,3 +100,5 @@ class Answer:
     rewritten_question: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     note: str | None = None  # e.g. "the LLM was unreachable; extractive answer"
+    arm: str | None = None  # the routing arm ("tone" / "base") when a router chose the model; see routing.py
+    fallback_reason: str | None = None  # why `model` is not the arm's first model (what the failed ones said)

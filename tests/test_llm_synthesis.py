@@ -222,6 +222,8 @@ def test_tone_model_failing_falls_back_to_the_base_model(
     deltas, answer = run(services(tone_model="ft:gpt-4o-mini:deleted:xyz"))  # 404 model_not_found
     assert answer.model == "gpt-4o-mini" and answer.outcome == "answered" and answer.citations
     assert chat_models(fake_openai) == ["ft:gpt-4o-mini:deleted:xyz", "gpt-4o-mini"]
+    # The answer stays in the tone arm, with why the base model wrote it.
+    assert answer.arm == "tone" and answer.fallback_reason.startswith("ft:gpt-4o-mini:deleted:xyz: ")
     assert "".join(deltas).strip() == answer.text
 
 
@@ -246,6 +248,7 @@ def test_both_models_failing_sends_the_extractive_answer_with_a_note(
     assert answer.outcome == "answered" and answer.citations and "VPN" in answer.text
     assert "".join(deltas) == answer.text  # nothing else had been shown, so the quote streams
     assert chat_models(fake_openai) == [TONE, TONE, "gpt-4o-mini", "gpt-4o-mini"]
+    assert answer.arm == "tone" and f"{TONE}: " in answer.fallback_reason and "gpt-4o-mini: " in answer.fallback_reason
 
 
 def test_answer_budget_bounds_a_slow_endpoint(services: MakeServices, fake_openai: FakeOpenAI) -> None:

@@ -3,7 +3,8 @@
 Per answer: build the prompt within the token budget, route (tone model or base), stream the model's
 text through the citation filter, and end with the Answer. Failures walk down a chain that always ends
 in an answer: tone model -> base model -> the extractive answer with a short note. Every LLM call of
-the answer shares one deadline (KBBOT_LLM_ANSWER_BUDGET).
+the answer shares one deadline (KBBOT_LLM_ANSWER_BUDGET). The Answer keeps the route's arm and, when a
+fallback wrote it, why the models before it failed.
 
 The final Answer is authoritative. Its text equals the joined deltas, except when a model failed after
 it had started writing (the fallback's answer replaces it) or an uncited answer was withheld
@@ -36,6 +37,8 @@ EXTRACTIVE_NOTE = ("The language model is unavailable right now, so this answer 
 EMPTY_NOTE = "The model returned an empty answer."
 TOO_LONG_NOTE = "The question leaves no room for any article in the model's context."
 
+FALLBACK_REASON_CHARS = 1000
+
 UncitedPolicy = Literal["mark", "abstain"]
 
 
@@ -62,7 +65,8 @@ class LLMSynthesizer:
                   route.models, route.reason, prompt.tokens, len(prompt.passages), prompt.dropped_passages,
                   prompt.truncated_passages)
         if not prompt.passages:
-            yield Answer(question, "", [], "abstained", "none", note=TOO_LONG_NOTE, timings_ms=timings)
+            yield Answer(question, "", [], "abstained", "none", note=TOO_LONG_NOTE, timings_ms=timings,
+                         arm=route.arm)
             return
         shown = False
         failures: list[str] = []
@@ -87,13 +91,19 @@ class LLMSynthesizer:
             timings["llm"] = _ms(call_started)
             answer = self._answer(question, grounded, prompt, model)
             answer.timings_ms = timings
+            answer.arm = route.arm
+            answer.fallback_reason = _fallback_reason(failures)
             if grounded.dropped_markers:
                 log.info("removed %d citation(s) to passages that do not exist", grounded.dropped_markers)
             yield answer
             return
         log.error("no model could answer (%s); sending the extractive answer", "; ".join(failures))
-        yield from self._extractive(question, passages, context, question_vector, timings,
-                                    stream_text=not shown)
+        for event in self._extractive(question, passages, context, question_vector, timings,
+                                      stream_text=not shown):
+            if isinstance(event, Answer):
+                event.arm = route.arm
+                event.fallback_reason = _fallback_reason(failures)
+            yield event
 
     def _answer(self, question: str, grounded: GroundedText, prompt: Prompt, model: str) -> Answer:
         if grounded.no_answer:
@@ -122,6 +132,14 @@ class LLMSynthesizer:
         final.note = EXTRACTIVE_NOTE
         final.timings_ms = {**timings, **final.timings_ms}
         yield final
+
+
+def _fallback_reason(failures: list[str]) -> str | None:
+    """What the models before the one that answered said ("model: error; ..."), for the answer log."""
+    if not failures:
+        return None
+    reason = "; ".join(failures)
+    return reason if len(reason) <= FALLBACK_REASON_CHARS else reason[: FALLBACK_REASON_CHARS - 1] + "…"
 
 
 def _ms(since: float) -> float:

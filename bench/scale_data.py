@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -151,6 +152,20 @@ def load_index(conninfo: str, data: AwsChunks, scale: ScaleData, space_id: int,
         store.apply_articles(batch)
         seconds = time.perf_counter() - started
     return {"rows": written, "seconds": round(seconds, 1), "rows_per_s": round(written / seconds)}
+
+
+def finish_index(db, conninfo: str, space, *, vacuum: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """After `load_index`, what a first sync does next: the HNSW build (cores - 1 parallel workers), the GIN
+    keyword index dropped for the load, the BM25 lexicon, and fresh planner statistics."""
+    from retrieval.spaces import HnswOptions, ensure_hnsw_index
+
+    with db.engine.begin() as conn:
+        ensure_hnsw_index(conn, space, HnswOptions(build_workers=max(0, (os.cpu_count() or 2) - 1)))
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        store = IndexStore(conn)
+        store.ensure_keyword_index()
+        store.refresh_lexicon()
+        conn.execute("VACUUM ANALYZE" if vacuum else "ANALYZE")
 
 
 def row_of_chunk(conninfo: str, data: AwsChunks, scale: ScaleData) -> dict[int, int]:

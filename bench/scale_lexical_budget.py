@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import numpy as np
-import psycopg
 from common import (
     bench_server,
     libpq_url,
@@ -28,15 +26,14 @@ from common import (
     scratch_database,
     summarize_ms,
 )
-from scale_data import load_index, synthesize
+from scale_data import finish_index, load_index, synthesize
 from scale_search import PrecomputedQuestions
 
 import retrieval.search as search_module
 from retrieval.db import Database
 from retrieval.evaluation import ndcg, rank_articles, recall
-from retrieval.index_store import IndexStore
 from retrieval.search import Searcher
-from retrieval.spaces import HnswOptions, create_space, ensure_hnsw_index
+from retrieval.spaces import create_space
 
 log = logging.getLogger("bench.lexical")
 DEPTH = 50
@@ -59,13 +56,7 @@ def main() -> None:
         with db.engine.begin() as conn:
             space = create_space(conn, "local", "all-MiniLM-L6-v2", 384, "active")
         load_index(libpq_url(url), data, synthesize(data, len(data.chunks)), space.id)
-        with db.engine.begin() as conn:
-            ensure_hnsw_index(conn, space, HnswOptions(build_workers=max(0, (os.cpu_count() or 2) - 1)))
-        with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-            store = IndexStore(conn)
-            store.ensure_keyword_index()  # dropped for the bulk load
-            store.refresh_lexicon()
-            conn.execute("VACUUM ANALYZE")
+        finish_index(db, libpq_url(url), space, vacuum=True)
         searcher = Searcher(db, PrecomputedQuestions(), ef_search=100)  # type: ignore[arg-type]
         for budget in (int(b) for b in args.budgets.split(",")):
             search_module.LEXICAL_POSTINGS_BUDGET = budget or 10**12

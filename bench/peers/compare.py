@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import (
@@ -38,14 +37,13 @@ from common import (
     scratch_database,
     summarize_ms,
 )
-from scale_data import load_index, synthesize
+from scale_data import finish_index, load_index, synthesize
 from scale_search import PrecomputedQuestions
 
 from retrieval.db import Database
 from retrieval.evaluation import ndcg, rank_articles, recall, reciprocal_rank
-from retrieval.index_store import IndexStore
 from retrieval.search import Searcher
-from retrieval.spaces import HnswOptions, create_space, ensure_hnsw_index
+from retrieval.spaces import create_space
 
 log = logging.getLogger("bench.peers")
 HERE = Path(__file__).resolve().parent
@@ -60,13 +58,7 @@ def run_kbbot(server, data) -> dict:  # type: ignore[no-untyped-def]
         scale = synthesize(data, len(data.chunks))  # every real chunk, no synthetic ones
         started = time.perf_counter()
         load = load_index(libpq_url(url), data, scale, space.id)
-        with db.engine.begin() as conn:
-            ensure_hnsw_index(conn, space, HnswOptions(build_workers=max(0, (os.cpu_count() or 2) - 1)))
-        with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-            store = IndexStore(conn)
-            store.ensure_keyword_index()  # dropped for the bulk load
-            store.refresh_lexicon()
-            conn.execute("ANALYZE")
+        finish_index(db, libpq_url(url), space)
         ingest_s = time.perf_counter() - started
         searcher = Searcher(db, PrecomputedQuestions(), ef_search=100)  # type: ignore[arg-type]
         out: dict = {"framework": "kbbot", "rows": load["rows"], "load_s": load["seconds"],

@@ -1,6 +1,6 @@
 """Benchmark data at any size: the real aws-docs-qa chunks and vectors, then synthetic ones beyond them,
-written through kbbot's own write path (`IndexStore.apply_article`: one transaction per article, chunk
-rows in one statement, vectors by binary COPY).
+written through kbbot's own write path (`IndexStore.apply_articles`: one transaction per batch of
+articles, chunk rows in one statement per article, the batch's vectors in one binary COPY).
 
 Synthetic rows: copy c of real article a becomes article `a#c` with the same chunk texts (so the lexical
 index grows with realistic term statistics). Its vectors are new points in the parent chunk's topic: the

@@ -98,21 +98,6 @@ class IndexStore:
         ).fetchall()
         return [StoredChunk(*row) for row in rows]
 
-    def apply_article(
-        self, *, source_id: int, article: Article, content_hash: str, space_id: int,
-        drafts: Sequence[ChunkDraft], reuse: Sequence[int | None], vectors: dict[int, np.ndarray],
-    ) -> None:
-        """Write one article in one transaction.
-
-        `reuse[i]` is the id of a stored chunk with the same content as `drafts[i]` (kept with its
-        vector), or None; `vectors[i]` is the new vector of draft i where one was computed.
-        """
-        with self.conn.transaction():
-            self._no_flush_wait()
-            rows, upsert = self._write_article(
-                PendingArticle(source_id, article, content_hash, space_id, drafts, reuse, vectors))
-            self.write_vectors(rows, upsert=upsert)
-
     def apply_articles(self, batch: Sequence[PendingArticle]) -> None:
         """Write several articles in one transaction: a bulk load pays one commit per batch, not per article.
         A failure rolls back the batch; the caller retries its articles one by one to isolate a bad one."""

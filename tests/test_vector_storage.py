@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 import retrieval.search as search_module
 from retrieval.errors import ConfigError
-from retrieval.index_store import IndexStore
+from retrieval.index_store import IndexStore, PendingArticle
 from retrieval.search import FusionWeights, Searcher, build_search_sql
 from retrieval.spaces import (
     HnswOptions,
@@ -123,9 +123,8 @@ def test_filtered_search_returns_full_results_past_ef_search(demo_database, embe
             vecs = qvec + rng.normal(0, 0.02, size=(100, len(qvec))).astype(np.float32)
             vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
             drafts = [ChunkDraft(i, f"bulk passage {a}-{i}", (), 0, 10, 3) for i in range(100)]
-            store.apply_article(source_id=source_id, article=Article(f"bulk-{a}", f"Bulk {a}", "x" * 10),
-                                content_hash=f"h{a}", space_id=space_id, drafts=drafts, reuse=[None] * 100,
-                                vectors=dict(enumerate(vecs)))
+            store.apply_articles([PendingArticle(source_id, Article(f"bulk-{a}", f"Bulk {a}", "x" * 10), f"h{a}",
+                                                 space_id, drafts, [None] * 100, dict(enumerate(vecs)))])
         pg.execute("ANALYZE embeddings")
         exact = [r[0] for r in pg.execute(
             "SELECT e.chunk_id FROM embeddings e JOIN sources s ON s.id = e.source_id WHERE s.name = 'demo' "

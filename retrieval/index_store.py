@@ -15,6 +15,7 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 
+from retrieval import postings
 from retrieval.types import Article, ChunkDraft
 
 KEYWORD_INDEX = "chunks_tsv_idx"
@@ -241,20 +242,32 @@ class IndexStore:
             self.conn.execute(f"CREATE INDEX IF NOT EXISTS {KEYWORD_INDEX} ON chunks USING gin (tsv)")
         return True
 
-    def refresh_lexicon(self) -> None:
-        """Document frequencies and average length for BM25, recomputed from the chunks' tsvectors."""
+    def refresh_lexicon(self, *, sort_memory_mb: int = 256) -> None:
+        """Document frequencies, average length and impact-ordered postings for BM25, recomputed from the
+        chunks' tsvectors in one pass (retrieval/postings.py). Searches keep reading the previous lexicon
+        until this commits."""
         with self.conn.transaction():
             self.conn.execute("LOCK TABLE lexicon IN EXCLUSIVE MODE")
-            self.conn.execute("DELETE FROM lexicon")
-            self.conn.execute(
-                "INSERT INTO lexicon (lexeme, doc_freq) SELECT word, ndoc FROM ts_stat('SELECT tsv FROM chunks')"
-            )
+            # The postings' length normalisation reads the new average, so the statistics come first.
             self.conn.execute(
                 "INSERT INTO lexicon_stats (id, doc_count, avg_doc_len, refreshed_at) "
                 "SELECT true, count(*), coalesce(avg(length(tsv)), 0), now() FROM chunks "
                 "ON CONFLICT (id) DO UPDATE SET doc_count = EXCLUDED.doc_count, "
                 "avg_doc_len = EXCLUDED.avg_doc_len, refreshed_at = now()"
             )
+            self.conn.execute("DELETE FROM lexicon")
+            # The pass sorts every (chunk, lexeme) pair: ~33 per chunk, ~120 bytes each in memory.
+            self.conn.execute(f"SET LOCAL work_mem = '{int(sort_memory_mb)}MB'")
+            depth_bytes = postings.POSTING.itemsize * postings.POSTINGS_DEPTH
+            self.conn.execute(postings.REFRESH_SQL, {"depth_bytes": depth_bytes})
+
+    def lexicon_ready(self) -> bool:
+        """True when the lexicon was refreshed since the postings column exists (a refresh fills it)."""
+        row = self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM lexicon_stats) "
+            "AND NOT EXISTS (SELECT 1 FROM lexicon WHERE postings IS NULL)"
+        ).fetchone()
+        return bool(row and row[0])
 
 
 def _context(title: str, draft: ChunkDraft) -> str:

@@ -1,9 +1,10 @@
-"""Search: pgvector HNSW (cosine) and a real BM25, fused with weighted reciprocal rank fusion, in one SQL
-statement and one round trip.
+"""Search: pgvector HNSW (cosine) and a real BM25, fused with weighted reciprocal rank fusion in SQL.
 
 PostgreSQL's `ts_rank` ignores document frequency, which is why fusing it can hurt a good dense model
-(DESIGN.md). The lexical branch here scores BM25 from the chunks' tsvectors and the `lexicon` table of
-document frequencies that every sync refreshes.
+(DESIGN.md). The lexical branch scores BM25 from the `lexicon` table every sync refreshes: an unfiltered
+search adds up the question terms' impact-ordered postings (retrieval/postings.py, one indexed read) and
+passes the ranked chunk ids into the fused statement; a search filtered by source scores the filtered
+chunks' tsvectors exactly, in the statement itself.
 """
 
 from __future__ import annotations
@@ -21,17 +22,22 @@ from psycopg.rows import namedtuple_row
 from retrieval.db import Database, translate_errors
 from retrieval.embeddings import Embedder
 from retrieval.errors import EmptyQuestionError, ModelMismatchError, SchemaError
+from retrieval.postings import (
+    BM25_B,
+    BM25_K1,
+    COMMON_TERM_SHARE,
+    POSTINGS_DEPTH,
+    QUERY_SQL,
+    PostingsMissing,
+    top_chunks,
+)
 from retrieval.spaces import EmbeddingSpace, active_space
 from retrieval.types import SearchHit
 
 log = logging.getLogger(__name__)
 
 SearchMode = Literal["hybrid", "dense", "lexical"]
-BM25_K1 = 1.2
-BM25_B = 0.75
 RRF_K = 60
-# Lexemes in more than this share of chunks add little to BM25 but make the candidate set huge.
-COMMON_TERM_SHARE = 0.2
 # Candidates come from the rarest query terms whose postings (chunks containing them) add up to at most this
 # many; the rarest term counts up to 4x the budget, and a query made only of commoner words gets no lexical
 # candidates (the dense branch answers it). Scoring a candidate costs ~10 microseconds, so this bounds a
@@ -73,6 +79,15 @@ dense AS (
     ) nearest
 )"""
 
+# The lexical ranks computed from postings, passed in as a bigint[] literal (one parameter type whatever the
+# ids, so the prepared statement is reused).
+_POSTINGS_LEXICAL_CTE = """
+lexical AS (
+    SELECT chunk_id, rank FROM unnest(CAST(%(lexical_ids)s AS bigint[])) WITH ORDINALITY AS l(chunk_id, rank)
+)"""
+
+# Exact BM25 over the chunks that hold the question's selective terms: for searches filtered by source, and
+# for a lexicon refreshed before postings existed.
 _LEXICAL_CTE = """
 qterms AS (
     SELECT l.lexeme,
@@ -160,18 +175,22 @@ def _fused_cte(mode: SearchMode, weights: FusionWeights) -> str:
 
 
 def build_search_sql(space: EmbeddingSpace, mode: SearchMode, weights: FusionWeights,
-                     filtered: bool, exact: bool = False, *, k: int = 10, candidates: int = 40) -> str:
+                     filtered: bool, exact: bool = False, *, k: int = 10, candidates: int = 40,
+                     lexical_ids: bool = False) -> str:
     """The one statement for a mode. Space id and dimension are inlined (ints from our own table) so the
     planner can match the space's partial HNSW index, and so are the limits (a LIMIT the planner cannot
     see makes it choose a sequential scan); `exact` ranks by a distance expression the index cannot serve
-    (`+ 0`), so the filtered rows are read through the source B-tree and sorted exactly."""
+    (`+ 0`), so the filtered rows are read through the source B-tree and sorted exactly. `lexical_ids`:
+    the lexical ranking is passed in (`%(lexical_ids)s`, from postings) instead of scored in SQL."""
     ctes = []
     if mode in ("dense", "hybrid"):
         ctes.append(_DENSE_CTE.format(
             vec=space.vector_expr("e."), qtype=space.index_type, space=space.id, exact=" + 0" if exact else "",
             n=int(candidates), dense_filter="AND e.source_id = ANY(%(source_ids)s)" if filtered else "",
         ))
-    if mode in ("lexical", "hybrid"):
+    if mode in ("lexical", "hybrid") and lexical_ids:
+        ctes.append(_POSTINGS_LEXICAL_CTE)
+    elif mode in ("lexical", "hybrid"):
         # float8 constants: numeric arithmetic over every matched term cost as much as finding the candidates
         ctes.append(_LEXICAL_CTE.format(
             common=COMMON_TERM_SHARE, k1=f"{BM25_K1}::float8", b=f"{BM25_B}::float8",
@@ -278,8 +297,14 @@ class Searcher:
                     params["source_ids"] = source_ids
                     exact = filter_is_small(conn, space, source_ids)
                     _session_setting(conn, info, "hnsw.iterative_scan", "relaxed_order")
+                from_postings = False
+                if sources is None and mode in ("lexical", "hybrid"):
+                    ranked = _lexical_from_postings(conn, params["qtext"], candidates)  # type: ignore[arg-type]
+                    if ranked is not None:
+                        params["lexical_ids"] = "{" + ",".join(map(str, ranked)) + "}"
+                        from_postings = True
                 sql = build_search_sql(space, mode, self.weights, filtered=sources is not None, exact=exact,
-                                       k=k, candidates=candidates)
+                                       k=k, candidates=candidates, lexical_ids=from_postings)
                 if sources is None:
                     # Prepared, so its generic plan (the pool's plan_cache_mode) is reused: no planning per ask.
                     with conn.cursor(row_factory=namedtuple_row) as cur:
@@ -340,6 +365,18 @@ def _session_setting(conn: psycopg.Connection[Any], info: dict[Any, Any], name: 
     if info.get(name) != value:
         conn.execute("SELECT set_config(%s, %s, false)", (name, value))
         info[name] = value
+
+
+def _lexical_from_postings(conn: psycopg.Connection[Any], question: str, n: int) -> list[int] | None:
+    """The question's BM25 ranking from postings, or None when the lexicon has no postings yet."""
+    # Binary results: the postings arrive as raw bytes (text format would hex-encode them, twice the size).
+    with conn.cursor(binary=True) as cur:
+        rows = cur.execute(QUERY_SQL, {"qtext": question, "depth": POSTINGS_DEPTH}, prepare=True).fetchall()
+    try:
+        return top_chunks(rows, n)
+    except PostingsMissing:
+        log.info("the lexicon has no postings yet (the next sync adds them): scoring BM25 in SQL")
+        return None
 
 
 def _space_is_active(conn: psycopg.Connection[Any], space: EmbeddingSpace) -> bool:

@@ -126,7 +126,7 @@ class Indexer:
                         if switching:
                             activate(conn, space)
                     store.ensure_keyword_index(build_memory_mb=self._keyword_index_memory_mb)
-                    if counts.added or counts.updated or counts.removed or not _lexicon_ready(pg):
+                    if counts.added or counts.updated or counts.removed or not store.lexicon_ready():
                         store.refresh_lexicon()
                 status = "partial" if counts.failed else "succeeded"
             except SyncStoppedError as exc:
@@ -370,7 +370,3 @@ class _Heartbeat:
         if now - self._last >= HEARTBEAT_EVERY_S:
             self._last = now
             self._write()
-
-
-def _lexicon_ready(pg: object) -> bool:
-    return pg.execute("SELECT count(*) FROM lexicon_stats").fetchone()[0] > 0  # type: ignore[attr-defined]

@@ -1,5 +1,6 @@
-"""The lexical branch's postings budget: candidates come from the rarest query terms that fit it, so a
-search's cost stays bounded as the KB grows. On the indexed demo KB (real PostgreSQL)."""
+"""The exact SQL BM25 scorer's postings budget: candidates come from the rarest query terms that fit it, so a
+filtered search's cost stays bounded as the KB grows. Searches filtered by source use this scorer (unfiltered
+ones read impact-ordered postings, tests/test_postings.py). On the indexed demo KB (real PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -32,11 +33,11 @@ def test_a_tight_budget_keeps_only_chunks_with_the_rarest_term(demo_database, em
     assert len(freqs) >= 3
     rarest = min(freqs, key=lambda lexeme: (freqs[lexeme], lexeme))
     searcher = Searcher(demo_database, embedder, mode="lexical")
-    unbounded = searcher.search(QUESTION, k=20).hits
+    unbounded = searcher.search(QUESTION, k=20, sources=["demo"]).hits
     assert any(rarest not in _lexemes_of(demo_database, h.chunk_id) for h in unbounded)  # others match too
 
     monkeypatch.setattr(search_module, "LEXICAL_POSTINGS_BUDGET", 1)  # below any term: the rarest only
-    bounded = searcher.search(QUESTION, k=20).hits
+    bounded = searcher.search(QUESTION, k=20, sources=["demo"]).hits
     assert bounded and all(rarest in _lexemes_of(demo_database, h.chunk_id) for h in bounded)
     assert len(bounded) <= freqs[rarest]
     # Scoring still uses every query term: the best chunk is one that also matches the others.
@@ -46,6 +47,6 @@ def test_a_tight_budget_keeps_only_chunks_with_the_rarest_term(demo_database, em
 def test_the_default_budget_does_not_change_a_small_kb(demo_database, embedder,  # type: ignore[no-untyped-def]
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     searcher = Searcher(demo_database, embedder, mode="hybrid")
-    with_budget = [h.chunk_id for h in searcher.search(QUESTION, k=10).hits]
+    with_budget = [h.chunk_id for h in searcher.search(QUESTION, k=10, sources=["demo"]).hits]
     monkeypatch.setattr(search_module, "LEXICAL_POSTINGS_BUDGET", 10**12)
-    assert [h.chunk_id for h in searcher.search(QUESTION, k=10).hits] == with_budget
+    assert [h.chunk_id for h in searcher.search(QUESTION, k=10, sources=["demo"]).hits] == with_budget

@@ -1,0 +1,27 @@
+"""Impact-ordered BM25 postings per lexeme (retrieval/postings.py).
+
+`postings` holds a lexeme's best chunks as packed (int8 chunk id, float4 BM25 term weight) entries, best
+first. Stored uncompressed (STORAGE EXTERNAL) so that a search reads only the slice it needs. Left NULL
+here: the next sync that finds NULL postings refreshes the lexicon, and searches score BM25 the exact
+(slower) way until then.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-22
+"""
+
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("ALTER TABLE lexicon ADD COLUMN IF NOT EXISTS postings bytea")
+    op.execute("ALTER TABLE lexicon ALTER COLUMN postings SET STORAGE EXTERNAL")
+
+
+def downgrade() -> None:
+    op.execute("ALTER TABLE lexicon DROP COLUMN IF EXISTS postings")

@@ -1,0 +1,43 @@
+"""Migrations on a real PostgreSQL: every revision after the first downgrades and upgrades again cleanly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+
+from retrieval.db import Database
+
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+
+
+def _columns(db: Database, table: str) -> set[str]:
+    with db.engine.connect() as conn:
+        return set(conn.execute(text(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = :t"), {"t": table}).scalars())
+
+
+def _alembic(db: Database, action: str, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with db.engine.connect() as conn:
+        config.attributes["connection"] = conn
+        getattr(command, action)(config, revision)
+        conn.commit()
+
+
+def test_later_revisions_downgrade_and_upgrade_again(database: Database) -> None:
+    assert {"arm", "fallback_reason"} <= _columns(database, "answers")
+    assert "postings" in _columns(database, "lexicon")
+
+    _alembic(database, "downgrade", "0001")
+    assert database.current_revision() == "0001"
+    assert "postings" not in _columns(database, "lexicon")
+    assert not {"arm", "fallback_reason"} & _columns(database, "answers")
+
+    _alembic(database, "upgrade", "head")
+    assert database.current_revision() == "0005"
+    assert {"arm", "fallback_reason"} <= _columns(database, "answers")
+    assert "postings" in _columns(database, "lexicon")

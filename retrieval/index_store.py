@@ -250,10 +250,10 @@ class IndexStore:
             self.conn.execute("LOCK TABLE lexicon IN EXCLUSIVE MODE")
             # The postings' length normalisation reads the new average, so the statistics come first.
             self.conn.execute(
-                "INSERT INTO lexicon_stats (id, doc_count, avg_doc_len, refreshed_at) "
-                "SELECT true, count(*), coalesce(avg(length(tsv)), 0), now() FROM chunks "
+                "INSERT INTO lexicon_stats (id, doc_count, avg_doc_len, max_chunk_id, refreshed_at) "
+                "SELECT true, count(*), coalesce(avg(length(tsv)), 0), coalesce(max(id), 0), now() FROM chunks "
                 "ON CONFLICT (id) DO UPDATE SET doc_count = EXCLUDED.doc_count, "
-                "avg_doc_len = EXCLUDED.avg_doc_len, refreshed_at = now()"
+                "avg_doc_len = EXCLUDED.avg_doc_len, max_chunk_id = EXCLUDED.max_chunk_id, refreshed_at = now()"
             )
             self.conn.execute("DELETE FROM lexicon")
             # The pass sorts every (chunk, lexeme) pair: ~33 per chunk, ~120 bytes each in memory.
@@ -261,13 +261,24 @@ class IndexStore:
             depth_bytes = postings.POSTING.itemsize * postings.POSTINGS_DEPTH
             self.conn.execute(postings.REFRESH_SQL, {"depth_bytes": depth_bytes})
 
-    def lexicon_ready(self) -> bool:
-        """True when the lexicon was refreshed since the postings column exists (a refresh fills it)."""
+    def lexicon_needs_refresh(self, *, any_change: bool = False) -> bool:
+        """Whether to rebuild the lexicon now: it was never built, predates postings, or more chunks were
+        added or removed since its rebuild than searches should score as a delta (postings.needs_refresh).
+        With `any_change`, any such chunk is reason enough (a nightly full pass)."""
         row = self.conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM lexicon_stats) "
-            "AND NOT EXISTS (SELECT 1 FROM lexicon WHERE postings IS NULL)"
+            "SELECT st.doc_count, st.max_chunk_id IS NULL OR EXISTS (SELECT 1 FROM lexicon WHERE postings IS NULL), "
+            "(SELECT count(*) FROM chunks WHERE id > st.max_chunk_id), "
+            "st.doc_count - (SELECT count(*) FROM chunks WHERE id <= st.max_chunk_id) "
+            "FROM lexicon_stats st"
         ).fetchone()
-        return bool(row and row[0])
+        if row is None:
+            return True
+        doc_count, outdated, added, removed = row
+        if outdated:
+            return True
+        if any_change:
+            return bool(added or removed)
+        return postings.needs_refresh(doc_count, added, removed)
 
 
 def _context(title: str, draft: ChunkDraft) -> str:

@@ -12,6 +12,15 @@ chunk in some lists but not others gets a lower bound of its score. Terms in mor
 the chunks are skipped unless they are among the question's two rarest: their idf is near zero and their
 lists are the longest. Searches filtered by
 source use the exact SQL scoring instead (a small source's chunks need not reach any list's top entries).
+
+Rebuilding the postings reads every chunk (about 2 s at 40k chunks; see BENCHMARKS.md for 1M), so a sync
+does not rebuild them for a small change. Chunks written since the last rebuild (ids above
+`lexicon_stats.max_chunk_id`: chunk ids only grow, and a changed passage is a new row) are the "delta": each
+search scores them exactly from their tsvectors, with the same idf and length normalisation, and adds them
+as one more list. A question word that only the delta contains counts as the rarest possible word. Deleted
+chunks stay in the lists until the rebuild and are dropped when the search joins the chunks. A sync
+rebuilds once the delta or the deletions pass `needs_refresh`'s bounds, which keep both the per-search cost
+of the delta and the drift of the statistics small.
 """
 
 from __future__ import annotations
@@ -28,6 +37,14 @@ POSTINGS_DEPTH = 5000
 COMMON_TERM_SHARE = 0.2
 # One entry: chunk id and its BM25 term weight, big-endian as int8send/float4send write them.
 POSTING = np.dtype([("chunk_id", ">i8"), ("weight", ">f4")])
+# A rebuild is due when more chunks than this were added or removed since the last one (or more than
+# REFRESH_SHARE of them): the delta is scored per search (~1 ms per 1,000 chunks), and document frequencies
+# and the average length drift by at most that share.
+REFRESH_BACKLOG_CHUNKS = 1000
+REFRESH_SHARE = 0.02
+# A search reads at most this many delta chunks (the oldest first); only a sync that could not rebuild
+# leaves more, and the newest beyond it are then found by the dense branch alone until the next rebuild.
+DELTA_MAX_CHUNKS = 2 * REFRESH_BACKLOG_CHUNKS
 
 # The per-chunk BM25 factor of a term: tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl)). One pass over
 # every (chunk, lexeme) pair yields both the document frequencies and the postings, sorted by lexeme in the
@@ -44,7 +61,8 @@ FROM (
            t.tf * ({BM25_K1}::float8 + 1)
            / (t.tf + {BM25_K1}::float8 * (1 - {BM25_B}::float8 + {BM25_B}::float8 * c.doc_len / st.avg_doc_len))
                AS weight
-    FROM (SELECT id, length(tsv)::float8 AS doc_len, tsv FROM chunks OFFSET 0) c
+    FROM (SELECT id, length(tsv)::float8 AS doc_len, tsv FROM chunks
+          WHERE id <= (SELECT max_chunk_id FROM lexicon_stats) OFFSET 0) c
     CROSS JOIN (SELECT greatest(avg_doc_len, 1) AS avg_doc_len FROM lexicon_stats) st
     CROSS JOIN LATERAL (SELECT lexeme, cardinality(positions)::float8 AS tf FROM unnest(c.tsv)) t
 ) pairs
@@ -53,19 +71,48 @@ GROUP BY lexeme COLLATE "C"
 
 # The question's lexemes with their idf and the first `depth` postings (the column is stored uncompressed so
 # that PostgreSQL reads only that slice): the selective ones, or if there are fewer than two, the two rarest
-# (in a KB of a few articles every word may be "common"). No rows: none of the question's words is in the
-# KB. A NULL postings column: the lexicon predates postings (the next sync fills it); the caller scores in SQL.
+# (in a KB of a few articles every word may be "common"). Then one more row: the delta chunks that contain
+# a question term, with their whole BM25 score as the weight and an idf of 1. No rows: none of the
+# question's words is in the KB. A NULL postings column: the lexicon predates postings (the next sync fills
+# it); the caller scores in SQL. The delta is read through the primary key in id order, which the LIMIT
+# makes the planner's choice even in a generic plan.
 QUERY_SQL = f"""
-SELECT ln(1 + (st.doc_count - q.doc_freq + 0.5) / (q.doc_freq + 0.5))::float8 AS idf,
-       substring(q.postings FROM 1 FOR {POSTING.itemsize} * %(depth)s) AS postings
+WITH st AS MATERIALIZED (
+    SELECT doc_count, greatest(avg_doc_len, 1) AS avg_doc_len, max_chunk_id FROM lexicon_stats
+), terms AS MATERIALIZED (
+    SELECT q.lexeme, q.known, q.postings, ln(1 + (st.doc_count - q.df + 0.5) / (q.df + 0.5))::float8 AS idf
+    FROM (
+        SELECT t.lexeme, l.lexeme IS NOT NULL AS known, l.postings, coalesce(l.doc_freq, 0) AS df,
+               row_number() OVER (PARTITION BY l.lexeme IS NULL ORDER BY l.doc_freq, t.lexeme) AS rarity
+        FROM unnest(tsvector_to_array(to_tsvector('english', %(qtext)s))) AS t(lexeme)
+        LEFT JOIN lexicon l ON l.lexeme = t.lexeme
+    ) q
+    CROSS JOIN st
+    WHERE NOT q.known OR q.df <= st.doc_count * {COMMON_TERM_SHARE}::float8 OR q.rarity <= 2
+)
+SELECT idf, substring(postings FROM 1 FOR {POSTING.itemsize} * %(depth)s) AS postings FROM terms WHERE known
+UNION ALL
+SELECT 1::float8, string_agg(int8send(d.id) || float4send(d.score::float4), ''::bytea)
 FROM (
-    SELECT l.doc_freq, l.postings, row_number() OVER (ORDER BY l.doc_freq, l.lexeme) AS rarity
-    FROM unnest(tsvector_to_array(to_tsvector('english', %(qtext)s))) AS t(lexeme)
-    JOIN lexicon l ON l.lexeme = t.lexeme
-) q
-CROSS JOIN lexicon_stats st
-WHERE q.doc_freq <= st.doc_count * {COMMON_TERM_SHARE}::float8 OR q.rarity <= 2
+    SELECT c.id,
+           sum(terms.idf * u.tf * ({BM25_K1}::float8 + 1)
+               / (u.tf + {BM25_K1}::float8 * (1 - {BM25_B}::float8 + {BM25_B}::float8 * c.doc_len / st.avg_doc_len)))
+               AS score
+    FROM (SELECT id, length(tsv)::float8 AS doc_len, tsv FROM chunks
+          WHERE id > (SELECT max_chunk_id FROM st) ORDER BY id LIMIT {DELTA_MAX_CHUNKS}) c
+    CROSS JOIN st
+    CROSS JOIN LATERAL (SELECT lexeme, cardinality(positions)::float8 AS tf FROM unnest(c.tsv)) u
+    JOIN terms ON terms.lexeme = u.lexeme
+    GROUP BY c.id
+) d
+HAVING count(*) > 0
 """
+
+
+def needs_refresh(doc_count: int, added: int, removed: int) -> bool:
+    """Whether the chunks added and removed since the last rebuild warrant rebuilding the postings now."""
+    backlog = added + removed
+    return backlog > min(REFRESH_BACKLOG_CHUNKS, REFRESH_SHARE * doc_count)
 
 
 class PostingsMissing(Exception):

@@ -1,10 +1,10 @@
 """Search: pgvector HNSW (cosine) and a real BM25, fused with weighted reciprocal rank fusion in SQL.
 
 PostgreSQL's `ts_rank` ignores document frequency, which is why fusing it can hurt a good dense model
-(DESIGN.md). The lexical branch scores BM25 from the `lexicon` table every sync refreshes: an unfiltered
-search adds up the question terms' impact-ordered postings (retrieval/postings.py, one indexed read) and
-passes the ranked chunk ids into the fused statement; a search filtered by source scores the filtered
-chunks' tsvectors exactly, in the statement itself.
+(DESIGN.md). The lexical branch scores BM25 with the `lexicon` table's statistics: an unfiltered search
+adds up the question terms' impact-ordered postings and the exactly scored chunks written since their last
+rebuild (retrieval/postings.py, one statement) and passes the ranked chunk ids into the fused statement; a
+search filtered by source scores the filtered chunks' tsvectors exactly, in the statement itself.
 """
 
 from __future__ import annotations

@@ -126,7 +126,8 @@ class Indexer:
                         if switching:
                             activate(conn, space)
                     store.ensure_keyword_index(build_memory_mb=self._keyword_index_memory_mb)
-                    if counts.added or counts.updated or counts.removed or not store.lexicon_ready():
+                    # Small changes are searched as the postings' delta; full passes rebuild for any.
+                    if store.lexicon_needs_refresh(any_change=kind != "incremental"):
                         store.refresh_lexicon()
                 status = "partial" if counts.failed else "succeeded"
             except SyncStoppedError as exc:

@@ -31,13 +31,16 @@ def _alembic(db: Database, action: str, revision: str) -> None:
 def test_later_revisions_downgrade_and_upgrade_again(database: Database) -> None:
     assert {"arm", "fallback_reason"} <= _columns(database, "answers")
     assert "postings" in _columns(database, "lexicon")
+    assert "max_chunk_id" in _columns(database, "lexicon_stats")
 
     _alembic(database, "downgrade", "0001")
     assert database.current_revision() == "0001"
     assert "postings" not in _columns(database, "lexicon")
+    assert "max_chunk_id" not in _columns(database, "lexicon_stats")
     assert not {"arm", "fallback_reason"} & _columns(database, "answers")
 
     _alembic(database, "upgrade", "head")
     assert database.current_revision() == "0005"
     assert {"arm", "fallback_reason"} <= _columns(database, "answers")
     assert "postings" in _columns(database, "lexicon")
+    assert "max_chunk_id" in _columns(database, "lexicon_stats")

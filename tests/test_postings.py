@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 import retrieval.search as search_module
 from retrieval.index_store import IndexStore
-from retrieval.postings import BM25_B, BM25_K1, COMMON_TERM_SHARE
+from retrieval.postings import BM25_B, BM25_K1, COMMON_TERM_SHARE, REFRESH_SHARE, needs_refresh
 from retrieval.search import Searcher
+from retrieval.sources import FilesystemSource
+from retrieval.sync import Indexer
+from tests.conftest import DEMO_KB
 
 QUESTIONS = [
     "how do I connect to the VPN",
@@ -25,19 +30,20 @@ QUESTIONS = [
 
 def _term_scores(db, question: str) -> dict[str, dict[int, float]]:  # type: ignore[no-untyped-def]
     """Each selective question term's (or the two rarest terms') BM25 contribution per chunk, computed from
-    the tsvectors themselves."""
+    the tsvectors themselves with the lexicon's statistics; a word the lexicon lacks counts as in no chunk."""
     with db.engine.connect() as conn:
         doc_count, avg_len = conn.execute(text("SELECT doc_count, avg_doc_len FROM lexicon_stats")).one()
         freqs = dict(conn.execute(text(
-            "SELECT l.lexeme, l.doc_freq FROM unnest(tsvector_to_array(to_tsvector('english', :q))) q(lexeme) "
-            "JOIN lexicon l ON l.lexeme = q.lexeme"), {"q": question}).all())
+            "SELECT q.lexeme, l.doc_freq FROM unnest(tsvector_to_array(to_tsvector('english', :q))) q(lexeme) "
+            "LEFT JOIN lexicon l ON l.lexeme = q.lexeme"), {"q": question}).all())
         rows = conn.execute(text(
             "SELECT c.id, length(c.tsv), u.lexeme, cardinality(u.positions) FROM chunks c, unnest(c.tsv) u "
             "WHERE u.lexeme = ANY(:terms)"), {"terms": list(freqs)}).all()
-    rarest_two = sorted(freqs, key=lambda lexeme: (freqs[lexeme], lexeme))[:2]
+    known = {lexeme: df for lexeme, df in freqs.items() if df is not None}
+    rarest_two = sorted(known, key=lambda lexeme: (known[lexeme], lexeme))[:2]
     scores: dict[str, dict[int, float]] = defaultdict(dict)
     for chunk_id, doc_len, lexeme, tf in rows:
-        df = freqs[lexeme]
+        df = known.get(lexeme, 0)
         if df > doc_count * COMMON_TERM_SHARE and lexeme not in rarest_two:
             continue
         idf = math.log(1 + (doc_count - df + 0.5) / (df + 0.5))
@@ -77,10 +83,6 @@ def test_a_truncated_list_keeps_each_terms_best_chunk(demo_database, embedder,  
 
 def test_a_lexicon_without_postings_answers_and_the_next_sync_fills_it(  # type: ignore[no-untyped-def]
         demo_database, embedder, caplog: pytest.LogCaptureFixture) -> None:
-    from retrieval.sources import FilesystemSource
-    from retrieval.sync import Indexer
-    from tests.conftest import DEMO_KB
-
     with demo_database.engine.begin() as conn:  # as migration 0005 leaves an existing lexicon
         conn.execute(text("UPDATE lexicon SET postings = NULL"))
     searcher = Searcher(demo_database, embedder)
@@ -90,11 +92,106 @@ def test_a_lexicon_without_postings_answers_and_the_next_sync_fills_it(  # type:
             assert hits[0].external_id == "it/vpn.md" and hits[0].lexical_rank is not None
     assert "no postings yet" in caplog.text
     with demo_database.raw_connection() as pg:
-        assert not IndexStore(pg).lexicon_ready()
+        assert IndexStore(pg).lexicon_needs_refresh()
 
     run = Indexer(demo_database, embedder, chunk_max_tokens=200).sync([FilesystemSource("demo", DEMO_KB)])
     assert (run.added, run.updated, run.removed) == (0, 0, 0)
     with demo_database.raw_connection() as pg:
-        assert IndexStore(pg).lexicon_ready()
+        assert not IndexStore(pg).lexicon_needs_refresh()
     hits = searcher.search(QUESTIONS[0], k=10, mode="lexical").hits
     assert [h.chunk_id for h in hits] == _reference_ranking(demo_database, QUESTIONS[0])[:10]
+
+
+NEW_ARTICLE = """# Zorbulator resets
+
+If the zorbulator on the third floor jams, hold its reset button for ten seconds and wait for the green
+light. Facilities replaces a zorbulator that still jams after two resets.
+"""
+
+
+def _kb_copy(tmp_path: Path) -> Path:
+    kb = tmp_path / "kb"
+    shutil.copytree(DEMO_KB, kb)
+    return kb
+
+
+def _stats(db) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    with db.engine.connect() as conn:
+        max_chunk_id, newest = conn.execute(text(
+            "SELECT max_chunk_id, (SELECT max(id) FROM chunks) FROM lexicon_stats")).one()
+    return max_chunk_id, newest
+
+
+def test_chunks_written_since_the_rebuild_are_searched_as_a_delta(  # type: ignore[no-untyped-def]
+        demo_database, embedder, tmp_path: Path) -> None:
+    kb = _kb_copy(tmp_path)
+    (kb / "facilities").mkdir(exist_ok=True)
+    (kb / "facilities" / "zorbulator.md").write_text(NEW_ARTICLE, encoding="utf-8")
+    covered_before, _ = _stats(demo_database)
+
+    run = Indexer(demo_database, embedder, chunk_max_tokens=200).sync([FilesystemSource("demo", kb)])
+
+    assert (run.added, run.updated, run.removed) == (1, 0, 0)
+    covered, newest = _stats(demo_database)
+    assert covered == covered_before < newest  # no rebuild: the new chunks are the delta
+    searcher = Searcher(demo_database, embedder, mode="lexical")
+    # "zorbulator" is in no postings list and not in the lexicon: only the delta can find it.
+    for question in ("how do I reset the zorbulator", "my zorbulator jams, which floor do I go to?"):
+        hits = searcher.search(question, k=10).hits
+        assert hits[0].external_id == "facilities/zorbulator.md"
+        assert [h.chunk_id for h in hits] == _reference_ranking(demo_database, question)[:10]
+    # A question without the new word ranks the old chunks and the new ones together, as BM25 would.
+    question = "how long do I hold the reset button"
+    assert [h.chunk_id for h in searcher.search(question, k=10).hits] == \
+        _reference_ranking(demo_database, question)[:10]
+
+
+def test_removed_articles_leave_the_lists_and_big_changes_rebuild(  # type: ignore[no-untyped-def]
+        demo_database, embedder, tmp_path: Path) -> None:
+    kb = _kb_copy(tmp_path)
+    (kb / "it" / "vpn.md").unlink()
+    indexer = Indexer(demo_database, embedder, chunk_max_tokens=200)
+    searcher = Searcher(demo_database, embedder, mode="lexical")
+    with demo_database.engine.connect() as conn:
+        doc_count = conn.execute(text("SELECT doc_count FROM lexicon_stats")).scalar_one()
+        vpn_chunks = conn.execute(text(
+            "SELECT count(*) FROM chunks c JOIN articles a ON a.id = c.article_id "
+            "WHERE a.external_id = 'it/vpn.md'")).scalar_one()
+
+    run = indexer.sync([FilesystemSource("demo", kb)])
+
+    assert run.removed == 1
+    hits = searcher.search("how do I connect to the VPN", k=10).hits
+    assert hits and all(h.external_id != "it/vpn.md" for h in hits)
+    with demo_database.engine.connect() as conn:
+        rebuilt_doc_count = conn.execute(text("SELECT doc_count FROM lexicon_stats")).scalar_one()
+    # The demo KB is small: removing one article is more than REFRESH_SHARE of its chunks, so it rebuilds.
+    assert vpn_chunks > doc_count * REFRESH_SHARE
+    assert rebuilt_doc_count == doc_count - vpn_chunks
+    covered, newest = _stats(demo_database)
+    assert covered == newest
+
+
+def test_a_full_pass_rebuilds_for_any_change(demo_database, embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    kb = _kb_copy(tmp_path)
+    (kb / "facilities").mkdir(exist_ok=True)
+    (kb / "facilities" / "zorbulator.md").write_text(NEW_ARTICLE, encoding="utf-8")
+    indexer = Indexer(demo_database, embedder, chunk_max_tokens=200)
+    indexer.sync([FilesystemSource("demo", kb)])
+    covered, newest = _stats(demo_database)
+    assert covered < newest
+
+    run = indexer.sync([FilesystemSource("demo", kb)], kind="full")
+
+    assert (run.added, run.updated, run.removed) == (0, 0, 0)
+    covered, newest = _stats(demo_database)
+    assert covered == newest
+
+
+@pytest.mark.parametrize(("doc_count", "added", "removed", "due"), [
+    (0, 0, 0, False), (0, 3, 0, True),                 # a first load
+    (200, 4, 0, False), (200, 3, 2, True),             # 2% of a small KB
+    (1_000_000, 1000, 0, False), (1_000_000, 600, 401, True),  # at most 1,000 chunks of a large one
+])
+def test_when_a_rebuild_is_due(doc_count: int, added: int, removed: int, due: bool) -> None:
+    assert needs_refresh(doc_count, added, removed) is due

@@ -38,9 +38,10 @@ COMMON_TERM_SHARE = 0.2
 # One entry: chunk id and its BM25 term weight, big-endian as int8send/float4send write them.
 POSTING = np.dtype([("chunk_id", ">i8"), ("weight", ">f4")])
 # A rebuild is due when more chunks than this were added or removed since the last one (or more than
-# REFRESH_SHARE of them): the delta is scored per search (~1 ms per 1,000 chunks), and document frequencies
-# and the average length drift by at most that share.
-REFRESH_BACKLOG_CHUNKS = 1000
+# REFRESH_SHARE of them): each search scores the delta, ~3 microseconds per chunk (a 500-chunk delta adds
+# ~1.7 ms to a 40k-chunk search, bench/postings_depth.py), and document frequencies and the average length
+# drift by at most that share. Embedding 500 new chunks takes longer than a rebuild at 100k chunks.
+REFRESH_BACKLOG_CHUNKS = 500
 REFRESH_SHARE = 0.02
 # A search reads at most this many delta chunks (the oldest first); only a sync that could not rebuild
 # leaves more, and the newest beyond it are then found by the dense branch alone until the next rebuild.
@@ -101,7 +102,12 @@ FROM (
     FROM (SELECT id, length(tsv)::float8 AS doc_len, tsv FROM chunks
           WHERE id > (SELECT max_chunk_id FROM st) ORDER BY id LIMIT {DELTA_MAX_CHUNKS}) c
     CROSS JOIN st
-    CROSS JOIN LATERAL (SELECT lexeme, cardinality(positions)::float8 AS tf FROM unnest(c.tsv)) u
+    -- only the question's lexemes of each chunk (setweight marks them, ts_filter keeps them): unnesting a
+    -- whole tsvector and joining its ~100 lexemes cost ~10 microseconds per delta chunk
+    CROSS JOIN LATERAL (
+        SELECT lexeme, cardinality(positions)::float8 AS tf
+        FROM unnest(ts_filter(setweight(c.tsv, 'A', (SELECT array_agg(lexeme) FROM terms)), '{{a}}'))
+    ) u
     JOIN terms ON terms.lexeme = u.lexeme
     GROUP BY c.id
 ) d

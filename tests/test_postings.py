@@ -191,7 +191,7 @@ def test_a_full_pass_rebuilds_for_any_change(demo_database, embedder, tmp_path: 
 @pytest.mark.parametrize(("doc_count", "added", "removed", "due"), [
     (0, 0, 0, False), (0, 3, 0, True),                 # a first load
     (200, 4, 0, False), (200, 3, 2, True),             # 2% of a small KB
-    (1_000_000, 1000, 0, False), (1_000_000, 600, 401, True),  # at most 1,000 chunks of a large one
+    (1_000_000, 500, 0, False), (1_000_000, 300, 201, True),  # at most 500 chunks of a large one
 ])
 def test_when_a_rebuild_is_due(doc_count: int, added: int, removed: int, due: bool) -> None:
     assert needs_refresh(doc_count, added, removed) is due

@@ -7,7 +7,9 @@ PostgreSQL and the same precomputed aws-docs-qa embeddings, in one run.
 The peers live only in their own virtualenv (see bench/peers/README.md), never in kbbot's dependencies.
 Each system gets its own database, dropped at the end. Measured per system: ingestion (rows/s from
 precomputed vectors to a searchable index: rows, HNSW index and lexical index), dense and hybrid query
-latency at k=10 (wall time of the call, question vector precomputed), and article-level Recall@10,
+latency at k=10 (wall time of the call, question vector precomputed; timed in rounds of the 100 questions
+that the systems take in turns, rounds.py, so that the machine's load falls on all of them alike), and
+article-level Recall@10,
 nDCG@10 and MRR@10 over the 100 questions, with 50 chunks retrieved per question and collapsed to
 articles in rank order for every system alike (retrieval/evaluation.py scores all three).
 """
@@ -15,6 +17,7 @@ articles in rank order for every system alike (retrieval/evaluation.py scores al
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -22,11 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import rounds
 from common import (
     bench_server,
     drop_leftovers,
@@ -50,46 +55,76 @@ HERE = Path(__file__).resolve().parent
 DEPTH = 50
 
 
-def run_kbbot(server, data) -> dict:  # type: ignore[no-untyped-def]
-    with scratch_database(server, "peer_kbbot") as url:
-        db = Database.from_url(url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
-        with db.engine.begin() as conn:
-            space = create_space(conn, "local", "all-MiniLM-L6-v2", 384, "active")
-        scale = synthesize(data, len(data.chunks))  # every real chunk, no synthetic ones
-        started = time.perf_counter()
-        load = load_index(libpq_url(url), data, scale, space.id)
-        finish_index(db, libpq_url(url), space)
-        ingest_s = time.perf_counter() - started
-        searcher = Searcher(db, PrecomputedQuestions(), ef_search=100)  # type: ignore[arg-type]
-        out: dict = {"framework": "kbbot", "rows": load["rows"], "load_s": load["seconds"],
-                     "ingest_s": round(ingest_s, 2), "latency_ms": {}, "rankings": {}}
+RoundFn = Callable[[str], list[float]]
+
+
+def start_kbbot(server, data, stack: contextlib.ExitStack) -> tuple[dict, RoundFn]:  # type: ignore[no-untyped-def]
+    url = stack.enter_context(scratch_database(server, "peer_kbbot"))
+    db = Database.from_url(url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
+    stack.callback(db.close)
+    with db.engine.begin() as conn:
+        space = create_space(conn, "local", "all-MiniLM-L6-v2", 384, "active")
+    scale = synthesize(data, len(data.chunks))  # every real chunk, no synthetic ones
+    started = time.perf_counter()
+    load = load_index(libpq_url(url), data, scale, space.id)
+    finish_index(db, libpq_url(url), space)
+    ingest_s = time.perf_counter() - started
+    searcher = Searcher(db, PrecomputedQuestions(), ef_search=100)  # type: ignore[arg-type]
+    out: dict = {"framework": "kbbot", "rows": load["rows"], "load_s": load["seconds"],
+                 "ingest_s": round(ingest_s, 2), "rankings": {}}
+    for mode in ("dense", "hybrid"):
+        out["rankings"][mode] = [
+            [h.external_id for h in searcher.search_vector(q["text"], v, k=DEPTH, mode=mode).hits]  # type: ignore[arg-type]
+            for q, v in zip(data.queries, data.query_vectors, strict=True)
+        ]
+
+    def one_round(mode: str) -> list[float]:
+        return rounds.timed_round(lambda i: searcher.search_vector(
+            data.queries[i]["text"], data.query_vectors[i], k=10, mode=mode), len(data.queries))  # type: ignore[arg-type]
+
+    return out, one_round
+
+
+def start_peer(server, script: str, prefix: str, peer_python: str, urls: dict[str, str],  # type: ignore[no-untyped-def]
+               stack: contextlib.ExitStack) -> tuple[dict, RoundFn]:
+    """Start a peer: it builds its index, writes its ingestion figures and rankings, then serves rounds."""
+    url = stack.enter_context(scratch_database(server, prefix))
+    out = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "result.json"
+    argv = [peer_python, str(HERE / script), "--out", str(out)]
+    for flag, driver in urls.items():
+        argv += [flag, url.set(drivername=driver).render_as_string(hide_password=False)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    log.info("running %s", script)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    stack.callback(_stop, proc)  # before its database is dropped (the stack unwinds in reverse)
+    rounds.wait_ready(proc.stdout)
+    return json.loads(out.read_text()), lambda mode: rounds.request_round(proc.stdin, proc.stdout, mode)
+
+
+def _stop(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    with contextlib.suppress(BrokenPipeError, OSError):
+        proc.stdin.write("quit\n")  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def interleaved_latency(systems: dict[str, RoundFn], count: int) -> dict[str, dict[str, list[float]]]:
+    """`count` timed rounds per system and mode, the systems taking turns (rotated each round) so that all
+    of them are measured over the same minutes; a first round warms up and is not counted."""
+    names = list(systems)
+    latency: dict[str, dict[str, list[float]]] = {n: {"dense": [], "hybrid": []} for n in names}
+    for r in range(count + 1):
         for mode in ("dense", "hybrid"):
-            times, rankings = [], []
-            for depth, timed in ((10, True), (DEPTH, False)):
-                for q, v in zip(data.queries, data.query_vectors, strict=True):
-                    t0 = time.perf_counter()
-                    hits = searcher.search_vector(q["text"], v, k=depth, mode=mode).hits  # type: ignore[arg-type]
-                    elapsed = (time.perf_counter() - t0) * 1000
-                    if timed:
-                        times.append(elapsed)
-                    else:
-                        rankings.append([h.external_id for h in hits])
-            out["latency_ms"][mode] = times
-            out["rankings"][mode] = rankings
-        db.close()
-    return out
-
-
-def run_peer(server, script: str, prefix: str, peer_python: str, urls: dict[str, str]) -> dict:  # type: ignore[no-untyped-def]
-    with scratch_database(server, prefix) as url, tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        argv = [peer_python, str(HERE / script), "--out", str(out)]
-        for flag, driver in urls.items():
-            argv += [flag, url.set(drivername=driver).render_as_string(hide_password=False)]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        log.info("running %s", script)
-        subprocess.run(argv, check=True, env=env)
-        return json.loads(out.read_text())
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                times = systems[name](mode)
+                if r:
+                    latency[name][mode].extend(times)
+        log.info("latency round %d of %d done", r, count)
+    return latency
 
 
 def score(result: dict, queries: list[dict]) -> dict:
@@ -115,6 +150,8 @@ def main() -> None:
                         help="python of the virtualenv holding langchain-postgres and llama-index")
     parser.add_argument("--only", default="kbbot,langchain,llama-index")
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="timed rounds of the 100 questions per system and mode, interleaved")
     parser.add_argument("--partial-real", action="store_true",
                         help="use the chunks embedded so far (the cache is still being built)")
     args = parser.parse_args()
@@ -133,16 +170,22 @@ def main() -> None:
     for name in drop_leftovers(server, ("peer_kbbot", "peer_langchain", "peer_llama")):
         log.warning("dropped %s left by an interrupted run", name)
     wanted = args.only.split(",")
-    raw: dict[str, dict] = {}
-    if "kbbot" in wanted:
-        raw["kbbot"] = run_kbbot(server, data)
-    if "langchain" in wanted:
-        raw["langchain-postgres"] = run_peer(server, "langchain_peer.py", "peer_langchain", args.peer_python,
-                                             {"--url": "postgresql+psycopg"})
-    if "llama-index" in wanted:
-        raw["llama-index"] = run_peer(server, "llamaindex_peer.py", "peer_llama", args.peer_python,
-                                      {"--url": "postgresql+psycopg2", "--async-url": "postgresql+asyncpg"})
+    with contextlib.ExitStack() as stack:
+        started: dict[str, tuple[dict, RoundFn]] = {}
+        if "kbbot" in wanted:
+            started["kbbot"] = start_kbbot(server, data, stack)
+        if "langchain" in wanted:
+            started["langchain-postgres"] = start_peer(
+                server, "langchain_peer.py", "peer_langchain", args.peer_python,
+                {"--url": "postgresql+psycopg"}, stack)
+        if "llama-index" in wanted:
+            started["llama-index"] = start_peer(
+                server, "llamaindex_peer.py", "peer_llama", args.peer_python,
+                {"--url": "postgresql+psycopg2", "--async-url": "postgresql+asyncpg"}, stack)
+        latency = interleaved_latency({name: fn for name, (_, fn) in started.items()}, args.rounds)
+    raw = {name: {**result, "latency_ms": latency[name]} for name, (result, _) in started.items()}
     report: dict = {"machine": machine(), "chunks": len(data.chunks), "queries": len(data.queries),
+                    "latency": f"k=10, {args.rounds} rounds per system and mode, interleaved",
                     "cache": data.manifest,
                     "systems": {name: score(r, data.queries) for name, r in raw.items()}}
     systems = report["systems"]

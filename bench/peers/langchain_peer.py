@@ -5,8 +5,9 @@ Runs in the peers' own virtualenv (never kbbot's): `bench/peers/compare.py` star
     <peer-python> bench/peers/langchain_peer.py --url postgresql+psycopg://... --out result.json
 
 It gets the same chunk texts and precomputed all-MiniLM-L6-v2 vectors as kbbot (through an `Embeddings`
-that looks texts up in the cache, so nothing is downloaded or recomputed), and reports ingestion time,
-dense and hybrid query latency, and the article ranking of each question for the driver to score.
+that looks texts up in the cache, so nothing is downloaded or recomputed), writes its ingestion time and
+the article ranking of each question for the driver to score, then runs latency rounds on request
+(rounds.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cache_format
+import rounds
 from langchain_core.embeddings import Embeddings
 from langchain_postgres import PGEngine, PGVectorStore
 from langchain_postgres.v2.hybrid_search_config import HybridSearchConfig, reciprocal_rank_fusion
@@ -74,31 +76,25 @@ def main() -> None:
     store.apply_hybrid_search_index()
     ingest_s = time.perf_counter() - started
 
+    def search(mode: str, question: str, depth: int) -> list:  # type: ignore[type-arg]
+        if mode == "dense":
+            return store.similarity_search_by_vector(questions[question].tolist(), k=depth)
+        config = HybridSearchConfig(
+            tsv_lang="pg_catalog.english", fusion_function=reciprocal_rank_fusion,
+            primary_top_k=depth, secondary_top_k=depth, tsv_column=hybrid.tsv_column,
+        )
+        return store.similarity_search(question, k=depth, hybrid_search_config=config)
+
     result: dict = {"framework": "langchain-postgres", "rows": len(texts), "load_s": round(load_s, 2),
-                    "ingest_s": round(ingest_s, 2), "latency_ms": {}, "rankings": {}}
+                    "ingest_s": round(ingest_s, 2), "rankings": {}}
     for mode in ("dense", "hybrid"):
-        times, rankings = [], []
-        for depth, timed in ((10, True), (DEPTH, False)):
-            for q in data.queries:
-                if mode == "dense":
-                    t0 = time.perf_counter()
-                    docs = store.similarity_search_by_vector(questions[q["text"]].tolist(), k=depth)
-                else:
-                    config = HybridSearchConfig(
-                        tsv_lang="pg_catalog.english", fusion_function=reciprocal_rank_fusion,
-                        primary_top_k=depth, secondary_top_k=depth, tsv_column=hybrid.tsv_column,
-                    )
-                    t0 = time.perf_counter()
-                    docs = store.similarity_search(q["text"], k=depth, hybrid_search_config=config)
-                elapsed = (time.perf_counter() - t0) * 1000
-                if timed:
-                    times.append(elapsed)
-                else:
-                    rankings.append([d.metadata["article"] for d in docs])
-        result["latency_ms"][mode] = times
-        result["rankings"][mode] = rankings
-    engine._run_as_sync(engine.close())
+        result["rankings"][mode] = [[d.metadata["article"] for d in search(mode, q["text"], DEPTH)]
+                                    for q in data.queries]
     args.out.write_text(json.dumps(result))
+    # The driver times k=10 searches in rounds interleaved with the other systems' (rounds.py).
+    rounds.serve(lambda mode: rounds.timed_round(
+        lambda i: search(mode, data.queries[i]["text"], 10), len(data.queries)))
+    engine._run_as_sync(engine.close())
 
 
 if __name__ == "__main__":

@@ -273,6 +273,15 @@ def drop_leftovers(server: URL, prefixes: tuple[str, ...]) -> list[str]:
     return dropped
 
 
+def emit(report: dict, json_out: Path | None) -> None:
+    """Print a benchmark's report as JSON, and save it when asked."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+
+
 def summarize_ms(values: list[float]) -> dict[str, float]:
     return {"p50": round(percentile(values, 50), 2), "p95": round(percentile(values, 95), 2),
             "mean": round(float(np.mean(values)) if values else 0.0, 2)}

@@ -1,0 +1,127 @@
+"""What the BM25 postings (retrieval/postings.py) cost and give on the real aws-docs-qa index, one index, one
+run: for each postings depth, the rebuild time and lexical / hybrid article-level Recall@10, nDCG@10 and
+latency; the exact SQL scorer they replaced (the path filtered searches still take) as the reference; and
+the per-search cost of a delta (chunks written since the last rebuild, scored exactly by each search).
+
+    nice -n 10 .venv/bin/python bench/postings_depth.py [--depths 1000,2000,5000,10000]
+        [--deltas 0,250,1000,2000] [--json-out bench/results/postings_depth.json]
+
+A delta of n chunks is made by moving `lexicon_stats.max_chunk_id` back by n: to a search those chunks are
+exactly what a sync writes after the rebuild. The database is created on the benchmark's embedded
+PostgreSQL and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from common import bench_server, emit, libpq_url, load_aws, machine, scratch_database, summarize_ms
+from scale_data import finish_index, load_index, synthesize
+from scale_search import PrecomputedQuestions
+
+import retrieval.postings as postings_module
+import retrieval.search as search_module
+from retrieval.db import Database
+from retrieval.evaluation import ndcg, rank_articles, recall
+from retrieval.index_store import IndexStore
+from retrieval.search import Searcher
+from retrieval.spaces import create_space
+
+log = logging.getLogger("bench.postings")
+DEPTH = 50  # chunks retrieved per question, collapsed to articles, as in bench/peers/compare.py
+
+
+def measure(searcher: Searcher, data, rounds: int = 2) -> dict:  # type: ignore[no-untyped-def]
+    """Quality from the first round, latency at k=10 from the later ones (prepared statements warm)."""
+    row: dict = {}
+    for mode in ("lexical", "hybrid"):
+        recalls, ndcgs, times = [], [], []
+        for q, v in zip(data.queries, data.query_vectors, strict=True):
+            ranked = rank_articles([h.external_id for h in searcher.search_vector(
+                q["text"], v, k=DEPTH, mode=mode).hits])  # type: ignore[arg-type]
+            recalls.append(recall(ranked, q["relevant"], 10))
+            ndcgs.append(ndcg(ranked, q["relevant"], 10))
+        for _ in range(rounds):
+            for q, v in zip(data.queries, data.query_vectors, strict=True):
+                t0 = time.perf_counter()
+                searcher.search_vector(q["text"], v, k=10, mode=mode)  # type: ignore[arg-type]
+                times.append((time.perf_counter() - t0) * 1000)
+        row[mode] = {"recall@10": round(float(np.mean(recalls)), 3), "ndcg@10": round(float(np.mean(ndcgs)), 3),
+                     **summarize_ms(times)}
+    return row
+
+
+def rebuild(conninfo: str, depth: int) -> float:
+    postings_module.POSTINGS_DEPTH = depth
+    search_module.POSTINGS_DEPTH = depth  # type: ignore[attr-defined]
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        started = time.perf_counter()
+        IndexStore(conn).refresh_lexicon()
+        seconds = time.perf_counter() - started
+        conn.execute("VACUUM ANALYZE lexicon")
+    return round(seconds, 2)
+
+
+def rebuild_before_newest(conninfo: str, delta: int) -> None:
+    """The lexicon as a rebuild would have left it before the newest `delta` chunks were written."""
+    depth_bytes = postings_module.POSTING.itemsize * postings_module.POSTINGS_DEPTH
+    with psycopg.connect(conninfo) as conn, conn.transaction():
+        conn.execute(
+            "WITH covered AS (SELECT id, tsv FROM chunks ORDER BY id "
+            "  LIMIT greatest((SELECT count(*) FROM chunks) - %s, 0)) "
+            "UPDATE lexicon_stats SET doc_count = (SELECT count(*) FROM covered), "
+            "avg_doc_len = (SELECT avg(length(tsv)) FROM covered), "
+            "max_chunk_id = (SELECT max(id) FROM covered)", (delta,))
+        conn.execute("DELETE FROM lexicon")
+        conn.execute("SET LOCAL work_mem = '256MB'")
+        conn.execute(postings_module.REFRESH_SQL, {"depth_bytes": depth_bytes})
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--depths", default="1000,2000,5000,10000")
+    parser.add_argument("--deltas", default="0,250,1000,2000")
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+    data = load_aws()
+    default_depth = postings_module.POSTINGS_DEPTH
+    report: dict = {"machine": machine(), "chunks": len(data.chunks), "queries": len(data.queries),
+                    "default_depth": default_depth, "depths": {}, "deltas": {}}
+    with scratch_database(bench_server(), "postings") as url:
+        conninfo = libpq_url(url)
+        db = Database.from_url(url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
+        with db.engine.begin() as conn:
+            space = create_space(conn, "local", "all-MiniLM-L6-v2", 384, "active")
+        load_index(conninfo, data, synthesize(data, len(data.chunks)), space.id)
+        finish_index(db, conninfo, space, vacuum=True)
+        searcher = Searcher(db, PrecomputedQuestions(), ef_search=100)  # type: ignore[arg-type]
+
+        # The reference: BM25 scored from the tsvectors in SQL, as before postings (and for filtered searches).
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute("UPDATE lexicon SET postings = NULL")
+        report["exact_sql"] = measure(searcher, data)
+        log.info("exact SQL scorer: %s", report["exact_sql"])
+
+        for depth in (int(d) for d in args.depths.split(",")):
+            row = {"rebuild_s": rebuild(conninfo, depth), **measure(searcher, data)}
+            report["depths"][depth] = row
+            log.info("depth %d: %s", depth, row)
+
+        rebuild(conninfo, default_depth)
+        for delta in (int(d) for d in args.deltas.split(",")):
+            rebuild_before_newest(conninfo, delta)
+            row = measure(searcher, data)
+            report["deltas"][delta] = row
+            log.info("delta of %d chunks: %s", delta, row)
+        db.close()
+    emit(report, args.json_out)
+
+
+if __name__ == "__main__":
+    main()

@@ -110,6 +110,8 @@ def status_json(status: IndexStatus) -> dict[str, Any]:
         "oldest_articles": [
             {"title": t, "source": s, "updated_at": _iso(u)} for t, s, u in status.oldest_articles
         ],
+        "keyword_lists": {"rebuilt_at": _iso(status.keyword.rebuilt_at),
+                          "newer_chunks": status.keyword.newer_chunks} if status.keyword else None,
     }
 
 

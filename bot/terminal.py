@@ -91,6 +91,10 @@ def print_status(status: IndexStatus) -> None:
                   + (f" ({status.dimension} dims)" if status.dimension else ""))
     if status.building_model:
         console.print(f"[yellow]Re-embedding with {status.building_model} in progress[/yellow]")
+    if status.keyword:
+        newer = (f"; {status.keyword.newer_chunks} newer passages are scored directly until the next rebuild"
+                 if status.keyword.newer_chunks else "")
+        console.print(f"Keyword lists: rebuilt {status.keyword.rebuilt_at:%Y-%m-%d %H:%M UTC}{newer}")
     for s in status.sources:
         ok = s.last_success_at.strftime("%Y-%m-%d %H:%M UTC") if s.last_success_at else "never"
         mode = "incremental" if s.incremental else "full listing each run"

@@ -60,6 +60,7 @@ def test_ingest_search_ask_status_json(cli, kb: Path) -> None:  # type: ignore[n
     assert status["articles"] == 2 and status["embedding_model"] == "local/all-MiniLM-L6-v2"
     assert status["last_run"]["run_id"] == run["run_id"]
     assert status["sources"][0]["name"] == "kb"
+    assert status["keyword_lists"]["newer_chunks"] == 0 and status["keyword_lists"]["rebuilt_at"]
 
     again = json.loads(cli("sync", "--json").output)
     assert again["unchanged"] == 2 and again["chunks_embedded"] == 0

@@ -18,6 +18,7 @@ from retrieval.index_store import IndexStore
 from retrieval.postings import BM25_B, BM25_K1, COMMON_TERM_SHARE, REFRESH_SHARE, needs_refresh
 from retrieval.search import Searcher
 from retrieval.sources import FilesystemSource
+from retrieval.status import index_status
 from retrieval.sync import Indexer
 from tests.conftest import DEMO_KB
 
@@ -134,6 +135,10 @@ def test_chunks_written_since_the_rebuild_are_searched_as_a_delta(  # type: igno
     assert (run.added, run.updated, run.removed) == (1, 0, 0)
     covered, newest = _stats(demo_database)
     assert covered == covered_before < newest  # no rebuild: the new chunks are the delta
+    with demo_database.engine.connect() as conn:
+        new_chunks = conn.execute(text("SELECT count(*) FROM chunks WHERE id > :c"), {"c": covered}).scalar_one()
+    keyword = index_status(demo_database).keyword  # what `kbbot status` shows
+    assert keyword is not None and keyword.newer_chunks == new_chunks >= 1
     searcher = Searcher(demo_database, embedder, mode="lexical")
     # "zorbulator" is in no postings list and not in the lexicon: only the delta can find it.
     for question in ("how do I reset the zorbulator", "my zorbulator jams, which floor do I go to?"):

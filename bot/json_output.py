@@ -57,6 +57,8 @@ def answer_json(answer: Answer) -> dict[str, Any]:
         "outcome": answer.outcome,
         "answer": answer.text,
         "model": answer.model,
+        "arm": answer.arm,
+        "fallback_reason": answer.fallback_reason,
         "note": answer.note,
         "citations": [
             {"number": c.number, "quote": c.quote, **hit_json(c.hit, c.number)} for c in answer.citations

@@ -49,3 +49,23 @@ def test_check_calls_base_and_tone_models(kbbot, fake_openai: FakeOpenAI,  # typ
     assert "Check base:   gpt-4o-mini: OK" in result.output
     assert "Tone model:   ft:gpt-4o-mini:gone:1 (routing: always)" in result.output
     assert "tone model: Calling ft:gpt-4o-mini:gone:1: model 'ft:gpt-4o-mini:gone:1' does not exist" in result.output
+
+
+def test_ask_json_says_which_arm_answered_and_why_it_fell_back(  # type: ignore[no-untyped-def]
+        kbbot, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "vpn.md").write_text("# Connecting to the VPN\n\nOpen the VPN client and sign in with your SSO "
+                               "account. Approve the MFA prompt on your phone.\n", encoding="utf-8")
+    assert kbbot("ingest", str(kb), "--json").exit_code == 0
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.url + "/v1")
+    monkeypatch.setenv("KBBOT_TONE_MODEL", "ft:gpt-4o-mini:gone:1")  # not served: every call to it fails
+    fake_openai.chat_responder = lambda messages, model: "Open the VPN client and sign in with SSO [1]."
+
+    answer = json.loads(kbbot("ask", "How do I connect to the VPN?", "--json").output)
+
+    assert answer["outcome"] == "answered" and answer["model"] == "gpt-4o-mini"
+    assert answer["arm"] == "tone"
+    assert answer["fallback_reason"].startswith("ft:gpt-4o-mini:gone:1: ")
+    assert "does not exist" in answer["fallback_reason"] and "sk-test" not in json.dumps(answer)

@@ -35,6 +35,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import cache_format  # noqa: E402 - needs the path above
 from cache_format import CACHE_DIR, AwsChunks, CacheFiles, default_stem, percentile  # noqa: E402
+from rounds import timed_round  # noqa: E402 - bench/peers, shared with the peers' side
 
 log = logging.getLogger("bench")
 
@@ -42,7 +43,7 @@ AWS_DIR = REPO.parent / "shared" / "data" / "aws-docs-qa"
 MAX_TOKENS = 200
 EMBED_BLOCK = 1024
 
-__all__ = ["AWS_DIR", "AwsChunks", "bench_server", "load_aws", "percentile", "scratch_database"]
+__all__ = ["AWS_DIR", "AwsChunks", "bench_server", "load_aws", "percentile", "scratch_database", "timed_round"]
 
 
 # --- the embedding cache --------------------------------------------------------------------------------

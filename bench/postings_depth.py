@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from common import bench_server, emit, libpq_url, load_aws, machine, scratch_database, summarize_ms
+from common import bench_server, emit, libpq_url, load_aws, machine, scratch_database, summarize_ms, timed_round
 from scale_data import finish_index, load_index, synthesize
 from scale_search import PrecomputedQuestions
 
@@ -36,7 +36,7 @@ log = logging.getLogger("bench.postings")
 DEPTH = 50  # chunks retrieved per question, collapsed to articles, as in bench/peers/compare.py
 
 
-def measure(searcher: Searcher, data, rounds: int = 2) -> dict:  # type: ignore[no-untyped-def]
+def measure(searcher: Searcher, data, repeats: int = 2) -> dict:  # type: ignore[no-untyped-def]
     """Quality from the first round, latency at k=10 from the later ones (prepared statements warm)."""
     row: dict = {}
     for mode in ("lexical", "hybrid"):
@@ -46,11 +46,9 @@ def measure(searcher: Searcher, data, rounds: int = 2) -> dict:  # type: ignore[
                 q["text"], v, k=DEPTH, mode=mode).hits])  # type: ignore[arg-type]
             recalls.append(recall(ranked, q["relevant"], 10))
             ndcgs.append(ndcg(ranked, q["relevant"], 10))
-        for _ in range(rounds):
-            for q, v in zip(data.queries, data.query_vectors, strict=True):
-                t0 = time.perf_counter()
-                searcher.search_vector(q["text"], v, k=10, mode=mode)  # type: ignore[arg-type]
-                times.append((time.perf_counter() - t0) * 1000)
+        for _ in range(repeats):
+            times += timed_round(lambda i, mode=mode: searcher.search_vector(
+                data.queries[i]["text"], data.query_vectors[i], k=10, mode=mode), len(data.queries))  # type: ignore[arg-type]
         row[mode] = {"recall@10": round(float(np.mean(recalls)), 3), "ndcg@10": round(float(np.mean(ndcgs)), 3),
                      **summarize_ms(times)}
     return row

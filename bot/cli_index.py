@@ -132,22 +132,58 @@ def status(obj, as_json: bool) -> None:  # type: ignore[no-untyped-def]
 @click.option("--k", "k", default=10, show_default=True, help="Recall cut-off.")
 @click.option("--mode", "modes", multiple=True, type=click.Choice(["hybrid", "dense", "lexical"]),
               help="Modes to compare (default: the configured one).")
-@click.option("--per-query", is_flag=True, help="With --json, include every query's ranks.")
-@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
+@click.option("--answers", "answers_path", type=click.Path(exists=True, path_type=Path),
+              help="Gold answers ({_id, answer, key_terms?} per line): also measure the answers.")
+@click.option("--unanswerable", "unanswerable_path", type=click.Path(exists=True, path_type=Path),
+              help="Questions the KB cannot answer ({_id, text} per line): also measure abstention.")
+@click.option("--answerer", "answerers", multiple=True, type=click.Choice(["extractive", "llm"]),
+              help="Answerers to compare with --answers/--unanswerable (default: the configured one).")
+@click.option("--per-query", is_flag=True, help="With --json, include every query's ranks (and answers).")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON (see docs/cli-json.md).")
 @click.pass_obj
-def eval_command(obj, queries: Path, qrels: Path, k: int, modes: tuple[str, ...], per_query: bool,  # type: ignore[no-untyped-def]
-                 as_json: bool) -> None:
-    """Measure retrieval on your own labelled questions: Recall@k, nDCG@10, MRR@10, latency."""
+def eval_command(obj, queries: Path, qrels: Path, k: int, modes: tuple[str, ...],  # type: ignore[no-untyped-def]
+                 answers_path: Path | None, unanswerable_path: Path | None, answerers: tuple[str, ...],
+                 per_query: bool, as_json: bool) -> None:
+    """Measure retrieval on your own labelled questions: Recall@k, nDCG@10, MRR@10, latency; with
+    --answers/--unanswerable also the answers: gold content, citation precision, abstention."""
     labelled = load_labelled_queries(queries, qrels)
     if not labelled:
         raise click.ClickException(f"No query in {queries} has a relevant document in {qrels}.")
     searcher = obj.services.searcher()
     reports = [evaluate(searcher, labelled, k=k, mode=m) for m in (modes or (searcher.mode,))]  # type: ignore[arg-type]
+    answer_reports = []
+    if answers_path or unanswerable_path:
+        answer_reports = _answer_reports(obj, labelled, answers_path, unanswerable_path, answerers)
     if as_json:
         data = [json_output.eval_json(r, per_query=per_query) for r in reports]
-        _emit_json(data[0] if len(data) == 1 else data)
+        if answer_reports:
+            _emit_json(json_output.answer_eval_json(data, answer_reports, per_query=per_query))
+        else:
+            _emit_json(data[0] if len(data) == 1 else data)
     else:
         terminal.print_eval(reports)
+        if answer_reports:
+            terminal.print_answer_eval(answer_reports)
+
+
+def _answer_reports(obj, labelled, answers_path: Path | None, unanswerable_path: Path | None,  # type: ignore[no-untyped-def]
+                    answerers: tuple[str, ...]) -> list:  # type: ignore[type-arg]
+    from retrieval.answer import ExtractiveSynthesizer
+    from retrieval.answer_eval import evaluate_answers, load_gold_answers, load_questions
+
+    gold = load_gold_answers(answers_path) if answers_path else {}
+    unanswerable = load_questions(unanswerable_path) if unanswerable_path else []
+    services = obj.services
+    configured = "llm" if services.chat_client is not None else "extractive"
+    out = []
+    for answerer in answerers or (configured,):
+        if answerer == "llm" and services.chat_client is None:
+            raise click.ClickException("--answerer llm needs an LLM endpoint: set OPENAI_API_KEY or "
+                                       "OPENAI_BASE_URL (see docs/llm.md).")
+        synthesizer = services.synthesizer() if answerer == "llm" else ExtractiveSynthesizer(services.embedder)
+        pipeline = services.pipeline.with_synthesizer(synthesizer)
+        out.append(evaluate_answers(pipeline.answer, answerer, labelled, gold, unanswerable))
+    return out
 
 
 @click.command()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from retrieval.answer_eval import AnswerReport
 from retrieval.evaluation import EvalReport
 from retrieval.runs import SyncRun
 from retrieval.status import IndexStatus
@@ -122,3 +123,17 @@ def eval_json(report: EvalReport, *, per_query: bool = False) -> dict[str, Any]:
     if per_query:
         data["per_query"] = report.per_query
     return data
+
+
+def answer_eval_json(retrieval: list[dict[str, Any]], answers: list[AnswerReport], *,
+                     per_query: bool = False) -> dict[str, Any]:
+    """`kbbot eval --answers/--unanswerable`: the retrieval reports and one answer report per answerer."""
+    out = []
+    for report in answers:
+        data: dict[str, Any] = report.summary()
+        if per_query:
+            data["per_question"] = report.per_question
+        out.append(data)
+    for item in retrieval:
+        item.pop("schema_version", None)
+    return {"schema_version": SCHEMA_VERSION, "retrieval": retrieval, "answers": out}

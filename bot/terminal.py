@@ -18,6 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from retrieval.answer_eval import AnswerReport
 from retrieval.evaluation import EvalReport
 from retrieval.runs import SyncRun
 from retrieval.status import IndexStatus
@@ -128,6 +129,20 @@ def print_eval(reports: list[EvalReport]) -> None:
                       f"{r.mrr_at_10:.3f}", f"{r.search_ms_p50:.1f}", f"{r.search_ms_p95:.1f}")
     console.print(table)
     console.print(f"[dim]Question embedding p50: {reports[0].embed_ms_p50:.1f} ms (not in search times)[/dim]")
+
+
+def print_answer_eval(reports: list[AnswerReport]) -> None:
+    first = reports[0]
+    table = Table(title=f"Answers to {first.answerable} answerable ({first.with_gold} with gold answers) and "
+                        f"{first.unanswerable} unanswerable questions")
+    for column in ("answerer", "answered", "abstained (unanswerable)", "gold recall", "contains gold",
+                   "all key terms", "citation precision", "answer p50 ms"):
+        table.add_column(column, justify="right")
+    for r in reports:
+        table.add_row(r.answerer, f"{r.answered_rate:.1%}", f"{r.abstained_rate:.1%}", f"{r.token_recall:.3f}",
+                      f"{r.contains_gold:.1%}", f"{r.all_key_terms:.1%}", f"{r.citation_precision:.3f}",
+                      f"{r.answer_ms_p50:.0f}")
+    console.print(table)
 
 
 @contextlib.contextmanager

@@ -149,6 +149,11 @@ class AnswerPipeline:
         self.nearest_articles = nearest_articles
         self.rewriter = rewriter
 
+    def with_synthesizer(self, synthesizer: Synthesizer) -> AnswerPipeline:
+        """The same retrieval and gate with another answerer (evaluations compare answerers this way)."""
+        return AnswerPipeline(self.searcher, synthesizer, top_k=self.top_k, min_relevance=self.min_relevance,
+                              nearest_articles=self.nearest_articles, rewriter=self.rewriter)
+
     def answer(self, question: str, context: AskContext | None = None) -> Answer:
         final: Answer | None = None
         for event in self.stream(question, context):

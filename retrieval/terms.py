@@ -1,0 +1,28 @@
+"""Words as answers and questions are compared: lower-cased, Markdown emphasis and [n] markers removed,
+a plural `s` dropped, identifiers (c5d.12xlarge, print@northwind.example) kept whole, stopwords aside."""
+
+from __future__ import annotations
+
+import re
+
+_MARKUP = re.compile(r"[*_`]|\[\d+\]")
+_TOKEN = re.compile(r"[\w.+@%]*\w|\w")
+_STOPWORD_LIST = """
+a an the and or of to in on at for by with from as is are was were be been being it its this that these
+those you your yours we our i me my he she they them their his her do does did can could should would
+will shall may might must not no yes if then than so such into onto about over under up down out off
+what which who whom whose when where why how there here all any each some more most other only own same
+too very just also following
+"""
+STOPWORDS = frozenset(_STOPWORD_LIST.split())
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased words with Markdown emphasis and [n] markers removed; a plural `s` is dropped so
+    "AMIs" matches "AMI". Identifiers (c5d.12xlarge, print@northwind.example) stay one token."""
+    words = _TOKEN.findall(_MARKUP.sub(" ", text).casefold().replace("\u2019", "'"))
+    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
+
+
+def content_tokens(text: str) -> list[str]:
+    return [t for t in tokens(text) if t not in STOPWORDS]

@@ -33,6 +33,7 @@ from retrieval.types import Answer
 # it is usually a neighbouring fact.
 CONTAINS_RECALL = 0.8
 
+
 @dataclass(frozen=True)
 class GoldAnswer:
     id: str

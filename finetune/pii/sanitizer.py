@@ -19,7 +19,7 @@ from finetune.pii.phones import find_phones
 from finetune.pii.spans import PII_TYPES, Span, resolve_overlaps
 
 # Bumped whenever detection changes, and written to the manifest: a dataset says which sanitizer made it.
-SANITIZER_VERSION = "1"
+SANITIZER_VERSION = "2"
 
 _TYPES_INSIDE_LINKS = frozenset({"URL", "EMAIL", "SECRET", "IP"})
 
@@ -100,15 +100,22 @@ class Sanitizer:
             if s.pii_type in _TYPES_INSIDE_LINKS
             or not any(start <= s.start and s.end <= end for start, end in links)
         ]
+        # A postcode ("75980-6834") or house number inside an address is part of the address, not a phone.
+        addresses = [s for s in spans if s.pii_type == "ADDRESS"]
+        spans = [
+            s
+            for s in spans
+            if s.pii_type != "PHONE" or not any(a.start <= s.start and s.end <= a.end for a in addresses)
+        ]
         resolved = _merge_adjacent_addresses(text, resolve_overlaps(spans))
         return [
             s for s in resolved if s.key != "\x00placeholder" and s.pii_type not in self.config.keep_types
         ]
 
-    def sanitize_texts(
+    def detect_conversation(
         self, texts: Sequence[str], known: Sequence[tuple[str, str]] = ()
-    ) -> tuple[list[str], Counter[str]]:
-        """Sanitize the turns of one conversation together, so placeholders agree across turns."""
+    ) -> list[list[Span]]:
+        """The spans of every turn of one conversation, with names found in one turn looked for in all."""
         per_text = [self.detect(text, known) for text in texts]
         # A name found anywhere is redacted everywhere in the conversation ("Tobias" in a later turn
         # without a cue). Only names of 3+ letters: "Al" or an agent's initials would hit ordinary words.
@@ -127,6 +134,13 @@ class Sanitizer:
                 ]
                 if extra:
                     per_text[index] = resolve_overlaps(per_text[index] + extra)
+        return per_text
+
+    def sanitize_texts(
+        self, texts: Sequence[str], known: Sequence[tuple[str, str]] = ()
+    ) -> tuple[list[str], Counter[str]]:
+        """Sanitize the turns of one conversation together, so placeholders agree across turns."""
+        per_text = self.detect_conversation(texts, known)
         placeholders = _Placeholders(texts)
         counts: Counter[str] = Counter()
         out: list[str] = []

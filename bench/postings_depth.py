@@ -1,4 +1,4 @@
-"""What the BM25 postings (retrieval/postings.py) cost and give on the real aws-docs-qa index, one index, one
+"""What the BM25 postings (retrieval/lexical_index.py) cost and give on the real aws-docs-qa index, one index, one
 run: for each postings depth, the rebuild time and lexical / hybrid article-level Recall@10, nDCG@10 and
 latency; the exact SQL scorer they replaced (the path filtered searches still take) as the reference; and
 the per-search cost of a delta (chunks written since the last rebuild, scored exactly by each search).
@@ -24,11 +24,9 @@ from common import bench_server, emit, libpq_url, load_aws, machine, scratch_dat
 from scale_data import finish_index, load_index, synthesize
 from scale_search import PrecomputedQuestions
 
-import retrieval.postings as postings_module
-import retrieval.search as search_module
 from retrieval.db import Database
 from retrieval.evaluation import ndcg, rank_articles, recall
-from retrieval.index_store import IndexStore
+from retrieval.lexical_index import LexicalIndex, LexicalOptions
 from retrieval.search import Searcher
 from retrieval.spaces import create_space
 
@@ -54,20 +52,17 @@ def measure(searcher: Searcher, data, repeats: int = 2) -> dict:  # type: ignore
     return row
 
 
-def rebuild(conninfo: str, depth: int) -> float:
-    postings_module.POSTINGS_DEPTH = depth
-    search_module.POSTINGS_DEPTH = depth  # type: ignore[attr-defined]
+def rebuild(conninfo: str, lexical: LexicalIndex) -> float:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         started = time.perf_counter()
-        IndexStore(conn).refresh_lexicon()
+        lexical.refresh(conn)
         seconds = time.perf_counter() - started
         conn.execute("VACUUM ANALYZE lexicon")
     return round(seconds, 2)
 
 
-def rebuild_before_newest(conninfo: str, delta: int) -> None:
+def rebuild_before_newest(conninfo: str, lexical: LexicalIndex, delta: int) -> None:
     """The lexicon as a rebuild would have left it before the newest `delta` chunks were written."""
-    depth_bytes = postings_module.POSTING.itemsize * postings_module.POSTINGS_DEPTH
     with psycopg.connect(conninfo) as conn, conn.transaction():
         conn.execute(
             "WITH covered AS (SELECT id, tsv FROM chunks ORDER BY id "
@@ -75,9 +70,7 @@ def rebuild_before_newest(conninfo: str, delta: int) -> None:
             "UPDATE lexicon_stats SET doc_count = (SELECT count(*) FROM covered), "
             "avg_doc_len = (SELECT avg(length(tsv)) FROM covered), "
             "max_chunk_id = (SELECT max(id) FROM covered)", (delta,))
-        conn.execute("DELETE FROM lexicon")
-        conn.execute("SET LOCAL work_mem = '256MB'")
-        conn.execute(postings_module.REFRESH_SQL, {"depth_bytes": depth_bytes})
+        lexical.rebuild_postings(conn)
 
 
 def main() -> None:
@@ -88,7 +81,7 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     data = load_aws()
-    default_depth = postings_module.POSTINGS_DEPTH
+    default_depth = LexicalOptions().postings_depth
     report: dict = {"machine": machine(), "chunks": len(data.chunks), "queries": len(data.queries),
                     "default_depth": default_depth, "depths": {}, "deltas": {}}
     with scratch_database(bench_server(), "postings") as url:
@@ -98,23 +91,26 @@ def main() -> None:
             space = create_space(conn, "local", "all-MiniLM-L6-v2", 384, "active")
         load_index(conninfo, data, synthesize(data, len(data.chunks)), space.id)
         finish_index(db, conninfo, space, vacuum=True)
-        searcher = Searcher(db, PrecomputedQuestions(), ef_search=100)  # type: ignore[arg-type]
+        def searcher_for(lexical: LexicalIndex) -> Searcher:
+            return Searcher(db, PrecomputedQuestions(), ef_search=100, lexical=lexical)  # type: ignore[arg-type]
 
         # The reference: BM25 scored from the tsvectors in SQL, as before postings (and for filtered searches).
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute("UPDATE lexicon SET postings = NULL")
-        report["exact_sql"] = measure(searcher, data)
+        report["exact_sql"] = measure(searcher_for(LexicalIndex()), data)
         log.info("exact SQL scorer: %s", report["exact_sql"])
 
         for depth in (int(d) for d in args.depths.split(",")):
-            row = {"rebuild_s": rebuild(conninfo, depth), **measure(searcher, data)}
+            lexical = LexicalIndex(LexicalOptions(postings_depth=depth))
+            row = {"rebuild_s": rebuild(conninfo, lexical), **measure(searcher_for(lexical), data)}
             report["depths"][depth] = row
             log.info("depth %d: %s", depth, row)
 
-        rebuild(conninfo, default_depth)
+        lexical = LexicalIndex()
+        rebuild(conninfo, lexical)
         for delta in (int(d) for d in args.deltas.split(",")):
-            rebuild_before_newest(conninfo, delta)
-            row = measure(searcher, data)
+            rebuild_before_newest(conninfo, lexical, delta)
+            row = measure(searcher_for(lexical), data)
             report["deltas"][delta] = row
             log.info("delta of %d chunks: %s", delta, row)
         db.close()

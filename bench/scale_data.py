@@ -157,14 +157,14 @@ def load_index(conninfo: str, data: AwsChunks, scale: ScaleData, space_id: int,
 def finish_index(db, conninfo: str, space, *, vacuum: bool = False) -> None:  # type: ignore[no-untyped-def]
     """After `load_index`, what a first sync does next: the HNSW build (cores - 1 parallel workers), the GIN
     keyword index dropped for the load, the BM25 lexicon, and fresh planner statistics."""
+    from retrieval.lexical_index import LexicalIndex
     from retrieval.spaces import HnswOptions, ensure_hnsw_index
 
     with db.engine.begin() as conn:
         ensure_hnsw_index(conn, space, HnswOptions(build_workers=max(0, (os.cpu_count() or 2) - 1)))
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        store = IndexStore(conn)
-        store.ensure_keyword_index()
-        store.refresh_lexicon()
+        IndexStore(conn).ensure_keyword_index()
+        LexicalIndex().refresh(conn)
         conn.execute("VACUUM ANALYZE" if vacuum else "ANALYZE")
 
 

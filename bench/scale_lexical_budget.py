@@ -1,8 +1,9 @@
-"""What the lexical postings budget (retrieval/search.py, LEXICAL_POSTINGS_BUDGET) costs in quality and saves
-in time, on the real aws-docs-qa index: article-level Recall@10 / nDCG@10 of lexical and hybrid search, and
-their latency, for several budgets, one index, one run. "unbounded" is the search before the budget existed.
-Since BM25 is read from postings (bench/postings_depth.py), the budget bounds only the exact SQL scorer that
-filtered searches use; this script measures that scorer, latency at k=10 (before: at k=50).
+"""What the lexical postings budget (`LexicalOptions.postings_budget`, retrieval/lexical_index.py) costs in
+quality and saves in time, on the real aws-docs-qa index: article-level Recall@10 / nDCG@10 of lexical and
+hybrid search, and their latency, for several budgets, one index, one run. "unbounded" is the search before
+the budget existed. Since BM25 is read from postings (bench/postings_depth.py), the budget bounds only the
+exact SQL scorer that filtered searches use; this script measures that scorer, latency at k=10 (before: at
+k=50).
 
     nice -n 10 .venv/bin/python bench/scale_lexical_budget.py [--budgets 0,20000,10000,5000,2000]
         [--json-out bench/results/lexical_budget.json]
@@ -31,8 +32,8 @@ from postings_depth import measure
 from scale_data import finish_index, load_index, synthesize
 from scale_search import PrecomputedQuestions
 
-import retrieval.search as search_module
 from retrieval.db import Database
+from retrieval.lexical_index import LexicalIndex, LexicalOptions
 from retrieval.search import Searcher
 from retrieval.spaces import create_space
 
@@ -61,10 +62,10 @@ def main() -> None:
         # searches use, as a lexicon without postings makes every search do.
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             conn.execute("UPDATE lexicon SET postings = NULL")
-        searcher = Searcher(db, PrecomputedQuestions(), ef_search=100)  # type: ignore[arg-type]
         data.queries, data.query_vectors = queries, qvecs
         for budget in (int(b) for b in args.budgets.split(",")):
-            search_module.LEXICAL_POSTINGS_BUDGET = budget or 10**12
+            lexical = LexicalIndex(LexicalOptions(postings_budget=budget or 10**12))
+            searcher = Searcher(db, PrecomputedQuestions(), ef_search=100, lexical=lexical)  # type: ignore[arg-type]
             row = measure(searcher, data)
             report["budgets"][budget or "unbounded"] = row
             log.info("budget %s: %s", budget or "unbounded", row)

@@ -40,6 +40,7 @@ from scale_data import CLUSTERS, RHO, load_index, row_of_chunk, synthesize
 from retrieval.db import Database
 from retrieval.errors import ConfigError
 from retrieval.index_store import IndexStore
+from retrieval.lexical_index import LexicalIndex
 from retrieval.search import Searcher, _vector_literal
 from retrieval.spaces import HnswOptions, build_memory_mb, create_space, ensure_hnsw_index
 
@@ -184,9 +185,8 @@ def run(args: argparse.Namespace) -> dict:
         report["load"] = load_index(conninfo, data, scale, space.id)
         started = time.perf_counter()
         with psycopg.connect(conninfo, autocommit=True) as conn:
-            store = IndexStore(conn)
-            store.ensure_keyword_index()  # dropped for the bulk load
-            store.refresh_lexicon()
+            IndexStore(conn).ensure_keyword_index()  # dropped for the bulk load
+            LexicalIndex().refresh(conn)
             report["lexicon_refresh_s"] = round(time.perf_counter() - started, 1)
             conn.execute("VACUUM ANALYZE")
             report["table_mb"] = conn.execute(

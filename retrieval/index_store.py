@@ -15,7 +15,6 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 
-from retrieval import postings
 from retrieval.types import Article, ChunkDraft
 
 KEYWORD_INDEX = "chunks_tsv_idx"
@@ -241,44 +240,6 @@ class IndexStore:
             self.conn.execute(f"SET LOCAL maintenance_work_mem = '{int(build_memory_mb)}MB'")
             self.conn.execute(f"CREATE INDEX IF NOT EXISTS {KEYWORD_INDEX} ON chunks USING gin (tsv)")
         return True
-
-    def refresh_lexicon(self, *, sort_memory_mb: int = 256) -> None:
-        """Document frequencies, average length and impact-ordered postings for BM25, recomputed from the
-        chunks' tsvectors in one pass (retrieval/postings.py). Searches keep reading the previous lexicon
-        until this commits."""
-        with self.conn.transaction():
-            self.conn.execute("LOCK TABLE lexicon IN EXCLUSIVE MODE")
-            # The postings' length normalisation reads the new average, so the statistics come first.
-            self.conn.execute(
-                "INSERT INTO lexicon_stats (id, doc_count, avg_doc_len, max_chunk_id, refreshed_at) "
-                "SELECT true, count(*), coalesce(avg(length(tsv)), 0), coalesce(max(id), 0), now() FROM chunks "
-                "ON CONFLICT (id) DO UPDATE SET doc_count = EXCLUDED.doc_count, "
-                "avg_doc_len = EXCLUDED.avg_doc_len, max_chunk_id = EXCLUDED.max_chunk_id, refreshed_at = now()"
-            )
-            self.conn.execute("DELETE FROM lexicon")
-            # The pass sorts every (chunk, lexeme) pair: ~33 per chunk, ~120 bytes each in memory.
-            self.conn.execute(f"SET LOCAL work_mem = '{int(sort_memory_mb)}MB'")
-            depth_bytes = postings.POSTING.itemsize * postings.POSTINGS_DEPTH
-            self.conn.execute(postings.REFRESH_SQL, {"depth_bytes": depth_bytes})
-
-    def lexicon_needs_refresh(self, *, any_change: bool = False) -> bool:
-        """Whether to rebuild the lexicon now: it was never built, predates postings, or more chunks were
-        added or removed since its rebuild than searches should score as a delta (postings.needs_refresh).
-        With `any_change`, any such chunk is reason enough (a nightly full pass)."""
-        row = self.conn.execute(
-            "SELECT st.doc_count, st.max_chunk_id IS NULL OR EXISTS (SELECT 1 FROM lexicon WHERE postings IS NULL), "
-            "(SELECT count(*) FROM chunks WHERE id > st.max_chunk_id), "
-            "st.doc_count - (SELECT count(*) FROM chunks WHERE id <= st.max_chunk_id) "
-            "FROM lexicon_stats st"
-        ).fetchone()
-        if row is None:
-            return True
-        doc_count, outdated, added, removed = row
-        if outdated:
-            return True
-        if any_change:
-            return bool(added or removed)
-        return postings.needs_refresh(doc_count, added, removed)
 
 
 def _context(title: str, draft: ChunkDraft) -> str:

@@ -1,10 +1,8 @@
 """Search: pgvector HNSW (cosine) and a real BM25, fused with weighted reciprocal rank fusion in SQL.
 
-PostgreSQL's `ts_rank` ignores document frequency, which is why fusing it can hurt a good dense model
-(DESIGN.md). The lexical branch scores BM25 with the `lexicon` table's statistics: an unfiltered search
-adds up the question terms' impact-ordered postings and the exactly scored chunks written since their last
-rebuild (retrieval/postings.py, one statement) and passes the ranked chunk ids into the fused statement; a
-search filtered by source scores the filtered chunks' tsvectors exactly, in the statement itself.
+The lexical branch is BM25 from retrieval/lexical_index.py: an unfiltered search asks it for the ranked
+chunk ids (postings plus delta, one statement) and passes them into the fused statement; a search filtered
+by source embeds its exact scorer in the statement itself.
 """
 
 from __future__ import annotations
@@ -22,15 +20,7 @@ from psycopg.rows import namedtuple_row
 from retrieval.db import Database, translate_errors
 from retrieval.embeddings import Embedder
 from retrieval.errors import EmptyQuestionError, ModelMismatchError, SchemaError
-from retrieval.postings import (
-    BM25_B,
-    BM25_K1,
-    COMMON_TERM_SHARE,
-    POSTINGS_DEPTH,
-    QUERY_SQL,
-    PostingsMissing,
-    top_chunks,
-)
+from retrieval.lexical_index import LexicalIndex
 from retrieval.spaces import EmbeddingSpace, active_space
 from retrieval.types import SearchHit
 
@@ -38,19 +28,10 @@ log = logging.getLogger(__name__)
 
 SearchMode = Literal["hybrid", "dense", "lexical"]
 RRF_K = 60
-# Candidates come from the rarest query terms whose postings (chunks containing them) add up to at most this
-# many; the rarest term counts up to 4x the budget, and a query made only of commoner words gets no lexical
-# candidates (the dense branch answers it). Scoring a candidate costs ~10 microseconds, so this bounds a
-# lexical search at any KB size: at 1M chunks a common term alone matches 100k chunks (5 s), while the
-# rare terms that fit the budget carry most of BM25's weight anyway (measured in BENCHMARKS.md).
-LEXICAL_POSTINGS_BUDGET = 5000
 # A search filtered to sources holding at most this many vectors ranks them all exactly instead of scanning
 # the HNSW index: at 1M chunks an iterative scan of a 1% source (10k rows) returned full results for only
 # 37% of questions (it stops after hnsw.max_scan_tuples = 20,000 index tuples), an exact scan for all.
 EXACT_FILTER_MAX_ROWS = 20000
-# A selective term found in at most this many chunks makes its chunks candidates on its own; commoner ones
-# only in pairs. On aws-docs-qa this cut hybrid search from 20 to 7 ms at unchanged Recall@10 (BENCHMARKS.md).
-RARE_TERM_MAX_CHUNKS = 200
 
 
 @dataclass(frozen=True)
@@ -84,62 +65,6 @@ dense AS (
 _POSTINGS_LEXICAL_CTE = """
 lexical AS (
     SELECT chunk_id, rank FROM unnest(CAST(%(lexical_ids)s AS bigint[])) WITH ORDINALITY AS l(chunk_id, rank)
-)"""
-
-# Exact BM25 over the chunks that hold the question's selective terms: for searches filtered by source, and
-# for a lexicon refreshed before postings existed.
-_LEXICAL_CTE = """
-qterms AS (
-    SELECT l.lexeme,
-           ln(1 + (st.doc_count - l.doc_freq + 0.5) / (l.doc_freq + 0.5))::float8 AS idf,
-           l.doc_freq
-    FROM unnest(to_tsvector('english', %(qtext)s)) AS q
-    JOIN lexicon l ON l.lexeme = q.lexeme
-    CROSS JOIN lexicon_stats st
-),
-selective AS (
-    -- keep terms that narrow the candidates; if all are common, the two rarest; and of those, only the
-    -- rarest whose postings fit the budget
-    SELECT lexeme, idf, doc_freq FROM (
-        SELECT lexeme, idf, doc_freq, sum(doc_freq) OVER (ORDER BY doc_freq, lexeme) AS postings FROM qterms
-        WHERE doc_freq <= (SELECT doc_count * {common} FROM lexicon_stats)
-           OR lexeme IN (SELECT lexeme FROM qterms ORDER BY doc_freq LIMIT 2)
-    ) ranked
-    -- the rarest term alone may exceed the budget a little; a query of only very common words is left to
-    -- the dense branch
-    WHERE postings <= {budget} OR (postings = doc_freq AND doc_freq <= 4 * {budget})
-),
-candidates AS (
-    -- chunks holding two of the selective terms, or a rare one: BM25's top ranks come from these, and
-    -- the GIN index intersects the pairs for a fraction of the union's rows
-    SELECT coalesce(string_agg(expr, ' | ')::tsquery, ''::tsquery) AS query FROM (
-        SELECT quote_literal(a.lexeme) || ' & ' || quote_literal(b.lexeme) AS expr
-        FROM selective a JOIN selective b ON a.lexeme < b.lexeme
-        UNION ALL
-        SELECT quote_literal(lexeme) FROM selective
-        WHERE doc_freq <= {rare} OR (SELECT count(*) FROM selective) = 1
-    ) terms
-),
-lexical AS (
-    SELECT chunk_id, row_number() OVER (ORDER BY bm25 DESC) AS rank
-    FROM (
-        SELECT c.id AS chunk_id,
-               sum(qt.idf * (cardinality(u.positions) * ({k1} + 1))
-                   / (cardinality(u.positions)
-                      + {k1} * (1 - {b} + {b} * length(c.tsv) / greatest(st.avg_doc_len, 1)))) AS bm25
-        FROM chunks c
-        -- only the question's lexemes of each candidate: setweight marks them, ts_filter keeps them, so
-        -- unnest yields a few rows per chunk instead of its whole vocabulary
-        CROSS JOIN LATERAL unnest(ts_filter(setweight(c.tsv, 'A', (SELECT array_agg(lexeme) FROM qterms)),
-                                            '{{a}}')) AS u
-        JOIN qterms qt ON qt.lexeme = u.lexeme
-        CROSS JOIN lexicon_stats st
-        WHERE c.tsv @@ (SELECT query FROM candidates)
-          {lexical_filter}
-        GROUP BY c.id
-        ORDER BY bm25 DESC
-        LIMIT {n}
-    ) scored
 )"""
 
 _SELECT = """
@@ -176,12 +101,13 @@ def _fused_cte(mode: SearchMode, weights: FusionWeights) -> str:
 
 def build_search_sql(space: EmbeddingSpace, mode: SearchMode, weights: FusionWeights,
                      filtered: bool, exact: bool = False, *, k: int = 10, candidates: int = 40,
-                     lexical_ids: bool = False) -> str:
+                     lexical_ids: bool = False, lexical: LexicalIndex | None = None) -> str:
     """The one statement for a mode. Space id and dimension are inlined (ints from our own table) so the
     planner can match the space's partial HNSW index, and so are the limits (a LIMIT the planner cannot
     see makes it choose a sequential scan); `exact` ranks by a distance expression the index cannot serve
     (`+ 0`), so the filtered rows are read through the source B-tree and sorted exactly. `lexical_ids`:
-    the lexical ranking is passed in (`%(lexical_ids)s`, from postings) instead of scored in SQL."""
+    the lexical ranking is passed in (`%(lexical_ids)s`, from postings) instead of scored in SQL by
+    `lexical`'s exact scorer."""
     ctes = []
     if mode in ("dense", "hybrid"):
         ctes.append(_DENSE_CTE.format(
@@ -191,28 +117,24 @@ def build_search_sql(space: EmbeddingSpace, mode: SearchMode, weights: FusionWei
     if mode in ("lexical", "hybrid") and lexical_ids:
         ctes.append(_POSTINGS_LEXICAL_CTE)
     elif mode in ("lexical", "hybrid"):
-        # float8 constants: numeric arithmetic over every matched term cost as much as finding the candidates
-        ctes.append(_LEXICAL_CTE.format(
-            common=COMMON_TERM_SHARE, k1=f"{BM25_K1}::float8", b=f"{BM25_B}::float8",
-            budget=LEXICAL_POSTINGS_BUDGET,
-            rare=RARE_TERM_MAX_CHUNKS, n=int(candidates),
-            lexical_filter="AND c.source_id = ANY(%(source_ids)s)" if filtered else "",
-        ))
+        ctes.append((lexical or LexicalIndex()).exact_cte(
+            candidates, source_filter="c.source_id = ANY(%(source_ids)s)" if filtered else ""))
     ctes.append(_fused_cte(mode, weights))
     return "WITH " + ",\n".join(ctes) + _SELECT.format(
         evec=f"(e.embedding::vector({space.dimension}))", dim=space.dimension, space=space.id, k=int(k)
     )
 
 
-def filter_is_small(conn: psycopg.Connection[Any], space: EmbeddingSpace, source_ids: Sequence[int]) -> bool:
-    """True when the filtered sources hold at most EXACT_FILTER_MAX_ROWS vectors (counted through the
-    source B-tree, stopping at the bound). Those are ranked exactly: complete and exact for the cost of
-    reading them, where an iterative HNSW scan would stop at hnsw.max_scan_tuples with results missing."""
+def filter_is_small(conn: psycopg.Connection[Any], space: EmbeddingSpace, source_ids: Sequence[int],
+                    max_rows: int = EXACT_FILTER_MAX_ROWS) -> bool:
+    """True when the filtered sources hold at most `max_rows` vectors (counted through the source B-tree,
+    stopping at the bound). Those are ranked exactly: complete and exact for the cost of reading them,
+    where an iterative HNSW scan would stop at hnsw.max_scan_tuples with results missing."""
     found = conn.execute(
         f"SELECT count(*) FROM (SELECT 1 FROM embeddings WHERE space_id = {int(space.id)} "
-        "AND source_id = ANY(%s) LIMIT %s) t", (list(source_ids), EXACT_FILTER_MAX_ROWS + 1),
+        "AND source_id = ANY(%s) LIMIT %s) t", (list(source_ids), max_rows + 1),
     ).fetchone()
-    return int(found[0]) <= EXACT_FILTER_MAX_ROWS  # type: ignore[index]
+    return int(found[0]) <= max_rows  # type: ignore[index]
 
 
 class SpaceChangedError(Exception):
@@ -224,18 +146,23 @@ class Searcher:
 
     While a re-embed with a new model builds its space, the active space still holds the old model's
     vectors: with `embedder_for`, questions are embedded by the active space's own model (answers keep
-    working), and the searcher follows the switch on the first search after it.
+    working), and the searcher follows the switch on the first search after it. `lexical` ranks the
+    lexical branch (BM25, retrieval/lexical_index.py); a filter on sources holding at most
+    `exact_filter_max_rows` vectors is ranked exactly (`filter_is_small`).
     """
 
     def __init__(self, db: Database, embedder: Embedder, *, mode: SearchMode = "hybrid",
                  ef_search: int = 200, weights: FusionWeights | None = None,
-                 embedder_for: Callable[[EmbeddingSpace], Embedder] | None = None) -> None:
+                 embedder_for: Callable[[EmbeddingSpace], Embedder] | None = None,
+                 lexical: LexicalIndex | None = None, exact_filter_max_rows: int = EXACT_FILTER_MAX_ROWS) -> None:
         self.db = db
         self.embedder = embedder
         self.mode = mode
         self.ef_search = ef_search
         self.weights = weights or FusionWeights()
         self.embedder_for = embedder_for
+        self.lexical = lexical or LexicalIndex()
+        self.exact_filter_max_rows = exact_filter_max_rows
         self._space: EmbeddingSpace | None = None
 
     def space(self, *, refresh: bool = False) -> EmbeddingSpace:
@@ -295,16 +222,19 @@ class Searcher:
                     source_ids = [r[0] for r in conn.execute(
                         "SELECT id FROM sources WHERE name = ANY(%s)", (list(sources),)).fetchall()]
                     params["source_ids"] = source_ids
-                    exact = filter_is_small(conn, space, source_ids)
+                    exact = filter_is_small(conn, space, source_ids, self.exact_filter_max_rows)
                     _session_setting(conn, info, "hnsw.iterative_scan", "relaxed_order")
                 from_postings = False
                 if sources is None and mode in ("lexical", "hybrid"):
-                    ranked = _lexical_from_postings(conn, params["qtext"], candidates)  # type: ignore[arg-type]
-                    if ranked is not None:
+                    ranked = self.lexical.rank(conn, params["qtext"], candidates)  # type: ignore[arg-type]
+                    if ranked is None:
+                        log.info("the lexicon has no postings yet (the next sync adds them): scoring BM25 in SQL")
+                    else:
                         params["lexical_ids"] = "{" + ",".join(map(str, ranked)) + "}"
                         from_postings = True
                 sql = build_search_sql(space, mode, self.weights, filtered=sources is not None, exact=exact,
-                                       k=k, candidates=candidates, lexical_ids=from_postings)
+                                       k=k, candidates=candidates, lexical_ids=from_postings,
+                                       lexical=self.lexical)
                 if sources is None:
                     # Prepared, so its generic plan (the pool's plan_cache_mode) is reused: no planning per ask.
                     with conn.cursor(row_factory=namedtuple_row) as cur:
@@ -365,18 +295,6 @@ def _session_setting(conn: psycopg.Connection[Any], info: dict[Any, Any], name: 
     if info.get(name) != value:
         conn.execute("SELECT set_config(%s, %s, false)", (name, value))
         info[name] = value
-
-
-def _lexical_from_postings(conn: psycopg.Connection[Any], question: str, n: int) -> list[int] | None:
-    """The question's BM25 ranking from postings, or None when the lexicon has no postings yet."""
-    # Binary results: the postings arrive as raw bytes (text format would hex-encode them, twice the size).
-    with conn.cursor(binary=True) as cur:
-        rows = cur.execute(QUERY_SQL, {"qtext": question, "depth": POSTINGS_DEPTH}, prepare=True).fetchall()
-    try:
-        return top_chunks(rows, n)
-    except PostingsMissing:
-        log.info("the lexicon has no postings yet (the next sync adds them): scoring BM25 in SQL")
-        return None
 
 
 def _space_is_active(conn: psycopg.Connection[Any], space: EmbeddingSpace) -> bool:

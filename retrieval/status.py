@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import text
 
 from retrieval.db import Database, translate_errors
+from retrieval.lexical_index import KeywordStatus, LexicalIndex
 from retrieval.runs import RunLog, SyncRun
 
 
@@ -27,15 +28,6 @@ class SourceStatus:
     @property
     def failing(self) -> bool:
         return self.last_error is not None
-
-
-@dataclass(frozen=True)
-class KeywordStatus:
-    """The BM25 postings: when a sync last rebuilt them and how many passages are newer (searched as their
-    delta, retrieval/postings.py, until the next rebuild)."""
-
-    rebuilt_at: datetime
-    newer_chunks: int
 
 
 @dataclass
@@ -68,10 +60,7 @@ def index_status(db: Database, *, oldest: int = 5) -> IndexStatus:
             "s.checkpoint, min(a.source_updated_at) AS oldest, max(a.source_updated_at) AS newest "
             "FROM sources s LEFT JOIN articles a ON a.source_id = s.id GROUP BY s.id ORDER BY s.name"
         )).all()
-        keyword = conn.execute(text(
-            "SELECT refreshed_at, (SELECT count(*) FROM chunks WHERE id > st.max_chunk_id) "
-            "FROM lexicon_stats st WHERE st.max_chunk_id IS NOT NULL"
-        )).one_or_none()
+        keyword = LexicalIndex().status(conn.connection.driver_connection)
         old = conn.execute(text(
             "SELECT a.title, s.name, a.source_updated_at FROM articles a JOIN sources s ON s.id = a.source_id "
             "WHERE a.source_updated_at IS NOT NULL ORDER BY a.source_updated_at LIMIT :n"
@@ -87,7 +76,7 @@ def index_status(db: Database, *, oldest: int = 5) -> IndexStatus:
         sources=[_source_status(row) for row in sources],
         last_run=runs.last_finished(), running=runs.running(),
         oldest_articles=[(r[0], r[1], r[2]) for r in old],
-        keyword=KeywordStatus(keyword[0], keyword[1]) if keyword else None,
+        keyword=keyword,
     )
 
 

@@ -36,6 +36,7 @@ from retrieval.errors import (
     SyncStoppedError,
 )
 from retrieval.index_store import IndexStore, PendingArticle
+from retrieval.lexical_index import LexicalIndex
 from retrieval.runs import RunCounts, RunKind, RunLog, SyncRun
 from retrieval.sources.base import ChangeItem, Deleted, Source
 from retrieval.spaces import (
@@ -83,10 +84,11 @@ class Indexer:
 
     def __init__(self, db: Database, embedder: Embedder, *, chunk_max_tokens: int,
                  progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
-                 index_options: HnswOptions | None = None) -> None:
+                 index_options: HnswOptions | None = None, lexical: LexicalIndex | None = None) -> None:
         self.db = db
         self.embedder = embedder
         self.index_options = index_options or HnswOptions()
+        self.lexical = lexical or LexicalIndex()
         # The margin leaves room for the title and headings embedded with each passage. An API model with no
         # known limit takes passages of the configured size, so changing the embedding model does not
         # re-chunk unchanged articles: they keep their passages (and the active space its vectors) while
@@ -127,8 +129,8 @@ class Indexer:
                             activate(conn, space)
                     store.ensure_keyword_index(build_memory_mb=self._keyword_index_memory_mb)
                     # Small changes are searched as the postings' delta; full passes rebuild for any.
-                    if store.lexicon_needs_refresh(any_change=kind != "incremental"):
-                        store.refresh_lexicon()
+                    if self.lexical.needs_refresh(pg, any_change=kind != "incremental"):
+                        self.lexical.refresh(pg)
                 status = "partial" if counts.failed else "succeeded"
             except SyncStoppedError as exc:
                 log.warning("sync run %s stopped early: the process is shutting down", run_id)

@@ -1,4 +1,4 @@
-"""Impact-ordered BM25 postings (retrieval/postings.py) on the indexed demo KB (real PostgreSQL): the ranking
+"""Impact-ordered BM25 postings (retrieval/lexical_index.py) on the indexed demo KB (real PostgreSQL): the ranking
 equals BM25 computed independently from the chunks' tsvectors, a truncated list keeps each term's best chunks,
 and a lexicon refreshed before postings existed still answers and is filled by the next sync."""
 
@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-import retrieval.search as search_module
-from retrieval.index_store import IndexStore
-from retrieval.postings import BM25_B, BM25_K1, COMMON_TERM_SHARE, REFRESH_SHARE, needs_refresh
+from retrieval.lexical_index import LexicalIndex, LexicalOptions
 from retrieval.search import Searcher
 from retrieval.sources import FilesystemSource
 from retrieval.status import index_status
@@ -41,15 +39,16 @@ def _term_scores(db, question: str) -> dict[str, dict[int, float]]:  # type: ign
             "SELECT c.id, length(c.tsv), u.lexeme, cardinality(u.positions) FROM chunks c, unnest(c.tsv) u "
             "WHERE u.lexeme = ANY(:terms)"), {"terms": list(freqs)}).all()
     known = {lexeme: df for lexeme, df in freqs.items() if df is not None}
+    options = LexicalOptions()
     rarest_two = sorted(known, key=lambda lexeme: (known[lexeme], lexeme))[:2]
     scores: dict[str, dict[int, float]] = defaultdict(dict)
     for chunk_id, doc_len, lexeme, tf in rows:
         df = known.get(lexeme, 0)
-        if df > doc_count * COMMON_TERM_SHARE and lexeme not in rarest_two:
+        if df > doc_count * options.common_term_share and lexeme not in rarest_two:
             continue
         idf = math.log(1 + (doc_count - df + 0.5) / (df + 0.5))
-        norm = 1 - BM25_B + BM25_B * doc_len / max(avg_len, 1)
-        scores[lexeme][chunk_id] = idf * tf * (BM25_K1 + 1) / (tf + BM25_K1 * norm)
+        norm = 1 - options.b + options.b * doc_len / max(avg_len, 1)
+        scores[lexeme][chunk_id] = idf * tf * (options.k1 + 1) / (tf + options.k1 * norm)
     return scores
 
 
@@ -70,14 +69,13 @@ def test_postings_rank_like_bm25_over_the_tsvectors(demo_database, embedder, que
     assert [h.lexical_rank for h in hits] == list(range(1, len(hits) + 1))
 
 
-def test_a_truncated_list_keeps_each_terms_best_chunk(demo_database, embedder,  # type: ignore[no-untyped-def]
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_truncated_list_keeps_each_terms_best_chunk(demo_database, embedder) -> None:  # type: ignore[no-untyped-def]
     question = QUESTIONS[1]
     best = {lexeme: min(per_chunk, key=lambda c: (-per_chunk[c], c))
             for lexeme, per_chunk in _term_scores(demo_database, question).items()}
     assert len(best) >= 3
-    monkeypatch.setattr(search_module, "POSTINGS_DEPTH", 1)
-    hits = Searcher(demo_database, embedder, mode="lexical").search(question, k=10).hits
+    one_entry = LexicalIndex(LexicalOptions(postings_depth=1))  # reads only each list's first entry
+    hits = Searcher(demo_database, embedder, mode="lexical", lexical=one_entry).search(question, k=10).hits
     assert hits and {h.chunk_id for h in hits} <= set(best.values())
     assert len(hits) == len(set(best.values()))
 
@@ -93,12 +91,12 @@ def test_a_lexicon_without_postings_answers_and_the_next_sync_fills_it(  # type:
             assert hits[0].external_id == "it/vpn.md" and hits[0].lexical_rank is not None
     assert "no postings yet" in caplog.text
     with demo_database.raw_connection() as pg:
-        assert IndexStore(pg).lexicon_needs_refresh()
+        assert LexicalIndex().needs_refresh(pg)
 
     run = Indexer(demo_database, embedder, chunk_max_tokens=200).sync([FilesystemSource("demo", DEMO_KB)])
     assert (run.added, run.updated, run.removed) == (0, 0, 0)
     with demo_database.raw_connection() as pg:
-        assert not IndexStore(pg).lexicon_needs_refresh()
+        assert not LexicalIndex().needs_refresh(pg)
     hits = searcher.search(QUESTIONS[0], k=10, mode="lexical").hits
     assert [h.chunk_id for h in hits] == _reference_ranking(demo_database, QUESTIONS[0])[:10]
 
@@ -171,7 +169,7 @@ def test_removed_articles_leave_the_lists_and_big_changes_rebuild(  # type: igno
     with demo_database.engine.connect() as conn:
         rebuilt_doc_count = conn.execute(text("SELECT doc_count FROM lexicon_stats")).scalar_one()
     # The demo KB is small: removing one article is more than REFRESH_SHARE of its chunks, so it rebuilds.
-    assert vpn_chunks > doc_count * REFRESH_SHARE
+    assert vpn_chunks > doc_count * LexicalOptions().refresh_share
     assert rebuilt_doc_count == doc_count - vpn_chunks
     covered, newest = _stats(demo_database)
     assert covered == newest
@@ -199,4 +197,4 @@ def test_a_full_pass_rebuilds_for_any_change(demo_database, embedder, tmp_path: 
     (1_000_000, 500, 0, False), (1_000_000, 300, 201, True),  # at most 500 chunks of a large one
 ])
 def test_when_a_rebuild_is_due(doc_count: int, added: int, removed: int, due: bool) -> None:
-    assert needs_refresh(doc_count, added, removed) is due
+    assert LexicalIndex().backlog_due(doc_count, added, removed) is due

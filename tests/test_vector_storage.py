@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-import retrieval.search as search_module
 from retrieval.errors import ConfigError
 from retrieval.index_store import IndexStore, PendingArticle
 from retrieval.search import FusionWeights, Searcher, build_search_sql
@@ -107,8 +106,8 @@ def test_options_from_settings(make_settings) -> None:  # type: ignore[no-untype
 
 
 @pytest.mark.parametrize("exact_max_rows", [20000, 0], ids=["exact-small-source", "iterative-hnsw-scan"])
-def test_filtered_search_returns_full_results_past_ef_search(demo_database, embedder, exact_max_rows: int,  # type: ignore[no-untyped-def]
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_filtered_search_returns_full_results_past_ef_search(demo_database, embedder,  # type: ignore[no-untyped-def]
+                                                             exact_max_rows: int) -> None:
     """A small source under a large one: without iterative scans HNSW would return only the few of its
     ef_search candidates that belong to the filter; kbbot must still return k hits, in exact order."""
     rng = np.random.default_rng(3)
@@ -130,8 +129,8 @@ def test_filtered_search_returns_full_results_past_ef_search(demo_database, embe
             "SELECT e.chunk_id FROM embeddings e JOIN sources s ON s.id = e.source_id WHERE s.name = 'demo' "
             "ORDER BY e.embedding <=> %s::vector LIMIT 10", ("[" + ",".join(map(str, qvec.tolist())) + "]",)
         ).fetchall()]
-    monkeypatch.setattr(search_module, "EXACT_FILTER_MAX_ROWS", exact_max_rows)  # both ways to a full list
-    searcher = Searcher(demo_database, embedder, mode="dense", ef_search=40)
+    # both ways to a full list
+    searcher = Searcher(demo_database, embedder, mode="dense", ef_search=40, exact_filter_max_rows=exact_max_rows)
     unfiltered = searcher.search(question, k=10).hits
     assert {h.source for h in unfiltered} == {"bulk"}  # the demo KB is outside the plain top 40
     hits = searcher.search(question, k=10, sources=["demo"]).hits

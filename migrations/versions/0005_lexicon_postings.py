@@ -1,4 +1,4 @@
-"""Impact-ordered BM25 postings per lexeme (retrieval/postings.py).
+"""Impact-ordered BM25 postings per lexeme (retrieval/lexical_index.py).
 
 `postings` holds a lexeme's best chunks as packed (int8 chunk id, float4 BM25 term weight) entries, best
 first. Stored uncompressed (STORAGE EXTERNAL) so that a search reads only the slice it needs. Left NULL

@@ -100,3 +100,59 @@ def test_look_alikes_are_kept(sanitizer: Sanitizer, text: str) -> None:
     cleaned = _clean(sanitizer, text)
     kept_ip = text.replace("10.0.12.7", "[IP_1]")  # an IP is PII here: the rest must stay
     assert cleaned in (text, kept_ip)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hi, my name is Jón Sigurðsson and my order is late", "Hi, my name is [NAME_1] and my order is late"),
+        ("This is Guðrún Jónsdóttir.", "This is [NAME_1]."),
+        ("hello, this is Kovács Péter.", "hello, this is [NAME_1]."),
+        ("I'm Tanaka Yumiko and", "I'm [NAME_1] and"),
+        ("my name's dariusz żelazo, my parcel", "my name's [NAME_1], my parcel"),
+        ("Dear Ms. Nowakowska, thanks", "Dear Ms. [NAME_1], thanks"),
+        ("Thank you, jiří. Your refund", "Thank you, [NAME_1]. Your refund"),
+        ("Regards,\nBrian J. Ali", "Regards,\n[NAME_1]"),
+        ("Best regards, Vieira", "Best regards, [NAME_1]"),
+        ("Please reply soon\nrespectfully\nMirela Dobrescu", "Please reply soon\nrespectfully\n[NAME_1]"),
+        ("hi im pedro and my login fails", "hi im [NAME_1] and my login fails"),
+        ("I passed this to my colleague Agnieszka Wiśniewska.", "I passed this to my colleague [NAME_1]."),
+        ("Приветствую, меня зовут Агафья. My name is Агафья Абрамова", None),
+        ("Thanks for waiting ^KateMorrow", "Thanks for waiting ^[NAME_1]"),
+    ],
+)
+def test_names_from_many_locales(sanitizer: Sanitizer, text: str, expected: str | None) -> None:
+    cleaned = _clean(sanitizer, text)
+    if expected is None:  # Cyrillic: the name after the English cue goes, wherever else it stands
+        assert "Агафья" not in cleaned and "Абрамова" not in cleaned
+    else:
+        assert cleaned == expected
+
+
+def test_a_name_is_one_placeholder_across_the_conversation(sanitizer: Sanitizer) -> None:
+    texts, counts = sanitizer.sanitize_texts(
+        ["Hi, my name is Jón Sigurðsson.", "Thanks Jón, and who is Anna?", "jón again: still broken"]
+    )
+    assert texts[0] == "Hi, my name is [NAME_1]."
+    assert texts[1].startswith("Thanks [NAME_1],")
+    assert texts[2] == "[NAME_1] again: still broken"
+    assert counts["NAME"] >= 3
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Can I use Apple Cash in Canada?",
+        "Best regards from the Premium Plan team",
+        "We fly to Washington next month",
+        "Thanks @Apple and @GoogleUK, fixed by @Ask_Spectrum",
+        "Go team! thanks. Go Bruins",
+        "Check https://support.example-games.com/articles/360099812345/Online-Connection-Troubleshooting-for-Console",
+    ],
+)
+def test_words_names_and_brands_that_stay(sanitizer: Sanitizer, text: str) -> None:
+    assert _clean(sanitizer, text) == text
+
+
+def test_a_person_with_a_brand_in_the_handle_is_still_redacted(sanitizer: Sanitizer) -> None:
+    assert _clean(sanitizer, "ask @applefan92 or @xbox_gamer") == "ask [HANDLE_1] or [HANDLE_2]"

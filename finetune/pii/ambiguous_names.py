@@ -4,7 +4,7 @@
 "grant", "hope"). Such a word counts as a name only next to a cue ("Hi Will", "Mr. Grant", "- Hope") or
 before a surname. Generated once from the gazetteer (Faker's person providers, see names.py) intersected
 with the lower-case entries of Debian's `wamerican` word list, minus words far more often names in
-support chats (John, Mike, Peter...).
+support chats (John, Mike, Peter...); regenerated when the gazetteer grew to 38 locales.
 
 ``NEVER_NAMES``: months, days, support brands and products, and forms of address: not names even after a
 cue ("Thanks Apple", "Hi team", "in May").
@@ -24,6 +24,11 @@ AMBIGUOUS_NAMES: frozenset[str] = frozenset(
     roar robin roman rose rune rut saga said salami sandy senna server sever sierra sine sol sole sue
     summer tan tanner tiara ties till tine tone tor tore toy trinity urban us valentine veer viola
     violet wadi wage warren willow wolf yoga
+    aline an ares atlas bald beat berg beta bogey brim can clement constant dodo dolly dries eddy eider
+    emerald emir ester ever fang felicity florin gang garret greet gull gust hazel heather hind imam
+    jasmine jasper joke lady lander lean lei lien lies lode lope mars marten maxim maxima mentor mile min
+    mist ninja paschal patty ping pol rein romaine rosemary rosette sari savannah sera serge silvan stein
+    storm taro tea tilde valves van villa ward wilder wolfram washington austin florence
     """.split()  # noqa: SIM905 - a word list reads better as text
 )
 

@@ -27,6 +27,20 @@ from finetune.pii.spans import Span
 
 GAZETTEER_LOCALES = (
     "en_US",
+    "en_AU",
+    "de_AT",
+    "de_CH",
+    "fr_CA",
+    "nl_BE",
+    "es_CO",
+    "is_IS",
+    "ja_JP",
+    "ru_RU",
+    "uk_UA",
+    "bg_BG",
+    "el_GR",
+    "zh_CN",
+    "ko_KR",
     "en_GB",
     "en_IN",
     "en_IE",
@@ -53,7 +67,15 @@ GAZETTEER_LOCALES = (
 )
 
 # A word not glued to digits or underscores: "DE89" and "user_42" are ids, not names.
-WORD = re.compile(r"(?<![\w])[A-Za-zÀ-ÖØ-öø-ÿ][A-Za-zÀ-ÖØ-öø-ÿ'’-]*(?![\d_])")
+WORD = re.compile(r"(?<![\w])[^\W\d_][^\W\d_'’-]*(?:['’-][^\W\d_'’-]*)*(?![\d_])")
+# Surname endings that mark a capitalised word as a family name in many languages: Icelandic patronymics,
+# Slavic, Baltic, Romanian, Turkish, Greek, Georgian, Armenian forms.
+_SURNAME_ENDING = re.compile(
+    r"(?i)(?:sson|sdóttir|sdottir|dóttir|dottir|ová|ova|ová|ski|ska|cki|cka|dzki|dzka|wicz|czyk|czak|enko|"
+    r"ienko|uk|chuk|iuk|vić|vič|ić|ič|ovich|evich|ovna|evna|ov|ev|in|ina|aitė|ytė|ienė|ūtė|ius|ait|ais|"
+    r"escu|eanu|oğlu|oglu|opoulos|akis|idis|shvili|dze|yan|ian|sen|son|berg|ström|qvist|lund|mann|"
+    r"ler|auer|inger|stein|ez|es|aki|ata|oto|ura|ita|awa|ama|uchi|moto|naka|mura)$"
+)
 _POSSESSIVE = re.compile(r"['’]s?$")
 _CONTRACTION = re.compile(r"(?i)['’](?:d|ll|re|ve|m|t)$|n['’]t$")
 _TITLES = frozenset(
@@ -77,21 +99,25 @@ _INTRODUCTIONS = re.compile(
     r"customer))\s*,?\s*$"
 )
 # Weak introductions ("I'm", "this is", "from", "and") need the word to look like a name too.
-_WEAK_INTRODUCTIONS = re.compile(
-    r"(?i)(?:^|\W)(?:it's|it\s+is|i\s+am|i'm|im|this\s+is|from|and|to|by|for)\s*,?\s*$"
-)
+_WEAK_INTRODUCTIONS = re.compile(r"(?i)(?:^|\W)(?:it's|it\s+is|i\s+am|i'm|im|this\s+is|from|and|to|by|for)\s*,?\s*$")
 # Cues after which whatever capitalised words follow are the name, surname included.
-_NAMING_CUE = re.compile(
-    r"(?i)(?:name\s+is|name's|name:|names?\s+are|call\s+me|named|called|signed)\s*,?\s*$"
-)
+_NAMING_CUE = re.compile(r"(?i)(?:name\s+is|name's|name:|names?\s+are|call\s+me|named|called|signed)\s*,?\s*$")
 # "^QV", "*CD", "- Maria", "_Nell", "/GH" at the end of a message, before an optional "2/3" part counter.
 _SIGN_OFF = re.compile(
-    r"(?:^|[\s.!?)])(?:[\^*~/_]|[-–—]\s?)\s?([A-Z][a-zà-ÿ]+(?:\s[A-Z][a-zà-ÿ]+)?|[A-Z]{2,3})\s*[.!]?"
+    r"(?:^|[\s.!?)])(?:[\^*~/_]|[-–—]\s?)\s?([^\W\d_a-z][^\W\d_A-Z]+(?:\s?[^\W\d_a-z][^\W\d_A-Z]+)?|[A-Z]{2,3})"
+    r"\s*[.!]?"
     r"(?:\s+\d/\d)?\s*$"
 )
+_CLOSING = (
+    r"(?:regards|best|best\s+wishes|kind\s+regards|many\s+thanks|thanks|thank\s+you|cheers|sincerely|"
+    r"warmly|take\s+care|talk\s+soon|yours|greetings|saludos|grüße|gruß|groeten|cordialement|pozdrawiam|"
+    r"üdvözlettel|hälsningar|mvh|terveisin|respectfully|love|xoxo|thx|ty)"
+)
+# The name after a closing word at the end of a message, on the next line or the same one, in any case:
+# "Regards,\nAnna Berg", "Best regards, Vieira", "Cheers, ayu".
 _CLOSING_LINE = re.compile(
-    r"(?i)(?:regards|best|best\s+wishes|kind\s+regards|many\s+thanks|thanks|thank\s+you|cheers|sincerely|"
-    r"warmly|take\s+care|talk\s+soon|yours)[,.!]?\s*\n+\s*([A-Z][a-zà-ÿ]+(?:\s[A-Z][a-zà-ÿ'-]+)?)\s*[.!]?\s*$"
+    r"(?i:" + _CLOSING + r")(?:,[ \t]*|[,.!]?[ \t]*\n+[ \t]*)"
+    r"([^\W\d_][^\W\d_'’-]+(?:[ \t](?:[^\W\d_]\.[ \t])?[^\W\d_][^\W\d_'’-]+){0,2})[ \t]*[.!]?\s*$"
 )
 _AFTER_NAME_PLACEHOLDER = re.compile(r"\[NAME_\d+\] ([A-Z][a-zà-ÿ'-]+)")
 # Words that start sentences and are never surnames, for the check after a name placeholder.
@@ -119,7 +145,12 @@ _NOT_NAMES_AFTER_CUE = NEVER_NAMES | frozenset(
     honey anyway anyways though tho now then still also too ahead advance everybody anyone someone
     nothing everything bot human guy ma'am maam mr mrs ms dr sorry update info reply response help what
     how why when where who which can could would will should do does did have has had am are be been
-    being get got from of by about as
+    being get got from of by about as best regards kind cheers ship send refund tel tele telephone phone
+    mobile email mail address card iban account order ticket case please let know here there back soon
+    sincerely warmly yours take care talk best wishes many thank greetings meanwhile today tomorrow
+    yesterday again more info information details below above attached following right wrong still
+    again something anything everything someone anyone one two three first last next new old same other
+    really actually please kindly unfortunately hopefully regarding re fw fwd subject dear sir madam
     """.split()  # noqa: SIM905 - a word list reads better as text
 )
 
@@ -134,10 +165,23 @@ def gazetteer() -> tuple[frozenset[str], frozenset[str]]:
             provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
         except ImportError:  # a locale dropped by a future Faker: the others still work
             continue
-        for attribute in ("first_names", "first_names_male", "first_names_female", "first_names_nonbinary"):
+        for attribute in (
+            "first_names",
+            "first_names_male",
+            "first_names_female",
+            "first_names_nonbinary",
+            "first_romanized_names",  # ja_JP: "Haruto", as people write it in a Latin-script chat
+            "middle_names",  # is_IS
+        ):
             first.update(name.lower() for name in getattr(provider, attribute, ()) or ())
-        last.update(name.lower() for name in getattr(provider, "last_names", ()) or ())
+        for attribute in ("last_names", "last_romanized_names", "last_names_female", "last_names_male"):
+            last.update(name.lower() for name in getattr(provider, attribute, ()) or ())
     return frozenset(n for n in first if len(n) > 1), frozenset(n for n in last if len(n) > 1)
+
+
+def _sentence_start(text: str, start: int) -> bool:
+    before = text[:start].rstrip(" \t")
+    return not before or before[-1] in ".!?\n:"
 
 
 def _bare(word: str) -> str:
@@ -162,24 +206,32 @@ def _name_end(text: str, tokens: list[re.Match[str]], index: int, *, cued: bool 
     end = tokens[index].start() + len(_bare(tokens[index].group(0)))
     if _bare(tokens[index].group(0)) != tokens[index].group(0):
         return end  # "Sarah's" ends the name
-    for nxt in tokens[index + 1 : index + 3]:
+    lower_case = not _is_capitalised(tokens[index].group(0))
+    confirmed = end
+    for nxt in tokens[index + 1 : index + 4]:
         gap = text[end : nxt.start()]
         if gap not in (" ", "  "):
             break
         word = _bare(nxt.group(0))
         lower = word.lower()
+        if len(word) == 1 and word.isupper() and text[nxt.end() : nxt.end() + 2] == ". ":
+            end = nxt.end() + 1  # a middle initial ("Brian J. Ali") counts only if a name follows it
+            continue
         known = lower in surnames or lower in first_names
+        shaped = _is_capitalised(word) or (lower_case and word.islower() and (known or cued))
         if lower in _PARTICLES or (
-            _is_capitalised(word)
-            and (known or cued)
+            shaped
+            and (known or cued or _SURNAME_ENDING.search(word) is not None)
             and lower not in _NOT_NAMES_AFTER_CUE
-            and lower not in AMBIGUOUS_NAMES - surnames
+            and lower not in NEVER_NAMES
+            and (lower not in AMBIGUOUS_NAMES - surnames or cued)
         ):
-            end = nxt.start() + len(word)
+            end = confirmed = nxt.start() + len(word)
             if word != nxt.group(0):
                 break
         else:
             break
+    end = confirmed
     # A trailing particle ("Maria de") is not part of the name.
     while text[:end].rsplit(" ", 1)[-1].lower() in _PARTICLES and " " in text[:end]:
         end = len(text[:end].rsplit(" ", 1)[0])
@@ -199,25 +251,18 @@ def find_names(text: str) -> Iterator[Span]:
         capitalised = _is_capitalised(word)
         is_first = lower in first_names
         cued = False
-        if (
-            previous in _TITLES
-            and capitalised
-            and text[tokens[index - 1].end() : token.start()].strip(". ") == ""
-        ):
+        if previous in _TITLES and capitalised and text[tokens[index - 1].end() : token.start()].strip(". ") == "":
             cued = True
         elif _GREETINGS.search(before) and lower not in _NOT_NAMES_AFTER_CUE:
-            cued = capitalised or is_first
+            cued = capitalised or is_first or lower in surnames
         elif _INTRODUCTIONS.search(before) and lower not in _NOT_NAMES_AFTER_CUE:
             weak = _WEAK_INTRODUCTIONS.search(before) is not None
-            cued = capitalised and (
+            lower_name = is_first and len(word) > 2 and lower not in AMBIGUOUS_NAMES
+            cued = (capitalised or lower_name or (_NAMING_CUE.search(before) is not None and len(word) > 2)) and (
                 not weak or ((is_first or lower in surnames) and lower not in AMBIGUOUS_NAMES)
             )
         plain = (
-            capitalised
-            and is_first
-            and len(word) >= 3
-            and lower not in AMBIGUOUS_NAMES
-            and lower not in NEVER_NAMES
+            capitalised and is_first and len(word) >= 3 and lower not in AMBIGUOUS_NAMES and lower not in NEVER_NAMES
         )
         # An everyday word that is a first name counts when a surname follows: "Grace Hopper", "Will Smith".
         if not (cued or plain) and capitalised and is_first and index + 1 < len(tokens):
@@ -228,16 +273,30 @@ def find_names(text: str) -> Iterator[Span]:
                 and nxt.lower() not in AMBIGUOUS_NAMES
                 and text[token.end() : tokens[index + 1].start()] == " "
             )
+        if not (cued or plain) and capitalised and index + 1 < len(tokens) and len(word) >= 3:
+            nxt = _bare(tokens[index + 1].group(0))
+            gap = text[token.end() : tokens[index + 1].start()]
+            plain = (
+                gap == " "
+                and _is_capitalised(nxt)
+                and len(nxt) >= 4
+                and lower not in _NOT_NAMES_AFTER_CUE
+                and lower not in NEVER_NAMES
+                and nxt.lower() not in _NOT_NAMES_AFTER_CUE
+                and (is_first or lower in surnames)
+                and (_SURNAME_ENDING.search(nxt) is not None or nxt.lower() in first_names)
+                and not _sentence_start(text, token.start())
+            )
         if cued or plain:
-            strong = cued and (previous in _TITLES or _NAMING_CUE.search(before) is not None)
-            end = _name_end(text, tokens, index, cued=strong)
+            end = _name_end(text, tokens, index, cued=cued)
             yield Span(token.start(), end, "NAME", " ".join(text[token.start() : end].lower().split()))
     for pattern in (_SIGN_OFF, _CLOSING_LINE, _AFTER_NAME_PLACEHOLDER):
         for match in pattern.finditer(text):
             word = match.group(1)
             initials = pattern is _SIGN_OFF and word.isupper()  # "*CD", "^EF": an agent's initials
             # After "[NAME_1] " any capitalised word but a common one is the surname ("[NAME_1] Okafor").
-            if (word.lower() in _NOT_NAMES_AFTER_CUE and not initials) or (
+            first_word = word.split()[0].lower()
+            if ((word.lower() in _NOT_NAMES_AFTER_CUE or first_word in _NOT_NAMES_AFTER_CUE) and not initials) or (
                 pattern is _AFTER_NAME_PLACEHOLDER and word.lower() in AMBIGUOUS_NAMES | _SENTENCE_WORDS
             ):
                 continue

@@ -16,6 +16,7 @@ from stdnum import iban as stdnum_iban
 from stdnum import luhn
 
 from finetune.pii.addresses import find_addresses
+from finetune.pii.ambiguous_names import NEVER_NAMES
 from finetune.pii.spans import Span
 
 # "name (at) example (dot) com" is written with spaces; a literal "." never is ("x@gmail.com. The").
@@ -97,6 +98,7 @@ _SENSITIVE_QUERY_KEYS = re.compile(
     r"(?i)^(?:.*token.*|.*key.*|sig|signature|auth.*|code|session.*|sid|password|pass|pwd|email|e-mail|user(?:name)?"
     r"|uid|id|ticket|hash|otp|reset.*|invite.*|X-Amz-.*|phone|name|account.*)$"
 )
+_SLUG = re.compile(r"[A-Za-z]{3,}-[A-Za-z]{2,}")
 _OPAQUE_SEGMENT = re.compile(r"^(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{16,}$")
 _PROFILE_HOSTS = re.compile(
     r"(?i)(?:^|\.)(?:twitter\.com|x\.com|facebook\.com|fb\.com|instagram\.com|linkedin\.com|tiktok\.com"
@@ -118,7 +120,8 @@ def _url_is_sensitive(url: str) -> bool:
     if parts.fragment and ("token" in parts.fragment.lower() or "=" in parts.fragment):
         return True
     segments = [s for s in parts.path.split("/") if s]
-    if any(_OPAQUE_SEGMENT.match(s) for s in segments):
+    # A slug of words ("Online-Connection-Troubleshooting-for-Console") is a public article, not an opaque id.
+    if any(_OPAQUE_SEGMENT.match(s) and not _SLUG.search(s) for s in segments):
         return True
     if _PROFILE_HOSTS.search(host) and segments and not _PUBLIC_PROFILE_PATHS.match(parts.path):
         return True
@@ -230,9 +233,37 @@ def find_cards(text: str) -> Iterator[Span]:
             yield Span(match.start(), match.end(), "CARD", digits)
 
 
+# Company accounts are not people: "@Apple", "@GoogleUK", "@Ask_Spectrum", "@ChaseforBiz" stay, so the
+# tone of "I tagged @Apple" survives. Only a brand word with a regional/support affix counts, never a
+# brand inside a longer name ("@applefan92" is a person).
+_BRANDS = NEVER_NAMES | frozenset(
+    """
+    att verizon tmobile sprint comcast xfinity jetblue southwest southwestair united americanair
+    photoshop adobe lightroom wawa walmart target bestbuy hp dell lenovo samsung intel nvidia amd
+    playstation nintendo steam epicgames twitch reddit twitter facebook instagram whatsapp tiktok
+    linkedin snapchat pinterest discord slack github gmail outlook icloud wellsfargo bankofamerica
+    citi amex visa mastercard fedex ups usps dhl hulu disney disneyplus hbo peacock minecraft mojang
+    rockstargames rockstar xboxsupport appletv applemusic youtube youtubetv googleplay googlechrome
+    """.split()  # noqa: SIM905 - a word list reads better as text
+)
+_BRAND_AFFIXES = re.compile(
+    r"^(?:ask_?|team|hey|the)?(?P<brand>[a-z]+?)_?(?:support|help|care|cares|service|uk|us|usa|ca|au|in|"
+    r"biz|forbiz|tv|chrome|news|official|app|play|store|games|gaming|plus|music|one|status|dev|de|fr|es|it)*$"
+)
+
+
+def _is_brand(handle: str) -> bool:
+    lower = handle.lower()
+    if lower in _BRANDS:
+        return True
+    match = _BRAND_AFFIXES.match(lower)
+    return bool(match and match.group("brand") in _BRANDS)
+
+
 def find_handles(text: str) -> Iterator[Span]:
     for match in HANDLE.finditer(text):
-        yield Span(match.start(), match.end(), "HANDLE", match.group(0)[1:].lower())
+        if not _is_brand(match.group(0)[1:]):
+            yield Span(match.start(), match.end(), "HANDLE", match.group(0)[1:].lower())
     for match in ACCOUNT_NAME.finditer(text):
         value = match.group(1)
         if any(c.isdigit() or c == "_" for c in value):

@@ -123,7 +123,7 @@ def throughput(subset: int, rounds: int) -> dict:
              for d in chunk_article(a.text, max_tokens=MAX_TOKENS, count_tokens=embedder.count_tokens)]
     results: dict[str, list[float]] = {"bare": [], "kbbot": []}
     with tempfile.TemporaryDirectory() as tmp:
-        db = Database.open(load_settings(_env_file=None, data_dir=Path(tmp)))
+        db = Database.open(load_settings(_env_file=None, data_dir=Path(tmp)).storage)
         for n in range(rounds):
             started = time.perf_counter()
             for i in range(0, len(texts), 256):
@@ -168,7 +168,7 @@ def build_full_index(data_dir: Path) -> dict:
     except (ImportError, FileNotFoundError, ValueError) as exc:
         print(f"no embedding cache ({exc}); embedding everything", flush=True)
     cached_embedder = CachedEmbedder(embedder, cache)
-    db = Database.open(load_settings(_env_file=None, data_dir=data_dir))
+    db = Database.open(load_settings(_env_file=None, data_dir=data_dir).storage)
     started = time.perf_counter()
     run = Indexer(db, cached_embedder, chunk_max_tokens=MAX_TOKENS).sync(
         [JsonlSource("aws", DATA / "corpus.jsonl")], trigger="bench")

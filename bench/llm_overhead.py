@@ -67,11 +67,11 @@ def overhead(services, questions_: list[str], rounds: int) -> dict:  # type: ign
 
     synth = services.synthesizer()
     client = services.chat_client.client
-    model = services.settings.llm_model
+    model = services.settings.llm.llm_model
     searcher = services.searcher()
     prepared = []
     for q in questions_:
-        result = searcher.search(q, k=services.settings.top_k)
+        result = searcher.search(q, k=services.settings.search.top_k)
         prepared.append((q, result.hits, result.query_vector, synth.prompts.build(q, result.hits)))
     bare, kbbot, prompt_ms, route_ms, ground_ms, chunks = [], [], [], [], [], []
     for round_ in range(rounds + 1):  # round 0 warms connections, caches and the tokenizer
@@ -126,7 +126,7 @@ def extractive_side_by_side(services, questions_: list[str]) -> dict:  # type: i
     times = []
     for round_ in range(2):
         for q in questions_:
-            result = searcher.search(q, k=services.settings.top_k)
+            result = searcher.search(q, k=services.settings.search.top_k)
             started = time.perf_counter()
             extractive.compose(q, result.hits, result.query_vector)
             if round_:
@@ -198,7 +198,7 @@ def with_real_endpoint(args: argparse.Namespace) -> dict:
         settings = load_settings()
         qs, corpus = questions(REPO / "demo_eval" / "queries.jsonl", args.questions), "demo (KBBOT_DATA_DIR)"
     services = Services(settings)
-    report = {"endpoint": services.chat_client.endpoint, "model": settings.llm_model, "corpus": corpus,
+    report = {"endpoint": services.chat_client.endpoint, "model": settings.llm.llm_model, "corpus": corpus,
               "pipeline": breakdown(services, qs)}
     services.close()
     return report

@@ -158,12 +158,12 @@ def main() -> None:
     services = Services(settings)
     chat = services.chat_client
     if chat is not None:
-        chat.model = settings.llm_model  # type: ignore[attr-defined]
+        chat.model = settings.llm.llm_model  # type: ignore[attr-defined]
     searcher = services.searcher()
     queries = load_labelled_queries(AWS / "queries.jsonl", AWS / "qrels.tsv")
     searcher.search("warm up", k=5)
     report = {"queries": len(queries), "mode": searcher.mode,
-              "llm": settings.llm_model if chat is not None else "none (offline: heuristic paths only)",
+              "llm": settings.llm.llm_model if chat is not None else "none (offline: heuristic paths only)",
               "expansion": None if args.skip_expansion else expansion(searcher, queries, chat),
               "follow_ups": follow_ups(searcher, queries, chat),
               "topic_switches": topic_switches(searcher, queries, chat)}

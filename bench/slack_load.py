@@ -109,7 +109,7 @@ def dev_server_main(port: int) -> None:
 
     settings = load_settings()
     services = Services(settings)
-    app = create_app(settings, services, build_parts(settings, services))
+    app = create_app(settings, services, build_parts(settings.slack, services))
     warm_up(services)
     print(f"dev server listening on {port}", flush=True)
     app.start(port=port, path="/slack/events", http_server_logger_enabled=False)

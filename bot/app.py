@@ -16,12 +16,12 @@ from bot.reindex import AdminCheck, Reindexer
 from bot.responder import Responder
 from bot.services import Services
 from retrieval.errors import ConfigError
-from retrieval.settings import Settings
+from retrieval.settings import Settings, SlackSettings
 
 log = logging.getLogger(__name__)
 
 
-def create_web_client(settings: Settings) -> WebClient:
+def create_web_client(settings: SlackSettings) -> WebClient:
     if settings.slack_bot_token is None:
         raise ConfigError("SLACK_BOT_TOKEN is not set: copy the app's Bot User OAuth Token (xoxb-…) from "
                           "api.slack.com/apps > OAuth & Permissions (see docs/slack.md).")
@@ -32,7 +32,7 @@ def create_web_client(settings: Settings) -> WebClient:
     )
 
 
-def build_parts(settings: Settings, services: Services) -> BotParts:
+def build_parts(settings: SlackSettings, services: Services) -> BotParts:
     admins = AdminCheck(settings.admin_users, settings.admin_groups)
     return BotParts(
         services=services,
@@ -44,16 +44,17 @@ def build_parts(settings: Settings, services: Services) -> BotParts:
 
 def create_app(settings: Settings, services: Services, parts: BotParts | None = None) -> App:
     """The Bolt app. Pass `parts` to keep a handle on them (to drain answers at shutdown)."""
-    if settings.slack_app_token is None and settings.slack_signing_secret is None:
+    slack = settings.slack
+    if slack.slack_app_token is None and slack.slack_signing_secret is None:
         raise ConfigError("SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify Slack's requests "
                           "(Basic Information > Signing Secret), or set SLACK_APP_TOKEN for Socket Mode.")
-    secret = settings.slack_signing_secret
+    secret = slack.slack_signing_secret
     app = App(
-        client=create_web_client(settings),
+        client=create_web_client(slack),
         signing_secret=secret.get_secret_value() if secret else "",
         process_before_response=False,  # ack first, work after: Slack wants its answer within 3 s
         listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="kbbot-listener"),
         logger=logging.getLogger("kbbot.slack"),
     )
-    register_listeners(app, parts or build_parts(settings, services))
+    register_listeners(app, parts or build_parts(slack, services))
     return app

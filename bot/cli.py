@@ -58,7 +58,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
         settings = load_settings()
     except KbbotError as exc:
         raise click.ClickException(str(exc)) from exc
-    _configure_logging("DEBUG" if verbose else settings.log_level)
+    _configure_logging("DEBUG" if verbose else settings.logging.log_level)
     ctx.obj = CliContext(settings)
     ctx.call_on_close(ctx.obj.services.close)
 

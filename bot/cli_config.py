@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import click
-from pydantic import AliasChoices, SecretStr
+from pydantic import SecretStr
 
 from retrieval.settings import Settings
-
-
-def _env_name(field_name: str) -> str:
-    alias = Settings.model_fields[field_name].validation_alias
-    return str(alias.choices[0]) if isinstance(alias, AliasChoices) else field_name.upper()
 
 
 def _show(value: object) -> str:
@@ -22,14 +17,20 @@ def _show(value: object) -> str:
 
 
 def settings_markdown() -> str:
-    rows = ["| Variable | Default | What it does |", "|---|---|---|"]
-    for name, field in Settings.model_fields.items():
-        default = field.get_default(call_default_factory=True)
-        if name == "data_dir":
-            default = "the user data dir (e.g. ~/.local/share/kbbot)"
-        shown = _show(default) or "—"
-        rows.append(f"| `{_env_name(name)}` | `{shown}` | {field.description or ''} |")
-    return "\n".join(rows)
+    """One table per group of `retrieval.settings`, in the order of `Settings`."""
+    sections = []
+    for group in Settings.groups().values():
+        title, _, about = (group.__doc__ or group.__name__).partition(": ")
+        rows = [f"**{title}** (`{group.__name__}`){': ' + about if about else ''}", "",
+                "| Variable | Default | What it does |", "|---|---|---|"]
+        for name, field in group.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            if name == "data_dir":
+                default = "the user data dir (e.g. ~/.local/share/kbbot)"
+            shown = _show(default) or "—"
+            rows.append(f"| `{group.env_name(name)}` | `{shown}` | {field.description or ''} |")
+        sections.append("\n".join(rows))
+    return "\n\n".join(sections)
 
 
 @click.command()
@@ -40,8 +41,10 @@ def config(obj, markdown: bool) -> None:  # type: ignore[no-untyped-def]
     if markdown:
         click.echo(settings_markdown())
         return
-    for name in Settings.model_fields:
-        click.echo(f"{_env_name(name)}={_show(getattr(obj.settings, name))}")
+    for group_name, group in Settings.groups().items():
+        values = getattr(obj.settings, group_name)
+        for name in group.model_fields:
+            click.echo(f"{group.env_name(name)}={_show(getattr(values, name))}")
 
 
 COMMANDS = [config]

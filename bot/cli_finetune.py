@@ -205,7 +205,7 @@ def validate(
 def _jobs(obj: Any) -> Any:
     from finetune.jobs import FineTuningJobs, client_from_settings
 
-    return FineTuningJobs(client_from_settings(obj.settings))
+    return FineTuningJobs(client_from_settings(obj.settings.openai))
 
 
 def _echo_event(event: Any) -> None:
@@ -371,9 +371,9 @@ def eval_(
         tuned = tuned_model or registry.active_tone_model(obj.database().engine)
         if not tuned:
             raise FinetuneError("No tuned model: pass --tuned MODEL or activate one first.")
-        base = base_model or obj.settings.llm_model
+        base = base_model or obj.settings.llm.llm_model
         report = evaluate(
-            client_from_settings(obj.settings), validation, base_model=base, tuned_model=tuned, limit=limit
+            client_from_settings(obj.settings.openai), validation, base_model=base, tuned_model=tuned, limit=limit
         )
     if out_file is not None:
         write_atomic(out_file, json.dumps(report, indent=2).encode("utf-8"))

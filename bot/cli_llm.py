@@ -23,7 +23,7 @@ def check(obj, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     from retrieval.llm import Deadline, create_router
 
     services = obj.services
-    settings = services.settings
+    settings = services.settings.llm
     chat = services.chat_client
     if chat is None:
         raise ConfigError("No LLM is configured, so answers are extractive (quotes from the articles). Set "

@@ -100,27 +100,28 @@ def _interrupt(_signum: int, _frame: object) -> None:
 def serve(obj, host: str | None, port: int | None) -> None:  # type: ignore[no-untyped-def]
     """Run the Slack bot (HTTP Events mode; Socket Mode when SLACK_APP_TOKEN is set)."""
     settings, services = obj.settings, obj.services
-    parts = build_parts(settings, services)
+    slack = settings.slack
+    parts = build_parts(slack, services)
     app = create_app(settings, services, parts)
     warm_up(services)
     scheduler = None
-    if settings.scheduler_in_serve:  # single-process deployments: the worker's schedule runs here too
+    if settings.scheduler.scheduler_in_serve:  # single-process deployments: the worker's schedule runs here too
         from bot.worker import start_scheduler
 
         scheduler = start_scheduler(services)
     try:
-        if settings.slack_app_token is not None:
+        if slack.slack_app_token is not None:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 
             log.info("kbbot is connecting to Slack in Socket Mode")
-            SocketModeHandler(app, settings.slack_app_token.get_secret_value()).start()
+            SocketModeHandler(app, slack.slack_app_token.get_secret_value()).start()
         else:
-            server = HttpServer(app, host=host or settings.host, port=port or settings.port,
-                                threads=max(4, settings.slack_workers))
+            server = HttpServer(app, host=host or slack.host, port=port or slack.port,
+                                threads=max(4, slack.slack_workers))
             if threading.current_thread() is threading.main_thread():
                 # Platforms stop a process with SIGTERM: finish the answers in flight, then exit.
                 signal.signal(signal.SIGTERM, _interrupt)
-            log.info("kbbot is listening on http://%s:%d%s", host or settings.host, server.port, EVENTS_PATH)
+            log.info("kbbot is listening on http://%s:%d%s", host or slack.host, server.port, EVENTS_PATH)
             server.run()
     finally:
         if scheduler is not None:

@@ -217,7 +217,7 @@ class HomeTab:
         self.admins = admins
 
     def is_reviewer(self, client: WebClient, user_id: str) -> bool:
-        group = self.services.settings.support_group
+        group = self.services.settings.slack.support_group
         if group and AdminCheck.in_groups(client, user_id, [group]):
             return True
         return self.admins.is_admin(client, user_id)

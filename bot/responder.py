@@ -28,6 +28,7 @@ from bot.services import Services
 from retrieval.answer import AskContext, Turn
 from retrieval.answer_log import Asked
 from retrieval.errors import DatabaseError, EmbeddingError, EmptyQuestionError, KbbotError, LLMError
+from retrieval.settings import DEFAULTS
 from retrieval.types import Answer
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,10 @@ class Responder:
     """Shows progress on the caller's thread (fast), then answers on its own pool, so a queue of slow
     answers never delays Slack acks, button clicks or commands."""
 
-    def __init__(self, services: Services, deduper: EventDeduper, *, workers: int = 4) -> None:
+    def __init__(self, services: Services, deduper: EventDeduper, *,
+                 workers: int = DEFAULTS.slack.slack_workers) -> None:
         self.services = services
-        self.settings = services.settings
+        self.settings = services.settings.slack
         self.deduper = deduper
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kbbot-answer")
         self._in_flight: set[Future[None]] = set()

@@ -40,26 +40,28 @@ class Services:
         if self._db is None:
             with self._db_lock:
                 if self._db is None:
-                    self._db = Database.open(self.settings)
+                    self._db = Database.open(self.settings.storage)
         return self._db
 
     def search_database(self) -> Database:
         """Where searches read: the read replica when KBBOT_SEARCH_DATABASE_URL is set, else the primary."""
-        if self.settings.search_database_url is None:
+        storage = self.settings.storage
+        if storage.search_database_url is None:
             return self.database()
         if self._search_db is None:
             self.database()  # the primary first: it applies the migrations the replica then receives
-            replica = self.settings.model_copy(update={"database_url": self.settings.search_database_url})
+            replica = storage.model_copy(update={"database_url": storage.search_database_url})
             self._search_db = Database.open(replica, migrate=False)
         return self._search_db
 
     @functools.cached_property
     def embedder(self) -> Embedder:
-        return create_embedder(self.settings)
+        return create_embedder(self.settings.embeddings, self.settings.openai)
 
     def searcher(self) -> Searcher:
-        return Searcher(self.search_database(), self.embedder, mode=self.settings.search_mode,
-                        ef_search=self.settings.hnsw_ef_search, embedder_for=self.embedder_for_space)
+        search = self.settings.search
+        return Searcher(self.search_database(), self.embedder, mode=search.search_mode,
+                        ef_search=search.hnsw_ef_search, embedder_for=self.embedder_for_space)
 
     def embedder_for_space(self, space: EmbeddingSpace) -> Embedder:
         """An embedder for a space made by another model than the configured one: while a re-embed with a
@@ -71,12 +73,12 @@ class Services:
             if key not in self._other_embedders:
                 from retrieval.embeddings import LocalEmbedder, OpenAIEmbedder
 
-                settings = self.settings
+                settings, endpoint = self.settings.embeddings, self.settings.openai
                 if space.provider == "local":
                     built: Embedder = LocalEmbedder(space.model, batch_size=settings.embedding_batch_size)
                 else:
-                    base_url = settings.embedding_base_url or settings.openai_base_url
-                    key_secret = settings.embedding_api_key or settings.openai_api_key
+                    base_url = settings.embedding_base_url or endpoint.openai_base_url
+                    key_secret = settings.embedding_api_key or endpoint.openai_api_key
                     built = OpenAIEmbedder(space.model, base_url=base_url,
                                            api_key=key_secret.get_secret_value() if key_secret else None,
                                            batch_size=settings.embedding_batch_size)
@@ -86,11 +88,11 @@ class Services:
     @functools.cached_property
     def chat_client(self) -> ChatClient | None:
         """The LLM client when OPENAI_API_KEY or OPENAI_BASE_URL is set; None means extractive answers."""
-        if not self.settings.llm_enabled:
+        if not self.settings.openai.enabled:
             return None
         from retrieval.llm import ChatClient
 
-        return ChatClient.from_settings(self.settings)
+        return ChatClient.from_settings(self.settings.openai, self.settings.llm)
 
     def active_tone_model(self) -> str | None:
         from finetune.registry import active_tone_model
@@ -103,30 +105,32 @@ class Services:
             return extractive
         from retrieval.llm import create_llm_synthesizer
 
-        return create_llm_synthesizer(self.settings, self.chat_client, fallback=extractive,
+        return create_llm_synthesizer(self.settings.llm, self.chat_client, fallback=extractive,
                                       tone_lookup=self.active_tone_model)
 
     @functools.cached_property
     def pipeline(self) -> AnswerPipeline:
         from retrieval.llm import create_rewriter
 
+        search, llm = self.settings.search, self.settings.llm
         searcher: Searcher = self.searcher()
-        if self.settings.query_expansion:
+        if search.query_expansion:
             from retrieval.rewrite import ExpandingSearcher, HeuristicExpander, LLMExpander
 
-            expander = (LLMExpander(self.chat_client, self.settings.llm_model) if self.chat_client
+            expander = (LLMExpander(self.chat_client, llm.llm_model) if self.chat_client
                         else HeuristicExpander())
             searcher = ExpandingSearcher(searcher, expander,  # type: ignore[assignment]
-                                         variants=self.settings.query_expansion)
-        return AnswerPipeline(searcher, self.synthesizer(), top_k=self.settings.top_k,
-                              min_relevance=self.settings.min_relevance,
-                              rewriter=create_rewriter(self.settings, self.chat_client))
+                                         variants=search.query_expansion)
+        return AnswerPipeline(searcher, self.synthesizer(), top_k=search.top_k,
+                              min_relevance=search.min_relevance,
+                              rewriter=create_rewriter(search, self.chat_client, model=llm.llm_model))
 
     def indexer(self, progress: ProgressCallback | None = None,
                 should_stop: Callable[[], bool] | None = None) -> Indexer:
-        return Indexer(self.database(), self.embedder, chunk_max_tokens=self.settings.chunk_max_tokens,
+        index = self.settings.index
+        return Indexer(self.database(), self.embedder, chunk_max_tokens=index.chunk_max_tokens,
                        progress=progress, should_stop=should_stop,
-                       index_options=HnswOptions.from_settings(self.settings))
+                       index_options=HnswOptions.from_settings(index, embedded=self.settings.storage.embedded))
 
     def answer_log(self) -> AnswerLog:
         return AnswerLog(self.database())
@@ -142,7 +146,7 @@ class Services:
 
         with translate_errors("Reading the configured sources"), self.database().engine.connect() as conn:
             rows = conn.execute(text("SELECT name, kind, config FROM sources ORDER BY name")).all()
-        return configured_sources(self.settings.sources_file, [(r.name, r.kind, dict(r.config)) for r in rows])
+        return configured_sources(self.settings.index.sources_file, [(r.name, r.kind, dict(r.config)) for r in rows])
 
     def close(self) -> None:
         if self._search_db is not None:

@@ -64,7 +64,8 @@ def model_change_pending(services: Services) -> bool:
     """True when the configured embedding model is not the one the index answers with."""
     with translate_errors("Reading the embedding spaces"), services.database().engine.connect() as conn:
         row = conn.execute(text("SELECT provider, model FROM embedding_spaces WHERE status = 'active'")).first()
-    configured = (services.settings.embedding_provider, services.settings.resolved_embedding_model)
+    embeddings = services.settings.embeddings
+    configured = (embeddings.embedding_provider, embeddings.resolved_model)
     return row is not None and (row.provider, row.model) != configured
 
 
@@ -116,7 +117,7 @@ class SyncScheduler:
     """The scheduled syncs of one process (APScheduler 3, one worker thread)."""
 
     def __init__(self, services: Services, *, run_at_start: bool = True) -> None:
-        settings = services.settings
+        settings = services.settings.scheduler
         self.services = services
         self.outcomes: deque[JobOutcome] = deque(maxlen=50)
         self.ran = threading.Condition()  # notified after each run, with its outcome appended

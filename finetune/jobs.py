@@ -18,7 +18,7 @@ import openai
 
 from finetune.errors import JobError
 from finetune.output import sha256_file, verify_against_manifest
-from retrieval.settings import Settings
+from retrieval.settings import OpenAISettings
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def _message(exc: openai.APIStatusError) -> str:
 
 
 def client_from_settings(
-    settings: Settings, *, timeout_s: float = 60.0, max_retries: int = 3
+    settings: OpenAISettings, *, timeout_s: float = 60.0, max_retries: int = 3
 ) -> openai.OpenAI:
     if settings.openai_api_key is None:
         raise JobError("Fine-tuning needs OPENAI_API_KEY (and OPENAI_BASE_URL for a non-OpenAI endpoint).")

@@ -24,6 +24,7 @@ from retrieval.chunking import split_sentences
 from retrieval.embeddings import Embedder
 from retrieval.errors import EmptyQuestionError
 from retrieval.search import Searcher
+from retrieval.settings import DEFAULTS
 from retrieval.types import Answer, Citation, SearchHit
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,8 @@ class ExtractiveSynthesizer:
 class AnswerPipeline:
     """retrieve -> relevance gate -> synthesize. Stateless; safe to share between threads."""
 
-    def __init__(self, searcher: Searcher, synthesizer: Synthesizer, *, top_k: int = 5,
-                 min_relevance: float = 0.35, nearest_articles: int = 3,
+    def __init__(self, searcher: Searcher, synthesizer: Synthesizer, *, top_k: int = DEFAULTS.search.top_k,
+                 min_relevance: float = DEFAULTS.search.min_relevance, nearest_articles: int = 3,
                  rewriter: QueryRewriter | None = None) -> None:
         self.searcher = searcher  # or anything with the same `search` (e.g. rewrite.ExpandingSearcher)
         self.synthesizer = synthesizer

@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from retrieval.errors import DatabaseError, SchemaError
-from retrieval.settings import Settings
+from retrieval.settings import StorageSettings
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +109,13 @@ class Database:
         return self.engine.url.render_as_string(hide_password=True)
 
     @classmethod
-    def open(cls, settings: Settings, *, migrate: bool = True, pool_size: int = 5) -> Database:
-        if settings.database_url is not None:
-            url = settings.database_url.get_secret_value()
+    def open(cls, storage: StorageSettings, *, migrate: bool = True, pool_size: int = 5) -> Database:
+        if storage.database_url is not None:
+            url = storage.database_url.get_secret_value()
             if url.startswith(("postgres://", "postgresql://")):
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
         else:
-            url = embedded_url(settings.data_dir)
+            url = embedded_url(storage.data_dir)
         return cls.from_url(url, migrate=migrate, pool_size=pool_size)
 
     @classmethod

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from retrieval.errors import ConfigError, EmbeddingError
-from retrieval.settings import Settings
+from retrieval.settings import DEFAULTS, EmbeddingSettings, OpenAISettings
 
 log = logging.getLogger(__name__)
 _load_lock = threading.Lock()
@@ -62,7 +62,8 @@ class LocalEmbedder:
 
     provider = "local"
 
-    def __init__(self, model: str = "all-MiniLM-L6-v2", batch_size: int = 64) -> None:
+    def __init__(self, model: str = "all-MiniLM-L6-v2",
+                 batch_size: int = DEFAULTS.embeddings.embedding_batch_size) -> None:
         if model != "all-MiniLM-L6-v2":
             raise ConfigError(
                 f"KBBOT_EMBEDDING_MODEL={model!r} is not available offline; the local provider ships "
@@ -126,7 +127,8 @@ class OpenAIEmbedder:
     provider = "openai"
 
     def __init__(
-        self, model: str, *, base_url: str | None, api_key: str | None, batch_size: int = 64,
+        self, model: str, *, base_url: str | None, api_key: str | None,
+        batch_size: int = DEFAULTS.embeddings.embedding_batch_size,
         timeout_s: float = 30.0, max_retries: int = 5,
     ) -> None:
         import openai
@@ -179,17 +181,18 @@ class OpenAIEmbedder:
         return len(_WORDISH.findall(text))
 
 
-def create_embedder(settings: Settings) -> Embedder:
+def create_embedder(settings: EmbeddingSettings, endpoint: OpenAISettings) -> Embedder:
+    """The configured embedder; `endpoint` (OPENAI_*) is the fallback of the KBBOT_EMBEDDING_* endpoint."""
     if settings.embedding_provider == "local":
-        return LocalEmbedder(settings.resolved_embedding_model, batch_size=settings.embedding_batch_size)
-    base_url = settings.embedding_base_url or settings.openai_base_url
-    key = settings.embedding_api_key or settings.openai_api_key
+        return LocalEmbedder(settings.resolved_model, batch_size=settings.embedding_batch_size)
+    base_url = settings.embedding_base_url or endpoint.openai_base_url
+    key = settings.embedding_api_key or endpoint.openai_api_key
     if base_url is None and key is None:
         raise ConfigError(
             "KBBOT_EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY (or KBBOT_EMBEDDING_API_KEY), and "
             "OPENAI_BASE_URL / KBBOT_EMBEDDING_BASE_URL for a non-OpenAI endpoint."
         )
     return OpenAIEmbedder(
-        settings.resolved_embedding_model, base_url=base_url,
+        settings.resolved_model, base_url=base_url,
         api_key=key.get_secret_value() if key else None, batch_size=settings.embedding_batch_size,
     )

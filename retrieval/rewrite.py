@@ -179,7 +179,7 @@ class ExpandingSearcher:
     answer compare against the question as asked); a hit only a variant found carries that variant's.
     """
 
-    def __init__(self, searcher: Searcher, expander: QueryExpander, *, variants: int = 2,
+    def __init__(self, searcher: Searcher, expander: QueryExpander, *, variants: int,
                  variant_weight: float = 0.5) -> None:
         self.searcher = searcher
         self.expander = expander

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from retrieval.errors import KbbotError
+from retrieval.settings import DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,8 @@ def ab_bucket(key: str) -> float:
 
 
 class ToneRouter:
-    def __init__(self, base_model: str, *, rule: RoutingRule = "always", channels: Sequence[str] = (),
-                 share: float = 0.5, override: str | None = None,
+    def __init__(self, base_model: str, *, rule: RoutingRule = DEFAULTS.llm.tone_routing,
+                 channels: Sequence[str] = (), share: float = DEFAULTS.llm.tone_share, override: str | None = None,
                  lookup: Callable[[], str | None] | None = None) -> None:
         self.base_model = base_model
         self.rule = rule

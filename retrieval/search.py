@@ -21,6 +21,7 @@ from retrieval.db import Database, translate_errors
 from retrieval.embeddings import Embedder
 from retrieval.errors import EmptyQuestionError, ModelMismatchError, SchemaError
 from retrieval.lexical_index import LexicalIndex
+from retrieval.settings import DEFAULTS
 from retrieval.spaces import EmbeddingSpace, active_space
 from retrieval.types import SearchHit
 
@@ -151,8 +152,8 @@ class Searcher:
     `exact_filter_max_rows` vectors is ranked exactly (`filter_is_small`).
     """
 
-    def __init__(self, db: Database, embedder: Embedder, *, mode: SearchMode = "hybrid",
-                 ef_search: int = 200, weights: FusionWeights | None = None,
+    def __init__(self, db: Database, embedder: Embedder, *, mode: SearchMode = DEFAULTS.search.search_mode,
+                 ef_search: int = DEFAULTS.search.hnsw_ef_search, weights: FusionWeights | None = None,
                  embedder_for: Callable[[EmbeddingSpace], Embedder] | None = None,
                  lexical: LexicalIndex | None = None, exact_filter_max_rows: int = EXACT_FILTER_MAX_ROWS) -> None:
         self.db = db

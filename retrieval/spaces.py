@@ -18,6 +18,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, text
 
 from retrieval.errors import ConfigError, ModelMismatchError
+from retrieval.settings import DEFAULTS, IndexSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +34,17 @@ class HnswOptions:
     small recall cost (measured in BENCHMARKS.md); the table keeps full precision either way.
     """
 
-    storage: VectorStorage = "vector"
-    m: int = 16
-    ef_construction: int = 64
-    build_memory_mb: int = 4096  # ceiling of maintenance_work_mem for one build
-    build_workers: int | None = None  # None: the server's max_parallel_maintenance_workers
+    storage: VectorStorage = DEFAULTS.index.vector_storage
+    m: int = DEFAULTS.index.hnsw_m
+    ef_construction: int = DEFAULTS.index.hnsw_ef_construction
+    build_memory_mb: int = DEFAULTS.index.hnsw_build_memory_mb  # ceiling of maintenance_work_mem for one build
+    build_workers: int | None = DEFAULTS.index.hnsw_build_workers  # None: the server's max_parallel_maintenance_workers
 
     @classmethod
-    def from_settings(cls, settings: Any) -> HnswOptions:
+    def from_settings(cls, settings: IndexSettings, *, embedded: bool) -> HnswOptions:
+        """`embedded`: the database is kbbot's own PostgreSQL on this machine (StorageSettings.embedded)."""
         workers = settings.hnsw_build_workers
-        if workers is None and settings.database_url is None:
+        if workers is None and embedded:
             # The embedded server runs on this machine, so its cores are ours to size the build by.
             workers = max(0, min((os.cpu_count() or 2) - 1, 7))
         return cls(storage=settings.vector_storage, m=settings.hnsw_m,

@@ -178,7 +178,7 @@ def start_bot(fake: FakeSlack, db: Database, embedder: Any, tmp_path: Path, **ov
     settings = load_settings(_env_file=None, **values)
     services = Services(settings)
     services.embedder = embedder  # the session's model: loading it per test would cost seconds
-    parts = build_parts(settings, services)
+    parts = build_parts(settings.slack, services)
     app = create_app(settings, services, parts)
     server = HttpServer(app, host="127.0.0.1", port=0, threads=4, loop_timeout_s=0.1)  # quick to stop
     thread = threading.Thread(target=server.run, name="kbbot-http", daemon=True)

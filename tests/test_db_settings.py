@@ -66,7 +66,7 @@ def test_unreachable_database_gives_an_actionable_error() -> None:
     url = f"postgresql://kb:s3cret-pw@127.0.0.1:{_closed_port()}/kb"
     settings = load_settings(_env_file=None, database_url=url)
     with pytest.raises(DatabaseError) as info:
-        Database.open(settings)
+        Database.open(settings.storage)
     message = str(info.value)
     assert "Cannot reach PostgreSQL" in message and "DATABASE_URL" in message
     assert "s3cret-pw" not in message
@@ -90,5 +90,63 @@ def test_settings_come_from_dotenv(tmp_path, monkeypatch: pytest.MonkeyPatch) ->
     (tmp_path / ".env").write_text("KBBOT_TOP_K=7\nKBBOT_ADMIN_USERS=U1, U2\n")
     monkeypatch.chdir(tmp_path)
     settings = load_settings()
-    assert settings.top_k == 7 and settings.admin_users == ["U1", "U2"]
+    assert settings.search.top_k == 7 and settings.slack.admin_users == ["U1", "U2"]
     assert "s3cret" not in repr(load_settings(_env_file=None, openai_api_key="s3cret"))
+
+
+def test_config_prints_every_variable_once_with_secrets_masked(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from bot.cli import main
+    from retrieval.settings import Settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KBBOT_TOP_K", "7")
+    monkeypatch.setenv("KBBOT_LLM_TIMEOUT", "3.5")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-s3cret")
+    result = CliRunner().invoke(main, ["config"])
+    assert result.exit_code == 0, result.output
+    lines = dict(line.split("=", 1) for line in result.output.splitlines())
+    expected = [group.env_name(name) for group in Settings.groups().values() for name in group.model_fields]
+    assert list(lines) == expected and len(set(expected)) == len(expected)
+    assert lines["KBBOT_TOP_K"] == "7" and lines["KBBOT_LLM_TIMEOUT"] == "3.5"
+    assert lines["SLACK_BOT_TOKEN"] == "****** (set)" and "s3cret" not in result.output
+
+
+def test_core_constructors_default_to_the_settings() -> None:
+    """A calibrated value has one home: a constructor default may not silently differ from its setting."""
+    import inspect as signatures
+
+    from bot.responder import Responder
+    from retrieval.answer import AnswerPipeline
+    from retrieval.embeddings import LocalEmbedder, OpenAIEmbedder
+    from retrieval.llm.client import ChatClient
+    from retrieval.llm.prompt import PromptBuilder
+    from retrieval.llm.synthesizer import LLMSynthesizer
+    from retrieval.routing import ToneRouter
+    from retrieval.search import Searcher
+    from retrieval.settings import DEFAULTS
+    from retrieval.spaces import HnswOptions
+
+    d = DEFAULTS
+    expected = {
+        (AnswerPipeline, "top_k"): d.search.top_k, (AnswerPipeline, "min_relevance"): d.search.min_relevance,
+        (Searcher, "mode"): d.search.search_mode, (Searcher, "ef_search"): d.search.hnsw_ef_search,
+        (LocalEmbedder, "batch_size"): d.embeddings.embedding_batch_size,
+        (OpenAIEmbedder, "batch_size"): d.embeddings.embedding_batch_size,
+        (ChatClient, "timeout_s"): d.llm.llm_timeout_s, (ChatClient, "max_retries"): d.llm.llm_max_retries,
+        (ChatClient, "max_answer_tokens"): d.llm.llm_max_answer_tokens,
+        (ChatClient, "temperature"): d.llm.llm_temperature,
+        (PromptBuilder, "max_tokens"): d.llm.llm_max_context_tokens,
+        (LLMSynthesizer, "budget_s"): d.llm.llm_answer_budget_s, (LLMSynthesizer, "uncited"): d.llm.llm_uncited,
+        (ToneRouter, "rule"): d.llm.tone_routing, (ToneRouter, "share"): d.llm.tone_share,
+        (HnswOptions, "storage"): d.index.vector_storage, (HnswOptions, "m"): d.index.hnsw_m,
+        (HnswOptions, "ef_construction"): d.index.hnsw_ef_construction,
+        (HnswOptions, "build_memory_mb"): d.index.hnsw_build_memory_mb,
+        (HnswOptions, "build_workers"): d.index.hnsw_build_workers,
+        (Responder, "workers"): d.slack.slack_workers,
+    }
+    for (cls, parameter), setting_default in expected.items():
+        default = signatures.signature(cls).parameters[parameter].default
+        assert default == setting_default, f"{cls.__name__}({parameter}={default!r}), setting {setting_default!r}"
+    assert d.search.min_relevance == 0.40  # the calibrated value BENCHMARKS.md reports

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from bot.cli_finetune import finetune
 from finetune import registry
 from retrieval.db import Database
-from retrieval.settings import Settings
+from retrieval.settings import Settings, load_settings
 from tests.fakes.openai_api import FakeOpenAI, fake_openai  # noqa: F401 - fixture
 
 FIXTURES = Path(__file__).parent / "fixtures" / "finetune"
@@ -30,8 +30,13 @@ class _Context:
         return self.db
 
 
+def _openai_settings(fake_openai) -> Settings:  # type: ignore[no-untyped-def]
+    return load_settings(_env_file=None, OPENAI_API_KEY="test", OPENAI_BASE_URL=fake_openai.url + "/v1")
+
+
 def _run(args: list[str], obj: _Context | None = None) -> tuple[int, str]:
-    result = CliRunner().invoke(finetune, args, obj=obj or _Context(Settings()), catch_exceptions=False)
+    result = CliRunner().invoke(finetune, args, obj=obj or _Context(load_settings(_env_file=None)),
+                                catch_exceptions=False)
     return result.exit_code, result.output
 
 
@@ -83,7 +88,7 @@ def test_submit_wait_activate_list_eval(tmp_path: Path, fake_openai: FakeOpenAI,
         )[0]
         == 0
     )
-    settings = Settings(OPENAI_API_KEY="test", OPENAI_BASE_URL=fake_openai.url + "/v1")
+    settings = _openai_settings(fake_openai)
     obj = _Context(settings, database)
 
     code, output = _run(["submit", str(data), "--base-model", "gpt-4o-mini", "--suffix", "tone"], obj)
@@ -132,7 +137,7 @@ def test_submit_refuses_unsanitized_files(
         '{"messages": [{"role": "user", "content": "Priya 4111 1111 1111 1111"}, '
         '{"role": "assistant", "content": "ok"}]}\n'
     )
-    obj = _Context(Settings(OPENAI_API_KEY="test", OPENAI_BASE_URL=fake_openai.url + "/v1"), database)
+    obj = _Context(_openai_settings(fake_openai), database)
     code, output = _run(["submit", str(raw)], obj)
     assert code == 1 and "--force" in output
     assert fake_openai.requests == []
@@ -143,6 +148,6 @@ def test_eval_with_unknown_tuned_model_says_so(
 ) -> None:
     data = tmp_path / "data"
     _run(["prepare", str(FIXTURES / "transcripts.csv"), "--out", str(data), "--validation-fraction", "0.5"])
-    obj = _Context(Settings(OPENAI_API_KEY="test", OPENAI_BASE_URL=fake_openai.url + "/v1"), database)
+    obj = _Context(_openai_settings(fake_openai), database)
     code, output = _run(["eval", str(data), "--tuned", "ft:nope", "--base", "gpt-4o-mini"], obj)
     assert code == 1 and "does not exist" in output

@@ -13,7 +13,7 @@ from finetune.builder import BuildOptions
 from finetune.errors import JobError, ManifestError
 from finetune.jobs import FineTuningJobs, client_from_settings
 from finetune.prepare import PrepareRequest, prepare
-from retrieval.settings import Settings
+from retrieval.settings import OpenAISettings
 from tests.fakes.openai_api import FakeOpenAI, Scripted, fake_openai  # noqa: F401 - fixture
 
 FIXTURES = Path(__file__).parent / "fixtures" / "finetune"
@@ -143,6 +143,7 @@ def test_timeouts_and_unreachable_api(fake_openai: FakeOpenAI) -> None:
 
 def test_client_from_settings_needs_a_key() -> None:
     with pytest.raises(JobError, match="OPENAI_API_KEY"):
-        client_from_settings(Settings())
-    client = client_from_settings(Settings(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL="http://127.0.0.1:1/v1"))
+        client_from_settings(OpenAISettings(_env_file=None))
+    client = client_from_settings(OpenAISettings(_env_file=None, OPENAI_API_KEY="sk-test",
+                                                 OPENAI_BASE_URL="http://127.0.0.1:1/v1"))
     assert str(client.base_url).startswith("http://127.0.0.1:1/v1")

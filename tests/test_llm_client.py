@@ -18,7 +18,7 @@ def client(fake: FakeOpenAI, **overrides: object) -> ChatClient:
     settings = load_settings(_env_file=None, openai_api_key="sk-test", openai_base_url=fake.url + "/v1",
                              **overrides)
     sleeps: list[float] = []
-    chat = ChatClient.from_settings(settings)
+    chat = ChatClient.from_settings(settings.openai, settings.llm)
     chat._sleep = sleeps.append  # backoff waits are recorded, not slept
     chat.sleeps = sleeps  # type: ignore[attr-defined]
     return chat
@@ -94,7 +94,7 @@ def test_unreachable_endpoint_says_check_base_url() -> None:
     settings = load_settings(_env_file=None, openai_api_key="k", openai_base_url="http://127.0.0.1:9/v1",
                              llm_max_retries=0)
     with pytest.raises(LLMError, match=r"cannot reach http://127\.0\.0\.1:9/v1.*OPENAI_BASE_URL"):
-        ChatClient.from_settings(settings).complete("m", MESSAGES, Deadline.after(5))
+        ChatClient.from_settings(settings.openai, settings.llm).complete("m", MESSAGES, Deadline.after(5))
 
 
 def test_switches_token_limit_field_when_the_endpoint_asks(fake_openai: FakeOpenAI) -> None:
@@ -114,17 +114,18 @@ def test_openai_sdk_environment_variables_enable_the_llm(fake_openai: FakeOpenAI
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.url + "/v1")
     settings = load_settings(_env_file=None)
-    assert settings.llm_enabled
-    ChatClient.from_settings(settings).complete("gpt-4o-mini", MESSAGES, Deadline.after(10))
+    assert settings.openai.enabled
+    ChatClient.from_settings(settings.openai, settings.llm).complete("gpt-4o-mini", MESSAGES, Deadline.after(10))
     assert fake_openai.requests[-1].headers["authorization"] == "Bearer sk-from-env"
 
 
 def test_local_server_without_key_and_no_config_at_all(fake_openai: FakeOpenAI) -> None:
     keyless = load_settings(_env_file=None, openai_base_url=fake_openai.url + "/v1")
-    assert keyless.llm_enabled
-    assert create_openai_client(keyless).api_key == "unused"  # Ollama/vLLM ignore it; the SDK wants one
+    assert keyless.openai.enabled
+    # Ollama/vLLM ignore the key; the SDK wants one
+    assert create_openai_client(keyless.openai, timeout_s=5).api_key == "unused"
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
-        create_openai_client(load_settings(_env_file=None))
+        create_openai_client(load_settings(_env_file=None).openai, timeout_s=5)
 
 
 def test_lists_models(fake_openai: FakeOpenAI) -> None:

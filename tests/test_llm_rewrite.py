@@ -192,7 +192,7 @@ def test_llm_expansion_variants_and_failure(demo_database: Database, embedder: A
                              llm_max_retries=0)
     fake_openai.chat_responder = lambda messages, model: (
         "1. reset Northwind ID password\n- \"change SSO password\"\nreset Northwind ID password\n")
-    expander = LLMExpander(ChatClient.from_settings(settings), "gpt-4o-mini")
+    expander = LLMExpander(ChatClient.from_settings(settings.openai, settings.llm), "gpt-4o-mini")
     assert expander.variants("How do I reset my SSO password?", 2) == ["reset Northwind ID password",
                                                                        "change SSO password"]
     request = fake_openai.requests_to("POST", CHAT)[0].json

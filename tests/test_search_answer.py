@@ -73,9 +73,9 @@ def test_abstention_threshold_separates_demo_questions(demo_database, embedder) 
     """The shipped threshold answers the labelled questions and abstains on the off-topic ones."""
     import json
 
-    from retrieval.settings import Settings
+    from retrieval.settings import DEFAULTS
 
-    threshold = Settings.model_fields["min_relevance"].default
+    threshold = DEFAULTS.search.min_relevance
     searcher = Searcher(demo_database, embedder)
     answerable = load_labelled_queries(DEMO_EVAL / "queries.jsonl", DEMO_EVAL / "qrels.tsv")
     unanswerable = [json.loads(line)["text"] for line in (DEMO_EVAL / "unanswerable.jsonl").open()]

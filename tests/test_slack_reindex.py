@@ -26,7 +26,7 @@ def test_workspace_admin_and_admin_group_members_may_reindex(slack_bot: BotUnder
     fake.usergroups["S0KBADMINS"] = ["U0GROUPIE"]
     from bot.app import create_web_client
 
-    client = create_web_client(slack_bot.settings)
+    client = create_web_client(slack_bot.settings.slack)
     assert admins.is_admin(client, ADMIN)  # listed in KBBOT_ADMIN_USERS
     assert admins.is_admin(client, "U0OWNER")  # Slack workspace owner
     assert admins.is_admin(client, "U0GROUPIE")  # member of an admin user group

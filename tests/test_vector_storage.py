@@ -98,11 +98,15 @@ def test_a_build_that_cannot_fit_fails_before_touching_the_index(demo_database) 
 
 
 def test_options_from_settings(make_settings) -> None:  # type: ignore[no-untyped-def]
-    remote = HnswOptions.from_settings(make_settings(vector_storage="halfvec", hnsw_m=24))
+    def options(**overrides: object) -> HnswOptions:
+        settings = make_settings(**overrides)
+        return HnswOptions.from_settings(settings.index, embedded=settings.storage.embedded)
+
+    remote = options(vector_storage="halfvec", hnsw_m=24)
     assert (remote.storage, remote.m, remote.build_workers) == ("halfvec", 24, None)  # server decides
-    embedded = HnswOptions.from_settings(make_settings(database_url=None))
+    embedded = options(database_url=None)
     assert embedded.build_workers is not None and embedded.build_workers >= 0
-    assert HnswOptions.from_settings(make_settings(hnsw_build_workers=3)).build_workers == 3
+    assert options(hnsw_build_workers=3).build_workers == 3
 
 
 @pytest.mark.parametrize("exact_max_rows", [20000, 0], ids=["exact-small-source", "iterative-hnsw-scan"])

@@ -130,7 +130,7 @@ def register(app: App, parts: BotParts) -> None:
     @app.action("ask_human")
     def on_ask_human(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        group = parts.services.settings.support_group
+        group = parts.services.settings.slack.support_group
         channel, thread_ts = _where(body)
         user = body["user"]["id"]
         if not group or channel is None:

@@ -17,18 +17,18 @@ from retrieval.llm.client import ChatClient, Deadline, create_openai_client
 from retrieval.llm.prompt import PromptBuilder
 from retrieval.llm.synthesizer import LLMSynthesizer
 from retrieval.routing import ToneRouter
-from retrieval.settings import Settings
+from retrieval.settings import LLMSettings, SearchSettings
 
 __all__ = ["ChatClient", "Deadline", "LLMSynthesizer", "create_llm_synthesizer", "create_openai_client",
            "create_rewriter", "create_router"]
 
 
-def create_router(settings: Settings, tone_lookup: Callable[[], str | None] | None = None) -> ToneRouter:
+def create_router(settings: LLMSettings, tone_lookup: Callable[[], str | None] | None = None) -> ToneRouter:
     return ToneRouter(settings.llm_model, rule=settings.tone_routing, channels=settings.tone_channels,
                       share=settings.tone_share, override=settings.tone_model, lookup=tone_lookup)
 
 
-def create_llm_synthesizer(settings: Settings, chat: ChatClient, *, fallback: Synthesizer,
+def create_llm_synthesizer(settings: LLMSettings, chat: ChatClient, *, fallback: Synthesizer,
                            tone_lookup: Callable[[], str | None] | None = None) -> LLMSynthesizer:
     from finetune.tokens import default_counter
 
@@ -37,12 +37,12 @@ def create_llm_synthesizer(settings: Settings, chat: ChatClient, *, fallback: Sy
                           budget_s=settings.llm_answer_budget_s, uncited=settings.llm_uncited)
 
 
-def create_rewriter(settings: Settings, chat: ChatClient | None) -> QueryRewriter | None:
-    """KBBOT_QUERY_REWRITE: `auto` uses the LLM when one is configured, else the heuristic."""
+def create_rewriter(search: SearchSettings, chat: ChatClient | None, *, model: str) -> QueryRewriter | None:
+    """KBBOT_QUERY_REWRITE: `auto` uses the LLM (`model`) when one is configured, else the heuristic."""
     from retrieval.rewrite import HeuristicRewriter, LLMRewriter
 
-    if settings.query_rewrite == "off":
+    if search.query_rewrite == "off":
         return None
-    if settings.query_rewrite == "auto" and chat is not None:
-        return LLMRewriter(chat, settings.llm_model)
+    if search.query_rewrite == "auto" and chat is not None:
+        return LLMRewriter(chat, model)
     return HeuristicRewriter()

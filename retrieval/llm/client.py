@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import openai
 
 from retrieval.errors import ConfigError, LLMError
-from retrieval.settings import Settings
+from retrieval.settings import DEFAULTS, LLMSettings, OpenAISettings
 
 try:  # the transport the openai SDK is built on; a stream can fail with its errors mid-iteration
     import httpx2 as _http
@@ -35,16 +35,16 @@ _BACKOFF_CAP_S = 8.0
 _MIN_CALL_S = 0.2
 
 
-def create_openai_client(settings: Settings) -> openai.OpenAI:
+def create_openai_client(endpoint: OpenAISettings, *, timeout_s: float) -> openai.OpenAI:
     """The process's client, from OPENAI_API_KEY / OPENAI_BASE_URL (read by Settings, .env included)."""
-    if settings.openai_api_key is not None:
-        api_key = settings.openai_api_key.get_secret_value()
-    elif settings.openai_base_url:
+    if endpoint.openai_api_key is not None:
+        api_key = endpoint.openai_api_key.get_secret_value()
+    elif endpoint.openai_base_url:
         api_key = "unused"  # local servers (Ollama, vLLM) ignore the key, but the SDK insists on one
     else:
         raise ConfigError("LLM answers need OPENAI_API_KEY (and OPENAI_BASE_URL for a non-OpenAI endpoint).")
-    return openai.OpenAI(api_key=api_key, base_url=settings.openai_base_url or None,
-                         timeout=settings.llm_timeout_s, max_retries=0)
+    return openai.OpenAI(api_key=api_key, base_url=endpoint.openai_base_url or None,
+                         timeout=timeout_s, max_retries=0)
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,10 @@ class Deadline:
 class ChatClient:
     """Streams or completes one chat request for a given model."""
 
-    def __init__(self, client: openai.OpenAI, *, timeout_s: float = 20.0, max_retries: int = 2,
-                 max_answer_tokens: int = 700, temperature: float | None = None,
+    def __init__(self, client: openai.OpenAI, *, timeout_s: float = DEFAULTS.llm.llm_timeout_s,
+                 max_retries: int = DEFAULTS.llm.llm_max_retries,
+                 max_answer_tokens: int = DEFAULTS.llm.llm_max_answer_tokens,
+                 temperature: float | None = DEFAULTS.llm.llm_temperature,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.client = client
         self.timeout_s = timeout_s
@@ -78,8 +80,10 @@ class ChatClient:
         self._limit_field = "max_completion_tokens" if _is_openai_or_azure(client) else "max_tokens"
 
     @classmethod
-    def from_settings(cls, settings: Settings, client: openai.OpenAI | None = None) -> ChatClient:
-        return cls(client or create_openai_client(settings), timeout_s=settings.llm_timeout_s,
+    def from_settings(cls, endpoint: OpenAISettings, settings: LLMSettings,
+                      client: openai.OpenAI | None = None) -> ChatClient:
+        return cls(client or create_openai_client(endpoint, timeout_s=settings.llm_timeout_s),
+                   timeout_s=settings.llm_timeout_s,
                    max_retries=settings.llm_max_retries, max_answer_tokens=settings.llm_max_answer_tokens,
                    temperature=settings.llm_temperature)
 

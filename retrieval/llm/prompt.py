@@ -20,6 +20,7 @@ from typing import Protocol
 from retrieval.answer import Turn
 from retrieval.chunking import split_sentences
 from retrieval.llm.client import Message
+from retrieval.settings import DEFAULTS
 from retrieval.types import SearchHit
 
 NO_ANSWER = "NO_ANSWER"
@@ -83,7 +84,8 @@ def render_passage(number: int, hit: SearchHit, text: str | None = None) -> str:
 
 
 class PromptBuilder:
-    def __init__(self, counter: TokenCounter, *, max_tokens: int = 6000, max_history_turns: int = 6) -> None:
+    def __init__(self, counter: TokenCounter, *, max_tokens: int = DEFAULTS.llm.llm_max_context_tokens,
+                 max_history_turns: int = 6) -> None:
         self.counter = counter
         self.max_tokens = max_tokens
         self.max_history_turns = max_history_turns

@@ -26,6 +26,7 @@ from retrieval.llm.client import ChatClient, Deadline
 from retrieval.llm.grounding import GroundedText, StreamGrounder, build_citations
 from retrieval.llm.prompt import Prompt, PromptBuilder
 from retrieval.routing import RouteRequest, ToneRouter
+from retrieval.settings import DEFAULTS
 from retrieval.types import Answer, SearchHit
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ class LLMSynthesizer:
     name = "llm"
 
     def __init__(self, chat: ChatClient, router: ToneRouter, prompts: PromptBuilder, fallback: Synthesizer,
-                 *, budget_s: float = 45.0, uncited: UncitedPolicy = "mark") -> None:
+                 *, budget_s: float = DEFAULTS.llm.llm_answer_budget_s,
+                 uncited: UncitedPolicy = DEFAULTS.llm.llm_uncited) -> None:
         self.chat = chat
         self.router = router
         self.prompts = prompts

@@ -48,12 +48,25 @@ def migrate(obj) -> None:  # type: ignore[no-untyped-def]
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--name", help="Source name (default: the folder or file name).")
 @click.option("--full", is_flag=True, help="Re-embed everything (needed after changing the embedding model).")
+@click.option("--audience", help="Who may read its articles: public, everyone (default) or Slack user-group "
+              "ids (S0123ABCD,S0456EFGH); an article's own `audience:` narrows it. Kept for later runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.pass_obj
-def ingest(obj, path: Path, name: str | None, full: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+def ingest(obj, path: Path, name: str | None, full: bool, audience: str | None, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     """Index a folder of Markdown/HTML/text articles or a JSONL file (re-running it syncs changes)."""
-    run = _run_sync(obj, [source_for_path(path, name)], kind="full" if full else "incremental",
-                    as_json=as_json)
+    from retrieval.access import AudienceError, parse_audience
+    from retrieval.audiences import stored_audience
+
+    source = source_for_path(path, name)
+    if audience is not None:
+        try:
+            source.audience = parse_audience(audience)
+        except AudienceError as exc:
+            raise click.BadParameter(str(exc), param_hint="--audience") from exc
+    else:
+        # Re-running without --audience keeps the one given before: forgetting the flag must not widen it.
+        source.audience = stored_audience(obj.database(), source.name) or source.audience
+    run = _run_sync(obj, [source], kind="full" if full else "incremental", as_json=as_json)
     if run.status == "failed":
         raise SystemExit(1)
 

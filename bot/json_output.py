@@ -115,6 +115,7 @@ def status_json(status: IndexStatus) -> dict[str, Any]:
         ],
         "keyword_lists": {"rebuilt_at": _iso(status.keyword.rebuilt_at),
                           "newer_chunks": status.keyword.newer_chunks} if status.keyword else None,
+        "held_back": [{"source": s, "reason": r, "articles": n} for s, r, n in status.held_back],
     }
 
 

@@ -105,6 +105,10 @@ def print_status(status: IndexStatus) -> None:
         if s.last_error:
             since = f" since {s.last_error_at:%Y-%m-%d %H:%M UTC}" if s.last_error_at else ""
             console.print(f"    [red]failing{since}:[/red] {escape(s.last_error)}", highlight=False)
+    if status.held_back:
+        console.print(f"[yellow]Held back (indexed, never answered): {status.held_back_articles} articles[/yellow]")
+        for source, why, count in status.held_back:
+            console.print(f"  {count} in {source}: {why}", markup=False)
     if status.running:
         console.print(f"[yellow]Sync running since {status.running.started_at:%H:%M:%S} "
                       f"(started by {status.running.started_by or 'unknown'})[/yellow]")

@@ -18,6 +18,8 @@ from pgvector.psycopg import register_vector
 from retrieval.types import Article, ChunkDraft
 
 KEYWORD_INDEX = "chunks_tsv_idx"
+# (space_id, chunk_id, source_id, audience, vector)
+VectorRow = tuple[int, int, int, list[str], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class IndexStore:
         A failure rolls back the batch; the caller retries its articles one by one to isolate a bad one."""
         with self.conn.transaction():
             self._no_flush_wait()
-            rows: list[tuple[int, int, int, np.ndarray]] = []
+            rows: list[VectorRow] = []
             upsert = False
             for pending in batch:
                 article_rows, article_upsert = self._write_article(pending)
@@ -117,20 +119,24 @@ class IndexStore:
         # again because their content hashes are missing.
         self.conn.execute("SET LOCAL synchronous_commit = off")
 
-    def _write_article(self, p: PendingArticle) -> tuple[list[tuple[int, int, int, np.ndarray]], bool]:
+    def _write_article(self, p: PendingArticle) -> tuple[list[VectorRow], bool]:
         """Write the article's rows except its new vectors, which it returns (with whether any replaces a
         stored one) so that a batch sends all of its vectors in one COPY."""
         source_id, article, content_hash, space_id = p.source_id, p.article, p.content_hash, p.space_id
+        # The caller resolved the audience (sync.with_audience); a missing one is held back, never public.
+        audience = list(article.audience or ())
         drafts, reuse, vectors = p.drafts, p.reuse, p.vectors
         article_id = self.conn.execute(
             "INSERT INTO articles (source_id, external_id, title, url, owner, source_updated_at, "
-            "content_hash, body, metadata, indexed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
+            "content_hash, body, metadata, audience, held_back, indexed_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
             "ON CONFLICT (source_id, external_id) DO UPDATE SET title = EXCLUDED.title, "
             "url = EXCLUDED.url, owner = EXCLUDED.owner, source_updated_at = EXCLUDED.source_updated_at, "
             "content_hash = EXCLUDED.content_hash, body = EXCLUDED.body, metadata = EXCLUDED.metadata, "
-            "indexed_at = now() RETURNING id",
+            "audience = EXCLUDED.audience, held_back = EXCLUDED.held_back, indexed_at = now() RETURNING id",
             (source_id, article.external_id, article.title, article.url, article.owner,
-             article.updated_at, content_hash, article.text, json.dumps(article.metadata, default=str)),
+             article.updated_at, content_hash, article.text, json.dumps(article.metadata, default=str),
+             audience, article.held_back),
         ).fetchone()[0]  # type: ignore[index]
         kept = [cid for cid in reuse if cid is not None]
         self.conn.execute(
@@ -147,18 +153,25 @@ class IndexStore:
                     "UPDATE chunks SET ordinal = %s, heading_path = %s, char_start = %s, char_end = %s "
                     "WHERE id = %s", updates,
                 )
+            # A restriction added or lifted at the source reaches the kept passages and their vectors (in
+            # every space) in the same transaction as the article row.
+            kept_ids = [u[-1] for u in updates]
+            self.conn.execute("UPDATE chunks SET audience = %s WHERE id = ANY(%s) AND audience <> %s",
+                              (audience, kept_ids, audience))
+            self.conn.execute("UPDATE embeddings SET audience = %s WHERE chunk_id = ANY(%s) AND audience <> %s",
+                              (audience, kept_ids, audience))
         new_rows = [
             (i, d) for i, (d, cid) in enumerate(zip(drafts, reuse, strict=True)) if cid is None
         ]
         new_ids: dict[int, int] = {}
         if new_rows:
             ids = self.conn.execute(
-                "INSERT INTO chunks (article_id, source_id, ordinal, heading_path, context, text, "
+                "INSERT INTO chunks (article_id, source_id, audience, ordinal, heading_path, context, text, "
                 "char_start, char_end, token_count, content_hash) "
-                "SELECT %s, %s, o, h::text[], ctx, t, cs, ce, tc, hs FROM unnest(%s::int[], %s::text[], "
+                "SELECT %s, %s, %s, o, h::text[], ctx, t, cs, ce, tc, hs FROM unnest(%s::int[], %s::text[], "
                 "%s::text[], %s::text[], %s::int[], %s::int[], %s::int[], %s::text[]) "
                 "AS u(o, h, ctx, t, cs, ce, tc, hs) RETURNING id, ordinal",
-                (article_id, source_id,
+                (article_id, source_id, audience,
                  [d.ordinal for _, d in new_rows],
                  [_pg_text_array(d.heading_path) for _, d in new_rows],
                  [_context(title, d) for _, d in new_rows],
@@ -173,11 +186,13 @@ class IndexStore:
         rows = []
         for i, vector in vectors.items():
             chunk_id = new_ids.get(i) or reuse[i]
-            rows.append((space_id, chunk_id, source_id, vector))
+            rows.append((space_id, chunk_id, source_id, audience, vector))
         return rows, any(reuse[i] is not None for i in vectors)
 
-    def write_vectors(self, rows: Iterable[tuple[int, int, int, np.ndarray]], *, upsert: bool = False) -> int:
-        """Binary COPY of (space_id, chunk_id, source_id, vector) rows; with `upsert`, via a temp table."""
+    def write_vectors(self, rows: Iterable[VectorRow], *, upsert: bool = False) -> int:
+        """Binary COPY of (space_id, chunk_id, source_id, audience, vector) rows; with `upsert`, via a temp
+        table. The audience is written with the vector: setting it afterwards would insert every row into
+        the HNSW index a second time."""
         rows = list(rows)
         if not rows:
             return 0
@@ -189,17 +204,19 @@ class IndexStore:
         )
         self._copy_vectors("vectors_in", rows)
         self.conn.execute(
-            "INSERT INTO embeddings SELECT * FROM vectors_in ON CONFLICT (space_id, chunk_id) "
-            "DO UPDATE SET embedding = EXCLUDED.embedding"
+            "INSERT INTO embeddings (space_id, chunk_id, source_id, audience, embedding) "
+            "SELECT space_id, chunk_id, source_id, audience, embedding FROM vectors_in "
+            "ON CONFLICT (space_id, chunk_id) DO UPDATE SET embedding = EXCLUDED.embedding, "
+            "audience = EXCLUDED.audience"
         )
         self.conn.execute("DELETE FROM vectors_in")
         return len(rows)
 
-    def _copy_vectors(self, table: str, rows: list[tuple[int, int, int, np.ndarray]]) -> None:
+    def _copy_vectors(self, table: str, rows: list[VectorRow]) -> None:
         with self.conn.cursor() as cur, cur.copy(
-            f"COPY {table} (space_id, chunk_id, source_id, embedding) FROM STDIN WITH (FORMAT BINARY)"
+            f"COPY {table} (space_id, chunk_id, source_id, audience, embedding) FROM STDIN WITH (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(["int4", "int8", "int4", "vector"])
+            copy.set_types(["int4", "int8", "int4", "text[]", "vector"])
             for row in rows:
                 copy.write_row(row)
 
@@ -210,10 +227,11 @@ class IndexStore:
             cur = self.conn.execute("DELETE FROM articles WHERE id = ANY(%s)", (list(article_ids),))
             return cur.rowcount
 
-    def chunks_missing_vectors(self, space_id: int, after_id: int, limit: int) -> list[tuple[int, int, str]]:
-        """(chunk id, source id, embedding input) of chunks without a vector in the space."""
+    def chunks_missing_vectors(self, space_id: int, after_id: int,
+                               limit: int) -> list[tuple[int, int, list[str], str]]:
+        """(chunk id, source id, audience, embedding input) of chunks without a vector in the space."""
         return self.conn.execute(
-            "SELECT c.id, c.source_id, c.context || E'\\n' || c.text FROM chunks c "
+            "SELECT c.id, c.source_id, c.audience, c.context || E'\\n' || c.text FROM chunks c "
             "WHERE c.id > %s AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.chunk_id = c.id "
             "AND e.space_id = %s) ORDER BY c.id LIMIT %s",
             (after_id, space_id, limit),

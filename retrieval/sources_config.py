@@ -8,8 +8,11 @@
           locales: [en-us]
           email: kb-bot@acme.com
           token_env: ZENDESK_API_TOKEN   # the NAME of the variable holding the secret
+          user_segments:             # Zendesk user segment id -> Slack audience (unmapped: held back)
+            360001234: [S0AGENTS]
       - name: handbook
         type: filesystem
+        audience: everyone           # public | everyone (the default) | [Slack user-group ids]
         options: {path: ./handbook}  # relative to this file
 
 `api_base_url` overrides the URL a connector derives from its options (a proxy, a regional host, a
@@ -24,12 +27,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from retrieval.access import DEFAULT_AUDIENCE, parse_audience
 from retrieval.errors import ConfigError, SourceError
 from retrieval.sources.base import Source
 
@@ -54,6 +58,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# `public`, `everyone` or Slack user-group ids (retrieval/access.py); a bad value names the file and line.
+AudienceValue = Annotated[str | list[str], AfterValidator(parse_audience)]
+
+
 class PathOptions(_Strict):
     path: str = Field(min_length=1)
 
@@ -70,6 +78,7 @@ class ZendeskOptions(HttpOptions):
     email: str | None = None
     token_env: str | None = Field(None, pattern=_ENV_NAME)
     oauth_token_env: str | None = Field(None, pattern=_ENV_NAME)
+    user_segments: dict[int, AudienceValue] = Field(default_factory=dict)
 
 
 class ConfluenceOptions(HttpOptions):
@@ -81,6 +90,7 @@ class ConfluenceOptions(HttpOptions):
     email: str | None = None
     token_env: str | None = Field(None, pattern=_ENV_NAME)
     bearer_token_env: str | None = Field(None, pattern=_ENV_NAME)
+    groups: dict[str, AudienceValue] = Field(default_factory=dict)  # Confluence group name -> Slack audience
 
 
 class SourceEntry(_Strict):
@@ -89,6 +99,7 @@ class SourceEntry(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     api_base_url: str | None = Field(None, pattern=r"^https?://\S+$")
     enabled: bool = True
+    audience: AudienceValue = Field("everyone", validate_default=True)
 
 
 _OPTIONS: dict[str, type[BaseModel]] = {
@@ -107,6 +118,7 @@ class SourceSpec:
     enabled: bool
     file: Path
     line: int
+    audience: tuple[str, ...] = DEFAULT_AUDIENCE
 
     @property
     def where(self) -> str:
@@ -200,7 +212,8 @@ def _validate(entry: _Mapping, path: Path, index: int) -> SourceSpec:
     if top.type == "confluence" and not (getattr(options, "site", None) or top.api_base_url):
         raise ConfigError(f"{path}:{options_map.line or entry.line}: {label}: options.site (acme for "
                           "acme.atlassian.net) or api_base_url is required.")
-    return SourceSpec(top.name, top.type, options, top.api_base_url, top.enabled, path, entry.line)
+    return SourceSpec(top.name, top.type, options, top.api_base_url, top.enabled, path, entry.line,
+                      tuple(top.audience))
 
 
 def _config_error(exc: ValidationError, entry: _Mapping, path: Path, label: str,
@@ -222,6 +235,8 @@ def _config_error(exc: ValidationError, entry: _Mapping, path: Path, label: str,
         message = "is required"
     elif err["type"] == "string_pattern_mismatch":
         message = _PATTERN_HINTS.get(loc[-1], "has an unexpected form")
+    elif err["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
     return ConfigError(f"{path}:{line}: {label}: {field} {message}.")
 
 
@@ -231,7 +246,8 @@ def _line_of(entry: _Mapping, loc: tuple[str, ...]) -> int:
     for part in loc:
         if isinstance(node, _Mapping) and part in node.key_lines:
             line = node.key_lines[part]
-            node = node[part]
+            # keys keep their YAML type (a Zendesk segment id is an int); the location names them as text
+            node = next(value for key, value in node.items() if str(key) == part)
         else:
             break
     return line
@@ -253,6 +269,12 @@ def _secret(spec: SourceSpec, option: str) -> str | None:
 
 def build_source(spec: SourceSpec) -> Source:
     """The connector for one entry, with its secrets read from the environment now."""
+    source = _connector(spec)
+    source.audience = spec.audience
+    return source
+
+
+def _connector(spec: SourceSpec) -> Source:
     from retrieval.sources import FilesystemSource, JsonlSource
 
     opts: Any = spec.options
@@ -275,7 +297,7 @@ def build_source(spec: SourceSpec) -> Source:
         base = spec.api_base_url or f"https://{opts.subdomain}.zendesk.com"
         hint = (f"{opts.token_env} and the email {opts.email}" if token else f"{opts.oauth_token_env}")
         return ZendeskSource(spec.name, base_url=base, locales=opts.locales, email=opts.email, api_token=token,
-                             oauth_token=oauth, credentials_hint=hint, **http)
+                             oauth_token=oauth, credentials_hint=hint, user_segments=opts.user_segments, **http)
     from retrieval.sources.confluence import ConfluenceSource
 
     token, bearer = _secret(spec, "token_env"), _secret(spec, "bearer_token_env")
@@ -288,7 +310,7 @@ def build_source(spec: SourceSpec) -> Source:
     hint = f"{opts.token_env} and the email {opts.email}" if token else f"{opts.bearer_token_env}"
     return ConfluenceSource(spec.name, base_url=base, spaces=opts.spaces, content_types=opts.content_types,
                             cql=opts.cql, timezone=opts.timezone, email=opts.email, api_token=token,
-                            bearer_token=bearer, credentials_hint=hint, **http)
+                            bearer_token=bearer, credentials_hint=hint, groups=opts.groups, **http)
 
 
 def configured_sources(sources_file: Path | None, registered: list[tuple[str, str, dict[str, Any]]]) -> list[Source]:

@@ -43,6 +43,13 @@ class IndexStatus:
     running: SyncRun | None
     oldest_articles: list[tuple[str, str, datetime | None]] = field(default_factory=list)
     keyword: KeywordStatus | None = None  # None until the first sync builds the postings
+    # Articles indexed but never answered, because the source restricts them to people kbbot cannot map
+    # to Slack: (source, why, how many), most first.
+    held_back: list[tuple[str, str, int]] = field(default_factory=list)
+
+    @property
+    def held_back_articles(self) -> int:
+        return sum(n for _, _, n in self.held_back)
 
 
 def index_status(db: Database, *, oldest: int = 5) -> IndexStatus:
@@ -61,6 +68,10 @@ def index_status(db: Database, *, oldest: int = 5) -> IndexStatus:
             "FROM sources s LEFT JOIN articles a ON a.source_id = s.id GROUP BY s.id ORDER BY s.name"
         )).all()
         keyword = LexicalIndex().status(conn.connection.driver_connection)
+        held = conn.execute(text(
+            "SELECT s.name, a.held_back, count(*) FROM articles a JOIN sources s ON s.id = a.source_id "
+            "WHERE a.held_back IS NOT NULL GROUP BY s.name, a.held_back ORDER BY count(*) DESC, s.name LIMIT 50"
+        )).all()
         old = conn.execute(text(
             "SELECT a.title, s.name, a.source_updated_at FROM articles a JOIN sources s ON s.id = a.source_id "
             "WHERE a.source_updated_at IS NOT NULL ORDER BY a.source_updated_at LIMIT :n"
@@ -77,6 +88,7 @@ def index_status(db: Database, *, oldest: int = 5) -> IndexStatus:
         last_run=runs.last_finished(), running=runs.running(),
         oldest_articles=[(r[0], r[1], r[2]) for r in old],
         keyword=keyword,
+        held_back=[(r[0], r[1], int(r[2])) for r in held],
     )
 
 

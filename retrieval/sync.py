@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from retrieval.access import DEFAULT_AUDIENCE
 from retrieval.chunking import chunk_article
 from retrieval.db import Database, translate_errors
 from retrieval.embeddings import Embedder
@@ -169,10 +170,11 @@ class Indexer:
 
     def _sync_source(self, store: IndexStore, source: Source, space: EmbeddingSpace, counts: RunCounts,
                      beat: _Heartbeat, *, prune: bool, kind: RunKind = "incremental") -> None:
-        source_id = store.upsert_source(source.name, source.kind, source.config())
+        config = {**source.config(), **source.access_config()}
+        source_id = store.upsert_source(source.name, source.kind, config)
         indexed = store.indexed_articles(source_id)
         state = store.source_checkpoint(source_id) if kind == "incremental" else None
-        fingerprint = content_hash(json.dumps(source.config(), sort_keys=True, default=str))
+        fingerprint = content_hash(json.dumps(config, sort_keys=True, default=str))
         if state is not None and state.get("config") != fingerprint:
             # A locale or space added to the sources file has articles older than the checkpoint.
             log.info("source %s: its configuration changed, listing every article", source.name)
@@ -213,7 +215,8 @@ class Indexer:
                 seen.add(item.external_id)
                 seen_hash[item.external_id] = item.hash
                 failures_before = counts.failed
-                prepared = self._prepare(store, item, indexed.get(item.external_id), space, counts)
+                prepared = self._prepare(store, with_audience(item, source), indexed.get(item.external_id),
+                                         space, counts)
                 if prepared is not None:
                     pending.append(prepared)
                     pending_chunks += len(prepared.to_embed)
@@ -244,7 +247,12 @@ class Indexer:
 
     def _prepare(self, store: IndexStore, article: Article, indexed: object, space: EmbeddingSpace,
                  counts: RunCounts) -> _Pending | None:
-        article_hash = content_hash(article.hash, f"chunker:v1:{self.chunk_max_tokens}")
+        parts = [article.hash, f"chunker:v1:{self.chunk_max_tokens}"]
+        if article.audience != DEFAULT_AUDIENCE or article.held_back:
+            # Only when not the default, so articles indexed before audiences keep their hashes; a changed
+            # audience or restriction rewrites the article (its unchanged passages keep their vectors).
+            parts.append(f"audience:{','.join(article.audience or ())}:{article.held_back or ''}")
+        article_hash = content_hash(*parts)
         if indexed is not None and indexed.content_hash == article_hash:  # type: ignore[attr-defined]
             counts.unchanged += 1
             return None
@@ -333,16 +341,26 @@ class Indexer:
             rows = store.chunks_missing_vectors(space.id, after, EMBED_BATCH_CHUNKS)
             if not rows:
                 return
-            vectors = self.embedder.embed_documents([r[2] for r in rows])
+            vectors = self.embedder.embed_documents([r[3] for r in rows])
             with store.conn.transaction():
                 store.write_vectors(
-                    ((space.id, cid, sid, vec) for (cid, sid, _), vec in zip(rows, vectors, strict=True)),
+                    ((space.id, cid, sid, audience, vec)
+                     for (cid, sid, audience, _), vec in zip(rows, vectors, strict=True)),
                     upsert=True,
                 )
             counts.chunks_embedded += len(rows)
             after = rows[-1][0]
             self.progress(Progress("backfill", None, counts.chunks_embedded, None, counts))
             beat()
+
+
+def with_audience(article: Article, source: Source) -> Article:
+    """The article with its effective audience: its own, else its source's; held back means nobody."""
+    if article.held_back:
+        return dataclasses.replace(article, audience=())
+    if article.audience is None:
+        return dataclasses.replace(article, audience=source.audience)
+    return article
 
 
 def _guarded(source: Source, items: Iterable[ChangeItem]) -> Iterator[ChangeItem]:

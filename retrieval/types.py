@@ -30,6 +30,10 @@ class Article:
     # Where the article sits in its source's hierarchy (Confluence ancestors, Zendesk category and
     # section): it heads the heading path of every passage, so a citation says where it lives.
     path: tuple[str, ...] = ()
+    # Who may read it (retrieval/access.py): None is the source's default audience. `held_back` says why
+    # the source restricts it to people kbbot cannot name (indexed, never answered; audience empty).
+    audience: tuple[str, ...] | None = None
+    held_back: str | None = None
 
     @property
     def hash(self) -> str:

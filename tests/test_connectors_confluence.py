@@ -138,5 +138,5 @@ def test_spaces_and_content_types_are_quoted_into_the_query(fake_confluence: Fak
     fake_confluence.add_page("HR", "Team offsite", "<p>In May.</p>", content_type="blogpost")
     src = source(fake_confluence, spaces=["ENG", "HR"], content_types=["page", "blogpost"])
     assert {a.title for a in src.iter_articles()} >= {"Parental leave", "Team offsite", "Laptop setup"}
-    cql = fake_confluence.requests[-1].arg("cql")
+    cql = next(r for r in reversed(fake_confluence.requests) if r.path.endswith("/search")).arg("cql")
     assert cql and cql.startswith('space in ("ENG", "HR") and type in ("page", "blogpost")')

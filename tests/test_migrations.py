@@ -32,15 +32,19 @@ def test_later_revisions_downgrade_and_upgrade_again(database: Database) -> None
     assert {"arm", "fallback_reason"} <= _columns(database, "answers")
     assert "postings" in _columns(database, "lexicon")
     assert "max_chunk_id" in _columns(database, "lexicon_stats")
+    assert "audience" in _columns(database, "embeddings")
+    assert {"audience", "held_back"} <= _columns(database, "articles")
 
     _alembic(database, "downgrade", "0001")
     assert database.current_revision() == "0001"
     assert "postings" not in _columns(database, "lexicon")
     assert "max_chunk_id" not in _columns(database, "lexicon_stats")
     assert not {"arm", "fallback_reason"} & _columns(database, "answers")
+    assert "audience" not in _columns(database, "embeddings")
 
     _alembic(database, "upgrade", "head")
-    assert database.current_revision() == "0005"
+    assert database.current_revision() == "0006"
     assert {"arm", "fallback_reason"} <= _columns(database, "answers")
     assert "postings" in _columns(database, "lexicon")
     assert "max_chunk_id" in _columns(database, "lexicon_stats")
+    assert "audience" in _columns(database, "embeddings")

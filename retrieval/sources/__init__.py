@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from retrieval.access import AudienceError, parse_audience
 from retrieval.errors import SourceError
 from retrieval.sources.base import Source, SourceItem
 from retrieval.sources.filesystem import SUPPORTED_SUFFIXES, FilesystemSource
@@ -45,7 +46,14 @@ def source_from_record(name: str, kind: str, config: dict[str, object]) -> Sourc
     """Rebuild a source registered in the index (by `kbbot ingest`) from its stored config."""
     path = config.get("path")
     if kind in ("filesystem", "jsonl") and isinstance(path, str):
-        return FilesystemSource(name, Path(path)) if kind == "filesystem" else JsonlSource(name, Path(path))
+        source: Source = FilesystemSource(name, Path(path)) if kind == "filesystem" else JsonlSource(name, Path(path))
+        if config.get("audience") is not None:
+            try:
+                source.audience = parse_audience(config["audience"])
+            except AudienceError as exc:
+                raise SourceError(f"Source {name!r}: its stored audience {exc}; run `kbbot ingest` again "
+                                  "with --audience.") from exc
+        return source
     raise SourceError(
         f"Source {name!r} of kind {kind!r} cannot be rebuilt from the index; declare it in the sources "
         "file (KBBOT_SOURCES_FILE)."

@@ -17,6 +17,7 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from retrieval.access import DEFAULT_AUDIENCE
 from retrieval.errors import ArticleError
 from retrieval.types import Article
 
@@ -58,6 +59,9 @@ class Source(ABC):
     """A named origin of articles. `name` is unique per deployment and keys the index's sources table."""
 
     kind: str = "abstract"
+    # Who may read an article that does not narrow it itself (the sources file's `audience:`,
+    # `kbbot ingest --audience`); connectors narrow it per article from the source's own permissions.
+    audience: tuple[str, ...] = DEFAULT_AUDIENCE
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -90,6 +94,11 @@ class Source(ABC):
         """What `sources_from_records` needs to rebuild this source later (no secrets: those stay in
         the environment). Stored with the source so `kbbot sync` can re-sync what `ingest` added."""
         return {}
+
+    def access_config(self) -> dict[str, object]:
+        """The access settings stored with the source and fingerprinted with its config: changing them
+        makes the next sync list every article again, so each one's audience is recomputed."""
+        return {} if self.audience == DEFAULT_AUDIENCE else {"audience": list(self.audience)}
 
     def describe(self) -> str:
         return f"{self.kind}:{self.name}"

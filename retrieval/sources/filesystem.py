@@ -23,6 +23,7 @@ import yaml
 from bs4 import BeautifulSoup, NavigableString, Tag
 from bs4.element import PreformattedString
 
+from retrieval.access import audience_field
 from retrieval.chunking import clean_heading
 from retrieval.errors import ArticleError, SourceError
 from retrieval.sources.base import Source, SourceItem
@@ -153,7 +154,7 @@ def _decode(raw: bytes) -> str:
 _FRONT_MATTER_CLOSE = re.compile(r"^(?:---|\.\.\.)[ \t]*$", re.MULTILINE)
 _MARKDOWN_H1 = re.compile(r"^ {0,3}#[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
 _FENCE = re.compile(r"^[ \t]*(?:```|~~~)")
-_KNOWN_KEYS = frozenset({"title", "url", "owner", "updated", "updated_at"})
+_KNOWN_KEYS = frozenset({"title", "url", "owner", "updated", "updated_at", "audience"})
 
 
 def _markdown_article(text: str, external_id: str, path: Path) -> Article:
@@ -165,6 +166,7 @@ def _markdown_article(text: str, external_id: str, path: Path) -> Article:
     title = _optional_text(meta, "title") or _first_markdown_h1(body) or humanise_stem(path.stem)
     updated = meta.get("updated_at", meta.get("updated"))
     extra = {key: _json_safe(value) for key, value in meta.items() if key not in _KNOWN_KEYS}
+    audience, held_back = audience_field(meta.get("audience"), "front matter field 'audience'")
     return Article(
         external_id=external_id,
         title=title,
@@ -173,6 +175,8 @@ def _markdown_article(text: str, external_id: str, path: Path) -> Article:
         owner=_optional_text(meta, "owner"),
         updated_at=_field_datetime(updated, "updated") if updated is not None else None,
         metadata={"format": "markdown", **extra},
+        audience=audience,
+        held_back=held_back,
     )
 
 

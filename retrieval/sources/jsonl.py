@@ -19,6 +19,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+from retrieval.access import audience_field
 from retrieval.errors import ArticleError, SourceError
 from retrieval.sources.base import Source, SourceItem
 from retrieval.sources.filesystem import as_utc_datetime
@@ -27,7 +28,7 @@ from retrieval.types import Article
 logger = logging.getLogger(__name__)
 
 _UTF8_BOM = b"\xef\xbb\xbf"
-_ARTICLE_KEYS = frozenset({"id", "_id", "title", "text", "url", "owner", "updated_at", "metadata"})
+_ARTICLE_KEYS = frozenset({"id", "_id", "title", "text", "url", "owner", "updated_at", "metadata", "audience"})
 _FALLBACK_TITLE_CHARS = 80
 
 
@@ -142,6 +143,7 @@ def _article(record: dict[str, object], external_id: str) -> Article:
         raise _BadLine(
             f'"updated_at" {updated!r} is not an ISO 8601 timestamp (e.g. 2026-09-14T10:00:00Z)', external_id
         ) from exc
+    audience, held_back = audience_field(record.get("audience"), '"audience" field')
     return Article(
         external_id=external_id,
         title=_optional_string(record, "title", external_id) or _fallback_title(text),
@@ -150,7 +152,10 @@ def _article(record: dict[str, object], external_id: str) -> Article:
         owner=_optional_string(record, "owner", external_id),
         updated_at=updated_at,
         metadata=_metadata(record),
+        audience=audience,
+        held_back=held_back,
     )
+
 
 
 def _optional_string(record: dict[str, object], key: str, external_id: str) -> str | None:

@@ -13,6 +13,10 @@ the `end_time` to start the next export from (Zendesk's documented way not to sk
   metadata with their ids and the article's labels.
 - The incremental export needs an agent or admin token; the listing works with any token that can read
   the help center.
+- Access: an article without `user_segment_id` has the source's audience (the help center's: declare
+  `audience: public` for a public help center); one with a segment has the Slack audience the sources file
+  maps that segment to (`options.user_segments`), and an unmapped segment holds the article back (indexed,
+  never answered; `kbbot status` counts it with the segment's name from `user_segments/{id}.json`).
 """
 
 from __future__ import annotations
@@ -43,8 +47,11 @@ class ZendeskSource(Source):
 
     def __init__(self, name: str, *, base_url: str, locales: Sequence[str] = ("en-us",),
                  email: str | None = None, api_token: str | None = None, oauth_token: str | None = None,
-                 credentials_hint: str = "the Zendesk API token", page_size: int = PAGE_SIZE, **http: Any) -> None:
+                 credentials_hint: str = "the Zendesk API token", page_size: int = PAGE_SIZE,
+                 user_segments: dict[int, tuple[str, ...]] | None = None, **http: Any) -> None:
         super().__init__(name)
+        self.user_segments = dict(user_segments or {})
+        self._segment_names: dict[int, str | None] = {}
         if not locales:
             raise SourceError(f"Zendesk source {name!r} has no locales: list at least one, e.g. en-us.")
         self.base_url = base_url.rstrip("/")
@@ -58,6 +65,12 @@ class ZendeskSource(Source):
 
     def config(self) -> dict[str, object]:
         return {"base_url": self.base_url, "locales": list(self.locales)}
+
+    def access_config(self) -> dict[str, object]:
+        config = super().access_config()
+        if self.user_segments:
+            config["user_segments"] = {str(k): list(v) for k, v in sorted(self.user_segments.items())}
+        return config
 
     def describe(self) -> str:
         return f"zendesk:{self.name} ({self.base_url}, {', '.join(self.locales)})"
@@ -186,9 +199,33 @@ class ZendeskSource(Source):
             "promoted": bool(raw.get("promoted")), "user_segment_id": raw.get("user_segment_id"),
         }
         path = tuple(str(p) for p in (category, section.get("name") if section else None) if p)
+        audience, held_back = self._audience(raw.get("user_segment_id"))
         return Article(external_id=external_id, title=title, text=text,
                        url=raw.get("html_url") or None, updated_at=updated, path=path,
-                       metadata={k: v for k, v in metadata.items() if v is not None})
+                       metadata={k: v for k, v in metadata.items() if v is not None},
+                       audience=audience, held_back=held_back)
+
+    def _audience(self, segment: object) -> tuple[tuple[str, ...] | None, str | None]:
+        """(audience, held_back) of an article's user segment: none is the help center's audience."""
+        if segment is None:
+            return None, None
+        if isinstance(segment, int) and segment in self.user_segments:
+            return self.user_segments[segment], None
+        name = self._segment_name(segment) if isinstance(segment, int) else None
+        label = f"{segment} ({name})" if name else str(segment)
+        return (), (f"Zendesk user segment {label} is not mapped to Slack: add it under options.user_segments "
+                    "in the sources file")
+
+    def _segment_name(self, segment: int) -> str | None:
+        if segment not in self._segment_names:
+            try:
+                body = self.client.get_json(f"api/v2/help_center/user_segments/{segment}.json", missing_ok=True)
+            except SourceError as exc:  # the name only explains the hold-back; the article is held back anyway
+                log.info("%s: could not read user segment %s: %s", self.name, segment, exc)
+                body = None
+            raw = body.get("user_segment") if isinstance(body, dict) else None
+            self._segment_names[segment] = str(raw.get("name")) if isinstance(raw, dict) and raw.get("name") else None
+        return self._segment_names[segment]
 
     def _section(self, locale: str, section_id: int) -> dict[str, Any] | None:
         if locale not in self._sections:

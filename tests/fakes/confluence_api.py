@@ -3,12 +3,15 @@
     GET /wiki/rest/api/content/search?cql=...&limit=&expand=   CQL search; `_links.next` (relative to
                                                                `_links.base`) carries an opaque cursor
     GET /wiki/rest/api/content/{id}?expand=                   one page; 404 once trashed or purged
+    GET /wiki/rest/api/content/{id}/restriction/byOperation/read   the page's own read restrictions
 
 The CQL understood is what a KB connector sends: `space = "K"`, `space in ("A","B")`, `type = page`,
 `type in (page, blogpost)`, `lastModified >= "yyyy/MM/dd HH:mm"` (minute precision, read in
 `user_timezone`), joined by `and`, with an optional `order by lastmodified asc|desc`. Anything else gets
-Confluence's 400 "Could not parse cql". `expand` is honoured for body.storage, version, ancestors and
-space. Trashed pages leave search results, as in Confluence. Auth: basic `email:api_token`.
+Confluence's 400 "Could not parse cql". `expand` is honoured for body.storage, version, ancestors,
+space and restrictions.read.restrictions.group/user. Read restrictions are set per page
+(`restrict_read`) and, as in Confluence, change no version and no lastModified. Trashed pages leave
+search results, as in Confluence. Auth: basic `email:api_token`.
 """
 
 from __future__ import annotations
@@ -57,8 +60,13 @@ class FakeConfluence(JsonApiFake):
         page_id = str(self._next_id)
         self.pages[page_id] = {"id": page_id, "type": content_type, "status": "current", "title": title,
                                "space": space, "parent": parent, "storage": storage, "version": 1,
-                               "when": self.tick(), "editor": editor}
+                               "when": self.tick(), "editor": editor, "read_groups": [], "read_users": []}
         return page_id
+
+    def restrict_read(self, page_id: str, *, groups: tuple[str, ...] = (), users: tuple[str, ...] = ()) -> None:
+        """Who may view the page (nobody named: unrestricted). Its descendants inherit it."""
+        self.pages[page_id]["read_groups"] = list(groups)
+        self.pages[page_id]["read_users"] = list(users)
 
     def edit_page(self, page_id: str, *, title: str | None = None, storage: str | None = None,
                   parent: str | None = None) -> None:
@@ -85,7 +93,22 @@ class FakeConfluence(JsonApiFake):
         return [
             ("GET", r"/wiki/rest/api/content/search", self._search),
             ("GET", r"/wiki/rest/api/content/(?P<id>\d+)", self._get),
+            ("GET", r"/wiki/rest/api/content/(?P<id>\d+)/restriction/byOperation/read", self._read_restrictions),
         ]
+
+    def _read_restrictions(self, _: Request, match: re.Match[str]) -> Reply:
+        page = self.pages.get(match["id"])
+        if page is None or page["status"] != "current":
+            return Reply(404, {"statusCode": 404, "message": "No content found with id: " + match["id"]})
+        return Reply(200, {"operation": "read", "restrictions": self._restrictions(page),
+                           "content": {"id": page["id"], "type": page["type"], "title": page["title"]},
+                           "_links": {"base": self.base}})
+
+    def _restrictions(self, page: dict[str, Any]) -> dict[str, Any]:
+        groups = [{"type": "group", "name": g, "id": f"gid-{g}"} for g in page["read_groups"]]
+        users = [{"type": "known", "accountId": u, "displayName": u} for u in page["read_users"]]
+        return {"group": {"results": groups, "start": 0, "limit": 200, "size": len(groups)},
+                "user": {"results": users, "start": 0, "limit": 200, "size": len(users)}}
 
     @property
     def base(self) -> str:
@@ -173,6 +196,8 @@ class FakeConfluence(JsonApiFake):
         if "ancestors" in expand:
             out["ancestors"] = [{"id": a["id"], "type": a["type"], "status": a["status"], "title": a["title"]}
                                 for a in self._ancestors(page)]
+        if "restrictions.read.restrictions.group" in expand:
+            out["restrictions"] = {"read": {"operation": "read", "restrictions": self._restrictions(page)}}
         if "space" in expand:
             out["space"] = {"key": page["space"], "name": self.spaces.get(page["space"], page["space"]),
                             "type": "global"}

@@ -6,6 +6,7 @@
     GET /api/v2/help_center/{locale}/articles/{id}.json     {"article": ...} or 404 RecordNotFound
     GET /api/v2/help_center/{locale}/sections.json          sections with category_id
     GET /api/v2/help_center/{locale}/categories.json
+    GET /api/v2/help_center/user_segments/{id}.json         {"user_segment": ...} or 404
     GET /api/v2/help_center/incremental/articles.json       ?start_time=: articles whose updated_at >=
                                                              start_time, oldest first, `incremental_page_size`
                                                              a page; `end_time` is the last one's time and
@@ -40,6 +41,7 @@ class FakeZendesk(JsonApiFake):
         self.articles: dict[tuple[str, int], dict[str, Any]] = {}  # (locale, id) -> article
         self.sections: dict[int, dict[str, Any]] = {}
         self.categories: dict[int, dict[str, Any]] = {}
+        self.user_segments: dict[int, dict[str, Any]] = {}
         self._next_id = 360_000_000_001
 
     # --- content the tests manage ----------------------------------------------------------------
@@ -59,8 +61,17 @@ class FakeZendesk(JsonApiFake):
                               "html_url": f"{self.url}/hc/en-us/sections/{sid}", "parent_section_id": None}
         return sid
 
+    def add_user_segment(self, name: str, *, user_type: str = "staff") -> int:
+        """A segment as Zendesk defines one: signed-in users or staff, narrowed by groups/tags/orgs."""
+        sid = self._id()
+        self.user_segments[sid] = {"id": sid, "name": name, "user_type": user_type, "built_in": False,
+                                   "group_ids": [], "organization_ids": [], "tags": [], "or_tags": [],
+                                   "created_at": iso(self.tick()), "updated_at": iso(self.tick())}
+        return sid
+
     def add_article(self, title: str, body: str, *, section_id: int | None = None, locale: str = "en-us",
-                    draft: bool = False, labels: tuple[str, ...] = (), article_id: int | None = None) -> int:
+                    draft: bool = False, labels: tuple[str, ...] = (), article_id: int | None = None,
+                    user_segment_id: int | None = None) -> int:
         aid = article_id or self._id()
         now = self.tick()
         slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
@@ -70,7 +81,7 @@ class FakeZendesk(JsonApiFake):
             "comments_disabled": False, "draft": draft, "promoted": False, "position": 0, "vote_sum": 0,
             "vote_count": 0, "section_id": section_id, "created_at": iso(now), "updated_at": iso(now),
             "edited_at": iso(now), "name": title, "title": title, "source_locale": "en-us", "locale": locale,
-            "outdated": False, "outdated_locales": [], "permission_group_id": 1001, "user_segment_id": None,
+            "outdated": False, "outdated_locales": [], "permission_group_id": 1001, "user_segment_id": user_segment_id,
             "content_tag_ids": [], "label_names": list(labels), "body": body,
         }
         return aid
@@ -106,7 +117,14 @@ class FakeZendesk(JsonApiFake):
             ("GET", rf"/api/v2/help_center/{loc}/articles/(?P<id>\d+)(?:\.json)?", self._show_article),
             ("GET", rf"/api/v2/help_center/{loc}/sections(?:\.json)?", self._list_sections),
             ("GET", rf"/api/v2/help_center/{loc}/categories(?:\.json)?", self._list_categories),
+            ("GET", r"/api/v2/help_center/user_segments/(?P<id>\d+)(?:\.json)?", self._show_segment),
         ]
+
+    def _show_segment(self, _: Request, match: re.Match[str]) -> Reply:
+        segment = self.user_segments.get(int(match["id"]))
+        if segment is None:
+            return Reply(404, {"error": "RecordNotFound", "description": "Not found"})
+        return Reply(200, {"user_segment": segment})
 
     # --- handlers --------------------------------------------------------------------------------
     def _list_articles(self, request: Request, match: re.Match[str]) -> Reply:

@@ -1,0 +1,57 @@
+"""The index's side of access: which audiences its articles have, how many passages each reaches.
+
+Audiences themselves are defined in retrieval/access.py; this module holds the SQL that reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+
+from retrieval.access import AudienceError, ReaderScope, parse_audience
+from retrieval.db import Database, translate_errors
+
+
+def stored_audience(db: Database, source: str) -> tuple[str, ...] | None:
+    """The audience `kbbot ingest --audience` registered for a source, or None."""
+    with translate_errors("Reading the source's audience"), db.engine.connect() as conn:
+        config = conn.execute(text("SELECT config FROM sources WHERE name = :n"), {"n": source}).scalar()
+    value = config.get("audience") if isinstance(config, dict) else None
+    if value is None:
+        return None
+    try:
+        return parse_audience(value)
+    except AudienceError:
+        return ()  # unreadable: nobody, until `--audience` is given again
+
+
+def indexed_groups(db: Database) -> list[str]:
+    """The Slack user groups any indexed article is restricted to: the only groups a reader's membership
+    needs checking for."""
+    with translate_errors("Reading the indexed audiences"), db.engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT DISTINCT t FROM (SELECT DISTINCT audience FROM articles) a, unnest(a.audience) t "
+            "WHERE t NOT IN ('public', 'everyone') ORDER BY t")).scalars()
+        return list(rows)
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What a scope reaches in the index, per source (for `kbbot access`)."""
+
+    source: str
+    readable: int
+    restricted: int  # articles of the source outside the scope (held back included)
+    held_back: int
+
+
+def reach(db: Database, scope: ReaderScope) -> list[Reach]:
+    with translate_errors("Reading what the audience reaches"), db.engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT s.name, count(*) FILTER (WHERE a.audience && CAST(:tokens AS text[])), "
+            "count(*) FILTER (WHERE NOT a.audience && CAST(:tokens AS text[])), "
+            "count(*) FILTER (WHERE a.held_back IS NOT NULL) "
+            "FROM sources s JOIN articles a ON a.source_id = s.id GROUP BY s.name ORDER BY s.name"
+        ), {"tokens": scope.sql_tokens}).all()
+    return [Reach(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from retrieval.access import ReaderScope
 from retrieval.chunking import split_sentences
 from retrieval.embeddings import Embedder
 from retrieval.errors import EmptyQuestionError
@@ -49,6 +50,9 @@ class AskContext:
     sources: tuple[str, ...] | None = None  # restrict retrieval to these source names
     channel: str | None = None  # used by model routing
     user: str | None = None  # who asked (Slack user id): the A/B routing bucket
+    # Every reader of the answer may see what it uses (retrieval/access.py); None: the operator at a
+    # terminal, unfiltered. Slack always sets it.
+    audience: ReaderScope | None = None
 
 
 class QueryRewriter(Protocol):
@@ -175,7 +179,8 @@ class AnswerPipeline:
         started = time.perf_counter()
         rewritten = self._rewrite(question, context)
         rewrite_ms = (time.perf_counter() - started) * 1000
-        result = self.searcher.search(rewritten or question, k=self.top_k, sources=context.sources)
+        result = self.searcher.search(rewritten or question, k=self.top_k, sources=context.sources,
+                                      audience=context.audience)
         timings = {"embed_question": result.timings_ms.get("embed", 0.0),
                    "retrieve": result.timings_ms.get("search", 0.0)}
         if rewritten:

@@ -234,14 +234,28 @@ FROM (
 HAVING count(*) > 0
 """
 
-    def rank(self, conn: psycopg.Connection[Any], question: str, n: int) -> list[int] | None:
+    def rank(self, conn: psycopg.Connection[Any], question: str, n: int, *,
+             readable_by: Sequence[str] | None = None) -> list[int] | None:
         """The question's BM25 ranking from postings plus delta (chunk ids, best first, at most `n`), or None
-        when the lexicon has no postings yet: then the caller scores with `exact_cte`."""
+        when the lexicon has no postings yet: then the caller scores with `exact_cte`. With `readable_by`
+        (a reader's audience tokens), the best `n` of the candidates whose chunks that reader may see,
+        whatever their rank overall: restricted chunks never take a place."""
         # Binary results: the postings arrive as raw bytes (text format would hex-encode them, twice the size).
         with conn.cursor(binary=True) as cur:
             rows = cur.execute(self._rank_sql, {"qtext": question}, prepare=True).fetchall()
         try:
-            return top_chunks(rows, n)
+            if readable_by is None:
+                return top_chunks(rows, n)
+            # Candidates are checked best first, in growing pools, until n are readable or none are left.
+            checked = 0
+            readable: list[int] = []
+            for pool in (8 * n, 64 * n, 1 << 62):
+                ranked = top_chunks(rows, pool)
+                readable += _readable(conn, ranked[checked:], readable_by, n - len(readable))
+                checked = len(ranked)
+                if len(readable) >= n or len(ranked) < pool:
+                    break
+            return readable
         except _PostingsMissing:
             return None
 
@@ -300,6 +314,17 @@ lexical AS (
         LIMIT {int(n)}
     ) scored
 )"""
+
+
+def _readable(conn: psycopg.Connection[Any], ranked: list[int], tokens: Sequence[str], n: int) -> list[int]:
+    """The first `n` of `ranked` whose chunks exist and share an audience token with `tokens`, in order."""
+    if not ranked or n <= 0:
+        return []
+    rows = conn.execute(
+        "SELECT u.id FROM unnest(CAST(%s AS bigint[])) WITH ORDINALITY AS u(id, r) JOIN chunks c ON c.id = u.id "
+        "WHERE c.audience && CAST(%s AS text[]) ORDER BY u.r LIMIT %s", (ranked, list(tokens), n),
+        prepare=True).fetchall()
+    return [int(r[0]) for r in rows]
 
 
 class _PostingsMissing(Exception):

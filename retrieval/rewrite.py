@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
+from retrieval.access import ReaderScope
 from retrieval.answer import Turn
 from retrieval.errors import LLMError
 from retrieval.llm.client import ChatClient, Deadline
@@ -195,16 +196,17 @@ class ExpandingSearcher:
         return self.searcher.mode
 
     def search(self, question: str, *, k: int = 5, sources: Sequence[str] | None = None,
-               mode: SearchMode | None = None) -> SearchResult:
+               mode: SearchMode | None = None, audience: ReaderScope | None = None) -> SearchResult:
         depth = max(2 * k, 20)
-        base = self.searcher.search(question, k=depth, sources=sources, mode=mode)
+        base = self.searcher.search(question, k=depth, sources=sources, mode=mode, audience=audience)
         started = time.perf_counter()
         variants = self.expander.variants(question, self.n_variants) if self.n_variants else []
         expand_ms = (time.perf_counter() - started) * 1000
         results = [(1.0, base)]
         for variant in variants:
             results.append((self.variant_weight,
-                            self.searcher.search(variant, k=depth, sources=sources, mode=mode)))
+                            self.searcher.search(variant, k=depth, sources=sources, mode=mode,
+                                                 audience=audience)))
         hits = fuse([(w, r.hits) for w, r in results])[:k]
         timings = {
             "embed": sum(r.timings_ms.get("embed", 0.0) for _, r in results),

@@ -3,6 +3,13 @@
 The lexical branch is BM25 from retrieval/lexical_index.py: an unfiltered search asks it for the ranked
 chunk ids (postings plus delta, one statement) and passes them into the fused statement; a search filtered
 by source embeds its exact scorer in the statement itself.
+
+Access (retrieval/access.py) is a filter of every branch, never a pass over the top k: the dense branch
+scans HNSW iteratively with `audience && reader` as its condition (or ranks a small audience's vectors
+exactly through the GIN index), the exact lexical scorer has it in its WHERE, the postings' ranking keeps
+the best candidates whose chunks the reader may see (a small audience is scored exactly instead: its best
+passages need not reach any term's top postings), and the final join checks it once more. A restricted
+passage never takes a slot.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import numpy as np
 import psycopg
 from psycopg.rows import namedtuple_row
 
+from retrieval.access import ReaderScope
 from retrieval.db import Database, translate_errors
 from retrieval.embeddings import Embedder
 from retrieval.errors import EmptyQuestionError, ModelMismatchError, SchemaError
@@ -55,7 +63,7 @@ dense AS (
     FROM (
         SELECT e.chunk_id, ({vec} <=> CAST(%(qvec)s AS {qtype})){exact} AS dist
         FROM embeddings e
-        WHERE e.space_id = {space} {dense_filter}
+        WHERE e.space_id = {space} {dense_filter} {dense_audience}
         ORDER BY dist
         LIMIT {n}
     ) nearest
@@ -79,7 +87,7 @@ JOIN articles a ON a.id = c.article_id
 JOIN sources s ON s.id = a.source_id
 LEFT JOIN embeddings e ON e.chunk_id = c.id AND e.space_id = {space}
 -- a re-embed may have switched spaces since the caller read this one: then no rows, and the caller checks
-WHERE EXISTS (SELECT 1 FROM embedding_spaces WHERE id = {space} AND status = 'active')
+WHERE EXISTS (SELECT 1 FROM embedding_spaces WHERE id = {space} AND status = 'active') {final_audience}
 ORDER BY f.score DESC
 LIMIT {k}"""
 
@@ -102,27 +110,31 @@ def _fused_cte(mode: SearchMode, weights: FusionWeights) -> str:
 
 def build_search_sql(space: EmbeddingSpace, mode: SearchMode, weights: FusionWeights,
                      filtered: bool, exact: bool = False, *, k: int = 10, candidates: int = 40,
-                     lexical_ids: bool = False, lexical: LexicalIndex | None = None) -> str:
+                     lexical_ids: bool = False, lexical: LexicalIndex | None = None, audience: bool = False) -> str:
     """The one statement for a mode. Space id and dimension are inlined (ints from our own table) so the
     planner can match the space's partial HNSW index, and so are the limits (a LIMIT the planner cannot
     see makes it choose a sequential scan); `exact` ranks by a distance expression the index cannot serve
     (`+ 0`), so the filtered rows are read through the source B-tree and sorted exactly. `lexical_ids`:
     the lexical ranking is passed in (`%(lexical_ids)s`, from postings) instead of scored in SQL by
-    `lexical`'s exact scorer."""
+    `lexical`'s exact scorer. `audience`: only passages whose audience shares a token with `%(audience)s`
+    (the reader's scope)."""
+    reader = "audience && CAST(%(audience)s AS text[])"
     ctes = []
     if mode in ("dense", "hybrid"):
         ctes.append(_DENSE_CTE.format(
             vec=space.vector_expr("e."), qtype=space.index_type, space=space.id, exact=" + 0" if exact else "",
             n=int(candidates), dense_filter="AND e.source_id = ANY(%(source_ids)s)" if filtered else "",
+            dense_audience=f"AND e.{reader}" if audience else "",
         ))
     if mode in ("lexical", "hybrid") and lexical_ids:
         ctes.append(_POSTINGS_LEXICAL_CTE)
     elif mode in ("lexical", "hybrid"):
-        ctes.append((lexical or LexicalIndex()).exact_cte(
-            candidates, source_filter="c.source_id = ANY(%(source_ids)s)" if filtered else ""))
+        conditions = (["c.source_id = ANY(%(source_ids)s)"] if filtered else []) + ([f"c.{reader}"] if audience else [])
+        ctes.append((lexical or LexicalIndex()).exact_cte(candidates, source_filter=" AND ".join(conditions)))
     ctes.append(_fused_cte(mode, weights))
     return "WITH " + ",\n".join(ctes) + _SELECT.format(
-        evec=f"(e.embedding::vector({space.dimension}))", dim=space.dimension, space=space.id, k=int(k)
+        evec=f"(e.embedding::vector({space.dimension}))", dim=space.dimension, space=space.id, k=int(k),
+        final_audience=f"AND c.{reader}" if audience else "",
     )
 
 
@@ -165,6 +177,7 @@ class Searcher:
         self.lexical = lexical or LexicalIndex()
         self.exact_filter_max_rows = exact_filter_max_rows
         self._space: EmbeddingSpace | None = None
+        self._audience_counts = AudienceCounts()
 
     def space(self, *, refresh: bool = False) -> EmbeddingSpace:
         if self._space is None or refresh:
@@ -186,7 +199,7 @@ class Searcher:
         return self.embedder_for(space)
 
     def search(self, question: str, *, k: int = 5, sources: Sequence[str] | None = None,
-               mode: SearchMode | None = None) -> SearchResult:
+               mode: SearchMode | None = None, audience: ReaderScope | None = None) -> SearchResult:
         question = question.strip()
         if not question:
             raise EmptyQuestionError()
@@ -197,7 +210,8 @@ class Searcher:
             qvec = embedder.embed_query(question)
             embed_ms = (time.perf_counter() - started) * 1000
             try:
-                result = self.search_vector(question, qvec, k=k, sources=sources, mode=mode, space=space)
+                result = self.search_vector(question, qvec, k=k, sources=sources, mode=mode, space=space,
+                                            audience=audience)
             except SpaceChangedError:
                 if attempt == 2:
                     raise
@@ -211,7 +225,8 @@ class Searcher:
         raise AssertionError("unreachable")
 
     def _run(self, space: EmbeddingSpace, mode: SearchMode, params: dict[str, object], *, k: int,
-             candidates: int, ef_search: int, sources: Sequence[str] | None) -> list[Any]:
+             candidates: int, ef_search: int, sources: Sequence[str] | None,
+             audience: ReaderScope | None) -> list[Any]:
         with self.db.search_engine().connect() as sa_conn:
             try:
                 conn = sa_conn.connection.driver_connection
@@ -224,10 +239,18 @@ class Searcher:
                         "SELECT id FROM sources WHERE name = ANY(%s)", (list(sources),)).fetchall()]
                     params["source_ids"] = source_ids
                     exact = filter_is_small(conn, space, source_ids, self.exact_filter_max_rows)
+                small_audience = False
+                if audience is not None:
+                    params["audience"] = audience.sql_tokens
+                    readable = self._audience_counts.allowed(conn, space, audience)
+                    small_audience = readable <= self.exact_filter_max_rows
+                    exact = exact or small_audience
+                if sources is not None or audience is not None:
                     _session_setting(conn, info, "hnsw.iterative_scan", "relaxed_order")
                 from_postings = False
-                if sources is None and mode in ("lexical", "hybrid"):
-                    ranked = self.lexical.rank(conn, params["qtext"], candidates)  # type: ignore[arg-type]
+                if sources is None and not small_audience and mode in ("lexical", "hybrid"):
+                    ranked = self.lexical.rank(conn, params["qtext"], candidates,  # type: ignore[arg-type]
+                                               readable_by=None if audience is None else audience.sql_tokens)
                     if ranked is None:
                         log.info("the lexicon has no postings yet (the next sync adds them): scoring BM25 in SQL")
                     else:
@@ -235,15 +258,15 @@ class Searcher:
                         from_postings = True
                 sql = build_search_sql(space, mode, self.weights, filtered=sources is not None, exact=exact,
                                        k=k, candidates=candidates, lexical_ids=from_postings,
-                                       lexical=self.lexical)
-                if sources is None:
+                                       lexical=self.lexical, audience=audience is not None)
+                if sources is None and audience is None:
                     # Prepared, so its generic plan (the pool's plan_cache_mode) is reused: no planning per ask.
                     with conn.cursor(row_factory=namedtuple_row) as cur:
                         rows = cur.execute(sql, params, prepare=True).fetchall()
                 else:
-                    # A filtered statement must be planned for its own sources (how many rows they hold
-                    # decides between HNSW and B-tree): values inlined, as a generic plan over an unknown
-                    # source list scanned the table (30 ms instead of 1 ms at 100k chunks).
+                    # A filtered statement must be planned for its own sources and audience (how many rows
+                    # they hold decides between HNSW and B-tree/GIN): values inlined, as a generic plan over
+                    # an unknown source list scanned the table (30 ms instead of 1 ms at 100k chunks).
                     with psycopg.ClientCursor(conn, row_factory=namedtuple_row) as cur:
                         rows = cur.execute(sql, params).fetchall()
                 if not rows and not _space_is_active(conn, space):
@@ -255,8 +278,9 @@ class Searcher:
 
     def search_vector(self, question: str, qvec: np.ndarray, *, k: int = 5,
                       sources: Sequence[str] | None = None, mode: SearchMode | None = None,
-                      space: EmbeddingSpace | None = None) -> SearchResult:
-        """Search with a precomputed question vector (benchmarks time this part alone)."""
+                      space: EmbeddingSpace | None = None, audience: ReaderScope | None = None) -> SearchResult:
+        """Search with a precomputed question vector (benchmarks time this part alone). `audience`: only
+        passages every reader of the answer may see; None is the operator at a terminal (no filter)."""
         space = space or self.space()
         mode = mode or self.mode
         candidates = max(4 * k, 40)
@@ -270,7 +294,7 @@ class Searcher:
             for attempt in (1, 2):
                 try:
                     rows = self._run(space, mode, params, k=k, candidates=candidates, ef_search=ef_search,
-                                     sources=sources)
+                                     sources=sources, audience=audience)
                     break
                 except psycopg.OperationalError:
                     # The search pool does not ping: a connection the server dropped fails here once.
@@ -289,6 +313,25 @@ class Searcher:
             for r in rows
         ]
         return SearchResult(hits=hits, timings_ms={"search": sql_ms}, space=space)
+
+
+class AudienceCounts:
+    """Vectors per distinct audience in a space, re-read at most every `ttl_s`: how many passages a reader
+    may see decides between an iterative HNSW scan and an exact ranking, as for sources. Approximate by
+    design (a sync may change them meanwhile): only speed depends on it, never who sees what."""
+
+    def __init__(self, ttl_s: float = 60.0) -> None:
+        self.ttl_s = ttl_s
+        self._cache: dict[int, tuple[float, list[tuple[tuple[str, ...], int]]]] = {}
+
+    def allowed(self, conn: psycopg.Connection[Any], space: EmbeddingSpace, audience: ReaderScope) -> int:
+        cached = self._cache.get(space.id)
+        if cached is None or cached[0] < time.monotonic():
+            rows = conn.execute(f"SELECT audience, count(*) FROM embeddings WHERE space_id = {int(space.id)} "
+                                "GROUP BY audience").fetchall()
+            cached = (time.monotonic() + self.ttl_s, [(tuple(r[0]), int(r[1])) for r in rows])
+            self._cache[space.id] = cached
+        return sum(count for tokens, count in cached[1] if audience.may_read(tokens))
 
 
 def _session_setting(conn: psycopg.Connection[Any], info: dict[Any, Any], name: str, value: str) -> None:

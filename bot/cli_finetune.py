@@ -158,6 +158,7 @@ def prepare(
         click.echo(f"  {line}")
     _table("Roles", report["role_mapping"])
     _table("Redacted (placeholders)", report["redactions_by_type"])
+    _table("Distinct values removed", report["redacted_values_by_type"])
     _table("Dropped conversations", report["dropped_by_reason"])
     click.echo(
         f"Auto-reply turns removed: {report['auto_reply_turns_removed']}; "

@@ -55,6 +55,7 @@ class BuildOptions:
 class BuildReport:
     conversations_in: int = 0
     redactions: Counter[str] = field(default_factory=Counter)
+    redacted_values: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
     auto_reply_turns_removed: int = 0
     turns_merged: int = 0
@@ -66,6 +67,8 @@ class BuildReport:
         return {
             "conversations_in": self.conversations_in,
             "redactions_by_type": dict(self.redactions.most_common()),
+            # Distinct values per conversation (a person named in three turns counts once), per type.
+            "redacted_values_by_type": dict(self.redacted_values.most_common()),
             "dropped_by_reason": dict(self.dropped.most_common()),
             "auto_reply_turns_removed": self.auto_reply_turns_removed,
             "turns_merged": self.turns_merged,
@@ -130,6 +133,7 @@ def build_dataset(
         report.conversations_in += 1
         sanitized = sanitizer.sanitize_conversation(conversation)
         report.redactions.update(sanitized.redactions)
+        report.redacted_values.update(sanitized.values)
         turns: list[Turn] = []
         for turn in sanitized.conversation.turns:
             if turn.role == "assistant" and AUTO_REPLY.search(turn.text):

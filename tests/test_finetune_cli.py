@@ -151,3 +151,55 @@ def test_eval_with_unknown_tuned_model_says_so(
     obj = _Context(_openai_settings(fake_openai), database)
     code, output = _run(["eval", str(data), "--tuned", "ft:nope", "--base", "gpt-4o-mini"], obj)
     assert code == 1 and "does not exist" in output
+
+
+def test_prepare_reports_what_it_removed_per_type_and_leaves_no_pii(tmp_path: Path) -> None:
+    """International PII through `kbbot finetune prepare`: counted per type, gone from every file."""
+    pii = {
+        "NAME": ["Guðrún Jónsdóttir", "Kovács Péter"],
+        "PHONE": ["0177-763170", "+36 47 833-5304 x3886"],
+        "ADDRESS": ["Kaiserstrasse 12\n60311 Frankfurt am Main"],
+        "IBAN": ["gb13 qkau 7703 7035 9885 10"],
+        "CARD": ["676299500444"],
+        "EMAIL": ["gudrun.j@example.is"],
+    }
+    chats = [
+        [
+            ("user", "Hi, my name is Guðrún Jónsdóttir. Ship it to:\nKaiserstrasse 12\n60311 Frankfurt am Main."),
+            ("assistant", "Thanks Guðrún, I have updated the address for order ORD-2024-150078 (version 5.12.3)."),
+            ("user", "Great. Call 0177-763170 or mail gudrun.j@example.is. Refund to gb13 qkau 7703 7035 9885 10."),
+            ("assistant", "Done, Guðrún: the refund of €1.299,00 is on its way, expect it by 2024-03-15."),
+        ],
+        [
+            ("user", "hello, this is Kovács Péter. I paid with 676299500444, my cell is +36 47 833-5304 x3886"),
+            ("assistant", "Thank you, Kovács Péter. I checked the Galaxy S23 Ultra order and it ships on Monday."),
+        ],
+    ]
+    source = tmp_path / "chats.jsonl"
+    source.write_text(
+        "".join(
+            json.dumps({"messages": [{"role": r, "content": c} for r, c in chat]}, ensure_ascii=False) + "\n"
+            for chat in chats
+        ),
+        encoding="utf-8",
+    )
+    code, output = _run(["prepare", str(source), "--out", str(tmp_path / "out"), "--json"])
+    assert code == 0, output
+    report = json.loads(output)
+    # Mentions: Guðrún three times, Kovács Péter twice; distinct values: one person per conversation.
+    assert report["redactions_by_type"] == {
+        "NAME": 5, "PHONE": 2, "ADDRESS": 1, "IBAN": 1, "CARD": 1, "EMAIL": 1
+    }  # fmt: skip
+    assert report["redacted_values_by_type"] == {
+        "NAME": 2, "PHONE": 2, "ADDRESS": 1, "IBAN": 1, "CARD": 1, "EMAIL": 1
+    }  # fmt: skip
+    written = (tmp_path / "out" / "train.jsonl").read_text(encoding="utf-8")
+    written += (tmp_path / "out" / "validation.jsonl").read_text(encoding="utf-8")
+    for values in pii.values():
+        for value in values:
+            for part in (p for p in value.split() if len(p) >= 4):  # "12" is also in "5.12.3"
+                assert json.dumps(part, ensure_ascii=False).strip('"') not in written, part
+    assert "ORD-2024-150078" in written and "5.12.3" in written and "Galaxy S23 Ultra" in written
+    assert "[NAME_1]" in written and "€1.299,00" in written
+    code, output = _run(["prepare", str(source), "--out", str(tmp_path / "out2")])
+    assert "Distinct values removed" in output and "Guðrún" not in output

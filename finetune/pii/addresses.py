@@ -36,7 +36,7 @@ _STREET_WORDS = (
     r"falls|ferry|fields?|flats?|fords?|forest|fork|fort|haven|heights|hollow|inlet|isle|keys?|knolls?|"
     r"lakes?|landing|lights?|lodge|mall|mission|motorway|mount|mountain|neck|orchard|oval|overpass|path|"
     r"pines?|plaza|prairie|ramp|ranch|rest|river|shore|skyway|spur|squares|stream|streets|trace|track|"
-    r"trafficway|underpass|ville|wy|quay|parade|broadway|esplanade|promenade|"
+    r"trafficway|underpass|ville|wy|quay|parade|broadway|esplanade|promenade|highroad|outlook|"
     r"strasse|straße|str|gasse|weg|allee|platz|ring|damm|chaussee|ufer|"
     r"laan|straat|gracht|plein|dreef|steeg|singel|kade|hof|pad|"
     r"rue|avenue|boulevard|bd|bld|chemin|allée|impasse|place|quai|route|cours|passage|montée|rang|"
@@ -47,7 +47,7 @@ _STREET_WORDS = (
     r"conjunto|quadra|núcleo|vereda|viela|"
     r"ulica|ul|aleja|al|plac|osiedle|rynek|"
     r"utca|út|tér|körút|köz|sor|"
-    r"strada|soseaua|șoseaua|bulevardul|calea|aleea|intrarea|splaiul|piața|"
+    r"strada|soseaua|șoseaua|bulevardul|calea|aleea|intrarea|splaiul|piața|drumul|"
     r"jalan|jl|gang|gg|lorong|"
     r"sokak|sokağı|cadde|caddesi|bulvarı|mahallesi|"
     r"ulitsa|prospekt|"
@@ -77,7 +77,7 @@ _TOWN_WORD = _CAP + r"(?:[^\W\d_]|['’.-](?=[^\W\d_]))*"
 _UNIT = (
     r"(?:,?\s*(?i:apt|apartment|suite|ste|unit|flat|fl|floor|room|rm|bldg|building|piso|interior|int|"
     r"sala|depto|dpto|apto|andar|bloco|lok|m|app|appartamento|esc|puerta|porta|stg|étage|bus|bte|"
-    r"no|nr|nº|n°|#)\.?\s*#?\s?[A-Za-z]?\d{1,5}[A-Za-z]?\b)"
+    r"no|nr|nº|n°|bl|sc|ap|et|edif|#)\.?\s*#?\s?[A-Za-z]?\d{1,5}[A-Za-z]?\b)"
 )
 _STREET_WORD_RE = r"(?i:" + _STREET_WORDS + r")\.?"
 
@@ -88,7 +88,7 @@ _NUMBER_FIRST = re.compile(
     + r",?\s+(?:[NSEW]\.?\s+)?"
     r"(?:(?:" + _NAME_WORD + r"\s+){1,3}" + _STREET_WORD_RE + r"(?![\w])"
     r"|" + _STREET_WORD_RE + r"(?:\s+(?:de|du|des|la|le|del|da|do|dos|das|di)\b){0,2}(?:\s+" + _CAP + r"[\w'’-]*){1,3})"
-    r"(?:\s+(?:N|S|E|W|NE|NW|SE|SW)\b)?" + _UNIT + "{0,2}"
+    r"(?:\s+(?:N|S|E|W|NE|NW|SE|SW)\b)?" + _UNIT + "{0,4}"
 )
 # "Hauptstraße 5", "Via Loretta, 7", "ul. Jesienna 896", "Callejón Muñoz 884 Interior 491", "Paseo Sancho Aliaga 19".
 _STREET_FIRST = re.compile(
@@ -99,7 +99,7 @@ _STREET_FIRST = re.compile(
     + r")){1,4}"
     r"|(?:" + _CAP + r"[\w'’.-]*\s+){0,3}" + _CAP + r"[\w'’-]*(?i:" + _STREET_SUFFIXES + r")"
     r"|(?:" + _CAP + r"[\w'’-]*\s+){1,3}(?i:" + _WORDS_BEFORE_NUMBER + r")\.?"
-    r")\.?,?\s+" + _HOUSE + r"\.?(?![\d])" + _UNIT + "{0,2}"
+    r")\.?,?\s+(?:(?i:no|nr|nº|n°)\.?\s*)?" + _HOUSE + r"\.?(?![\d])" + _UNIT + "{0,4}"
 )
 # The street's name only, with no number ("Strada Oprea", "Intrarea Ene", "Alameda da Estiva, S/N").
 _STREET_NAMED = re.compile(
@@ -108,7 +108,7 @@ _STREET_NAMED = re.compile(
 )
 _TOWN = (
     _TOWN_WORD
-    + r"(?:[ \t-]+(?:(?:de|da|do|del|di|la|le|los|las|am|an|im|nad|pod|sur|sous|en|upon|on)[ \t]+)?"
+    + r"(?:[ \t–-]+(?:(?:de|da|do|del|di|la|le|los|las|am|an|im|nad|pod|sur|sous|en|upon|on)[ \t]+)?"
     + _TOWN_WORD
     + r"){0,3}(?:\s\([A-Z]{2,4}\))?"
 )
@@ -134,7 +134,19 @@ _TOWN_REGION_CODE = re.compile(
     r"(?<![\w])" + _TOWN + r",\s*[A-Z]{2,4},?\s+(?:\d{4,5}(?:-\d{4})?|[A-Z]\d[A-Z]\s?\d[A-Z]\d)(?![\w])"
 )
 _CA_POSTCODE_TOWN = re.compile(r"(?<![\w])[A-Z]\d[A-Z]\s?\d[A-Z]\d(?:\s+" + _TOWN + r")?(?![\w])")
-UK_POSTCODE = re.compile(r"(?<![\w])[A-Z]{1,2}\d[A-Z\d]?\s?\d[ABD-HJLNP-UW-Z]{2}(?![\w])")
+UK_POSTCODE = re.compile(r"(?<![\w])[A-Z]{1,2}\d[A-Z\d]?\s?\d[ABD-HJLNP-UW-Z]{2}(?![\w])(?:[ \t]+" + _TOWN + r")?")
+# "Kavali 985274", "Hubli–Dharwad 124936": a town before a six-digit PIN code (India, Russia, Romania).
+_TOWN_PIN = re.compile(r"(?<![\w])" + _TOWN + r"[ \t]+\d{5,6}(?![\w.,-]\d)")
+# Brazil: "60127970 Aparecida / MG", "23070-322 Fernandes de Barros / PE".
+_BR_CEP = re.compile(
+    r"(?<![\w])\d{5}-?\d{3}[ \t]+" + _TOWN + r"(?:[ \t]+(?:de|da|do)[ \t]+" + _TOWN + r")?[ \t]*/[ \t]*[A-Z]{2}(?![\w])"
+)
+# Japan: prefecture/city/ward and block numbers ("岡山県横浜市栄区細野16丁目4番8号 前弥六南町クレスト466").
+_JP = re.compile(
+    r"(?:[\u3040-\u30ff\u4e00-\u9fff]{1,6}[都道府県])?[\u3040-\u30ff\u4e00-\u9fff]{1,12}[市区町村郡]"
+    r"[\u3040-\u30ff\u4e00-\u9fff\d０-９-]*?\d+(?:丁目|番地?|号|-)[\u3040-\u30ff\u4e00-\u9fff\d０-９-]*"
+    r"(?:[ \t　][\u3040-\u30ff\u4e00-\u9fffA-Za-z]+\d+)?"
+)
 IE_EIRCODE = re.compile(r"(?<![\w])[AC-FHKNPRTV-Y]\d{2}\s?[AC-FHKNPRTV-Y0-9]{4}(?![\w])")
 PO_BOX = re.compile(r"(?i)(?<![\w])(?:P\.?\s?O\.?\s+Box|Postfach|Apartado|Caixa\s+Postal|Casilla|BP)\s+\d{1,6}(?![\w])")
 # US military post: "PSC 8071, Box 0991", "Unit 1631 Box 4960", "USNS Comfort", "APO AP 43303".
@@ -162,6 +174,9 @@ PATTERNS = (
     _STREET_NAMED,
     _POSTCODE_TOWN,
     _TOWN_POSTCODE,
+    _TOWN_PIN,
+    _BR_CEP,
+    _JP,
     _TOWN_REGION_CODE,
     _CA_POSTCODE_TOWN,
     UK_POSTCODE,
@@ -180,7 +195,8 @@ _NOT_TOWNS = frozenset(
     appreciate thanks thank please hello hi hey can could would will should did does do have has had
     still just now then also but so if when what why how who where here there yes no ok okay sorry
     help update error edition windows xbox playstation iphone android ios mac days hours minutes
-    times people users items points coins credits euros dollars pounds station
+    times people users items points coins credits euros dollars pounds station ticket order case
+    invoice ref reference number id account serial code pin tracking transaction booking confirmation
     """.split()  # noqa: SIM905 - a word list reads better as text
 )
 _YEAR = re.compile(r"(?:19|20)\d\d$")
@@ -188,7 +204,7 @@ _YEAR = re.compile(r"(?:19|20)\d\d$")
 
 def _plausible(text: str, start: int, end: int, pattern: re.Pattern[str]) -> bool:
     value = text[start:end]
-    if pattern in (_POSTCODE_TOWN, _TOWN_POSTCODE, _CA_POSTCODE_TOWN):
+    if pattern in (_POSTCODE_TOWN, _TOWN_POSTCODE, _TOWN_PIN, _CA_POSTCODE_TOWN):
         words = re.findall(_L + r"+", value)
         if not words or all(w.lower() in _NOT_TOWNS for w in words):
             return False
@@ -207,7 +223,7 @@ def _plausible(text: str, start: int, end: int, pattern: re.Pattern[str]) -> boo
                 and not re.search(r"(?i)\b(?:" + _STREET_WORDS + r")\b", text[max(0, start - 60) : start])
             ):
                 return False
-    if pattern is _TOWN_POSTCODE:
+    if pattern in (_TOWN_POSTCODE, _TOWN_PIN):
         words = re.findall(_L + r"+", value)
         if words and (words[0].lower() in _NOT_TOWNS or (len(words[0]) > 1 and words[0].isupper())):
             return False  # "INV-336008" is an invoice
@@ -228,6 +244,9 @@ def _cued(text: str) -> Iterator[tuple[int, int]]:
         value = value.rstrip(" ,;:\n")
         if "//" in value or len(value.split()) > 14:
             continue  # a link or a sentence, not an address
+        first_word = value.split(maxsplit=1)[0] if value.split() else ""
+        if not (first_word[:1].isdigit() or first_word[:1].isupper() or re.fullmatch(_STREET_WORD_RE, first_word)):
+            continue  # "the address for order ORD-2024-1500" is prose about an address
         # Only an address-like stretch: it has a number and is not a sentence ("went to the wrong house").
         if (
             re.search(r"\d", value)
@@ -238,6 +257,8 @@ def _cued(text: str) -> Iterator[tuple[int, int]]:
 
 
 def find_addresses(text: str) -> Iterator[Span]:
+    if not any(c.isdigit() for c in text):
+        return  # every address shape has a house number, a postcode or a box number
     spans: list[tuple[int, int]] = []
     for pattern in PATTERNS:
         for match in pattern.finditer(text):

@@ -151,6 +151,10 @@ _NOT_NAMES_AFTER_CUE = NEVER_NAMES | frozenset(
     yesterday again more info information details below above attached following right wrong still
     again something anything everything someone anyone one two three first last next new old same other
     really actually please kindly unfortunately hopefully regarding re fw fwd subject dear sir madam
+    call ring text send check try see look let make take give get keep find tell ask contact reach
+    message write reply click visit open close use sign log reset confirm note sure done perfect
+    yesterday tonight tomorrow waiting looking trying having getting still sent received ordered
+    between before after during since until within without about around
     """.split()  # noqa: SIM905 - a word list reads better as text
 )
 
@@ -214,7 +218,7 @@ def _name_end(text: str, tokens: list[re.Match[str]], index: int, *, cued: bool 
             break
         word = _bare(nxt.group(0))
         lower = word.lower()
-        if len(word) == 1 and word.isupper() and text[nxt.end() : nxt.end() + 2] == ". ":
+        if len(word) == 1 and (word.isupper() or lower_case) and text[nxt.end() : nxt.end() + 2] == ". ":
             end = nxt.end() + 1  # a middle initial ("Brian J. Ali") counts only if a name follows it
             continue
         known = lower in surnames or lower in first_names

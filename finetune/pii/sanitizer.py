@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from finetune.conversation import Conversation
 from finetune.pii.names import find_names
@@ -36,9 +37,11 @@ class SanitizerConfig:
 @dataclass
 class SanitizedConversation:
     conversation: Conversation
-    redactions: Counter[str] = field(default_factory=Counter)
+    redactions: Counter[str] = field(default_factory=Counter)  # mentions replaced, per type
+    values: Counter[str] = field(default_factory=Counter)  # distinct values (placeholders), per type
 
 
+@lru_cache(maxsize=4096)
 def _word_pattern(value: str) -> re.Pattern[str]:
     return re.compile(
         r"(?<![\w@])" + r"\s+".join(re.escape(part) for part in value.split()) + r"(?![\w])", re.IGNORECASE
@@ -88,17 +91,14 @@ class Sanitizer:
             for match in _word_pattern(value).finditer(text):
                 spans.append(Span(match.start(), match.end(), pii_type, " ".join(value.lower().split())))
         # Text that is already a placeholder is never redacted again: sanitizing twice changes nothing.
-        spans.extend(
-            Span(m.start(), m.end(), "SECRET", "\x00placeholder") for m in PLACEHOLDER.finditer(text)
-        )
+        spans.extend(Span(m.start(), m.end(), "SECRET", "\x00placeholder") for m in PLACEHOLDER.finditer(text))
         # Inside a public link, digits (an archive timestamp, an article id) are not cards or phones and
         # a word ("support.google.com/youtube") is not a handle: a link that is personal is a URL span.
         links = [(m.start(), m.end()) for m in URL.finditer(text)]
         spans = [
             s
             for s in spans
-            if s.pii_type in _TYPES_INSIDE_LINKS
-            or not any(start <= s.start and s.end <= end for start, end in links)
+            if s.pii_type in _TYPES_INSIDE_LINKS or not any(start <= s.start and s.end <= end for start, end in links)
         ]
         # A postcode ("75980-6834") or house number inside an address is part of the address, not a phone.
         addresses = [s for s in spans if s.pii_type == "ADDRESS"]
@@ -108,13 +108,9 @@ class Sanitizer:
             if s.pii_type != "PHONE" or not any(a.start <= s.start and s.end <= a.end for a in addresses)
         ]
         resolved = _merge_adjacent_addresses(text, resolve_overlaps(spans))
-        return [
-            s for s in resolved if s.key != "\x00placeholder" and s.pii_type not in self.config.keep_types
-        ]
+        return [s for s in resolved if s.key != "\x00placeholder" and s.pii_type not in self.config.keep_types]
 
-    def detect_conversation(
-        self, texts: Sequence[str], known: Sequence[tuple[str, str]] = ()
-    ) -> list[list[Span]]:
+    def detect_conversation(self, texts: Sequence[str], known: Sequence[tuple[str, str]] = ()) -> list[list[Span]]:
         """The spans of every turn of one conversation, with names found in one turn looked for in all."""
         per_text = [self.detect(text, known) for text in texts]
         # A name found anywhere is redacted everywhere in the conversation ("Tobias" in a later turn
@@ -158,11 +154,18 @@ class Sanitizer:
 
     def sanitize_conversation(self, conversation: Conversation) -> SanitizedConversation:
         texts, counts = self.sanitize_texts([t.text for t in conversation.turns], conversation.known_pii)
+        # Distinct placeholders new to this conversation: "[NAME_1]" three times is one person removed.
+        before = {m.group(0) for t in conversation.turns for m in PLACEHOLDER.finditer(t.text)}
+        values = Counter(
+            m.group(1)
+            for m in {m.group(0): m for t in texts for m in PLACEHOLDER.finditer(t)}.values()
+            if m.group(0) not in before
+        )
         turns = tuple(
             replace(turn, text=text, speaker="") for turn, text in zip(conversation.turns, texts, strict=True)
         )
         # known_pii is raw PII: it must not travel further than the sanitizer.
-        return SanitizedConversation(replace(conversation, turns=turns, known_pii=()), counts)
+        return SanitizedConversation(replace(conversation, turns=turns, known_pii=()), counts, values)
 
 
 # Words too common to redact everywhere even if a cue once made them look like a name.

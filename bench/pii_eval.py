@@ -23,6 +23,7 @@ BENCHMARKS.md for why). Timing alternates the detectors round by round on the sa
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import statistics
 import sys
@@ -265,6 +266,10 @@ def main(
     show_misses: int,
 ) -> None:
     detectors: dict[str, Detector] = {"kbbot": kbbot_detector()}
+    if not no_presidio and importlib.util.find_spec("presidio_analyzer") is None:
+        raise click.ClickException(
+            "presidio-analyzer is not installed: pip install -e '.[bench]', or pass --no-presidio."
+        )
     if not no_presidio:
         detectors["presidio"] = presidio_detector()
         if spacy_model is not None:

@@ -181,7 +181,11 @@ _BARE_FACTS = {
 
 def _fact(fake: Faker, rng: random.Random, pii_type: str, person: _Person) -> list[str]:
     if pii_type == "EMAIL":
-        return [rng.choice([fake.email(), f"{person.first}.{person.last}@{fake.free_email_domain()}".lower()])]
+        return [
+            rng.choice(
+                [fake.email(), f"{person.first}.{person.last}@{fake.free_email_domain()}".lower().replace(" ", "")]
+            )
+        ]
     if pii_type == "PHONE":
         return [_phone(fake, rng)]
     if pii_type == "CARD":

@@ -47,6 +47,9 @@ _NOT_PHONE_CUE = re.compile(
 )
 
 
+_ID_NEAR = re.compile(r"(?i)\b(?:ticket|order|case|reference|tracking|confirmation|serial|invoice|transaction)\b")
+
+
 def _personal(number: phonenumbers.PhoneNumber) -> bool:
     """Toll-free numbers belong to businesses (a support line), not to a person: they stay."""
     return phonenumbers.number_type(number) != phonenumbers.PhoneNumberType.TOLL_FREE
@@ -81,6 +84,8 @@ def find_phones(text: str, regions: Sequence[str] = ("US", "GB")) -> Iterator[Sp
         cued = _PHONE_CUE.search(window) is not None
         if not cued and not _looks_dialled(number, digits):
             continue
+        if not number.startswith(("+", "(")) and len(re.findall(r"\d+", number)) == 1 and _ID_NEAR.search(window):
+            continue  # "the ticket number for the studio. 1283104957": an id named just before
         seen.add((start, end))
         yield Span(start, end, "PHONE", _loose_key(number, digits, regions))
 

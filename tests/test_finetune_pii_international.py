@@ -58,6 +58,9 @@ def test_addresses_in_many_formats(sanitizer: Sanitizer, text: str, expected: st
         ("+90(962)803-0457x8596 is my cell", "[PHONE_1] is my cell"),
         ("tel. 0316/06043029", "tel. [PHONE_1]"),
         ("Perhaps 001-893-490-9846x8902?", "Perhaps [PHONE_1]?"),
+        ("my order #95682778 never arrived. mobile: 21776989.", "my order #95682778 never arrived. mobile: [PHONE_1]."),
+        ("My number is +43 73248031079 x6546.", "My number is [PHONE_1]."),  # not a Luhn-valid "card"
+        ("the ticket number for the studio. 1283104957", "the ticket number for the studio. 1283104957"),
     ],
 )
 def test_phones_in_national_formats(sanitizer: Sanitizer, text: str, expected: str) -> None:

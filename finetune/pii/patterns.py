@@ -76,7 +76,7 @@ NINO = re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z
 
 # Case-insensitive: people type "de89 3704 ..." too.
 IBAN = re.compile(r"(?i)(?<![\w])[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?(?![\w])")
-CARD = re.compile(r"(?<![\w-])(?:\d[ -]?){11,18}\d(?![\w-])")
+CARD = re.compile(r"(?<![\w+-])(?:\d[ -]?){11,18}\d(?![\w-])")  # "+43 7324..." is a phone
 # "order 5412 7534 ..." or "ticket 639017666582": an id that happens to pass Luhn is not a card.
 _NOT_CARD_CUE = re.compile(
     r"(?i)\b(?:order|ticket|case|ref(?:erence)?|tracking|invoice|serial|confirmation|booking|transaction|"

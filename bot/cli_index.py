@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -12,6 +15,10 @@ from retrieval.errors import KbbotError
 from retrieval.evaluation import evaluate, load_labelled_queries
 from retrieval.runs import SyncRun
 from retrieval.sources import Source, source_for_path
+from retrieval.sync import ARTICLE_ERROR_LOG_FLAG
+from retrieval.sync import log as sync_log
+
+log = logging.getLogger(__name__)
 
 DEMO_KB = Path(__file__).resolve().parent.parent / "demo_kb"
 DEMO_QUESTIONS = (
@@ -26,8 +33,26 @@ def _emit_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
+class _ListedInSummary(logging.Filter):
+    """Drops the sync's per-article error lines: the summary printed after the run lists each of them with
+    its location, and an error shown twice reads as two errors. `-v` keeps them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, ARTICLE_ERROR_LOG_FLAG, False) or log.isEnabledFor(logging.DEBUG)
+
+
+@contextlib.contextmanager
+def _article_errors_in_summary_only() -> Iterator[None]:
+    only_in_summary = _ListedInSummary()
+    sync_log.addFilter(only_in_summary)
+    try:
+        yield
+    finally:
+        sync_log.removeFilter(only_in_summary)
+
+
 def _run_sync(obj, sources: list[Source], *, kind: str, as_json: bool) -> SyncRun:  # type: ignore[no-untyped-def]
-    with terminal.sync_progress(not as_json) as progress:
+    with terminal.sync_progress(bar=not as_json) as progress, _article_errors_in_summary_only():
         run = obj.services.indexer(progress).sync(sources, kind=kind, trigger="cli")
     if as_json:
         _emit_json(json_output.run_json(run))

@@ -10,6 +10,7 @@ they share (retry dedupe, sync lock, answer log) is in PostgreSQL.
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import threading
@@ -20,16 +21,16 @@ import click
 import waitress
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk.errors import SlackApiError
 from waitress import wasyncore
 
-from bot.app import build_parts, create_app
-from bot.manifest import manifest_yaml
+from bot.app import build_parts, create_app, slack_start_error
+from bot.manifest import EVENTS_PATH, manifest_yaml, request_url_for
 from bot.services import Services
 from retrieval.errors import KbbotError
 
 log = logging.getLogger(__name__)
 
-EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
 
 
@@ -89,6 +90,17 @@ def warm_up(services: Services) -> None:
         log.error("the database is unreachable at start-up (the bot retries on each question): %s", exc)
 
 
+def _listen(app: App, host: str, port: int, *, threads: int) -> HttpServer:
+    try:
+        return HttpServer(app, host=host, port=port, threads=threads)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise KbbotError(f"Port {port} is already in use on {host} (another `kbbot serve`?): stop that "
+                             "process, or listen on another port with --port or PORT.") from exc
+        raise KbbotError(f"kbbot serve cannot listen on {host}:{port} ({exc.strerror or exc}): choose another "
+                         "interface or port with --host/--port (KBBOT_HOST/PORT); ports below 1024 need root.") from exc
+
+
 def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt  # waitress's loop exits cleanly on it
 
@@ -103,6 +115,9 @@ def serve(obj, host: str | None, port: int | None) -> None:  # type: ignore[no-u
     slack = settings.slack
     parts = build_parts(slack, services)
     app = create_app(settings, services, parts)
+    # Bound before the model loads: a port in use fails in a second, not after the warm-up.
+    server = None if slack.slack_app_token else _listen(app, host or slack.host, port or slack.port,
+                                                         threads=max(4, slack.slack_workers))
     warm_up(services)
     scheduler = None
     if settings.scheduler.scheduler_in_serve:  # single-process deployments: the worker's schedule runs here too
@@ -110,14 +125,16 @@ def serve(obj, host: str | None, port: int | None) -> None:  # type: ignore[no-u
 
         scheduler = start_scheduler(services)
     try:
-        if slack.slack_app_token is not None:
+        if server is None:
+            assert slack.slack_app_token is not None
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 
             log.info("kbbot is connecting to Slack in Socket Mode")
-            SocketModeHandler(app, slack.slack_app_token.get_secret_value()).start()
+            try:
+                SocketModeHandler(app, slack.slack_app_token.get_secret_value()).start()
+            except (SlackApiError, OSError) as exc:
+                raise slack_start_error(exc, slack, token="SLACK_APP_TOKEN") from exc
         else:
-            server = HttpServer(app, host=host or slack.host, port=port or slack.port,
-                                threads=max(4, slack.slack_workers))
             if threading.current_thread() is threading.main_thread():
                 # Platforms stop a process with SIGTERM: finish the answers in flight, then exit.
                 signal.signal(signal.SIGTERM, _interrupt)
@@ -137,10 +154,15 @@ def serve(obj, host: str | None, port: int | None) -> None:  # type: ignore[no-u
 @click.option("--name", default="kbbot", show_default=True, help="The app's display name in Slack.")
 def manifest(base_url: str | None, socket_mode: bool, name: str) -> None:
     """Print the Slack app manifest (paste it at api.slack.com/apps > Create New App > From a manifest)."""
-    if not base_url and not socket_mode:
-        raise click.UsageError("Give --url https://your-host (HTTP mode) or --socket (Socket Mode).")
-    click.echo(manifest_yaml(name=name, request_url=None if socket_mode else base_url.rstrip("/") + EVENTS_PATH),
-               nl=False)
+    if bool(base_url) == socket_mode:
+        raise click.UsageError("Give either --url https://your-host (HTTP mode) or --socket (Socket Mode).")
+    request_url = None
+    if base_url:
+        try:
+            request_url = request_url_for(base_url)
+        except ValueError as exc:
+            raise click.ClickException(f"--url: {exc}") from exc
+    click.echo(manifest_yaml(name=name, request_url=request_url), nl=False)
 
 
 COMMANDS = [serve, manifest]

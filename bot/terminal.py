@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -26,7 +29,10 @@ from retrieval.sync import Progress as SyncProgress
 from retrieval.sync import ProgressCallback
 from retrieval.types import Answer, SearchHit
 
+log = logging.getLogger(__name__)
 console = Console(highlight=False)
+# Piped or redirected, rich would wrap at 80 columns in mid-sentence: lines in a file or a grep stay whole.
+console.soft_wrap = not console.is_terminal
 STALE_DAYS = 365
 
 
@@ -149,29 +155,73 @@ def print_answer_eval(reports: list[AnswerReport]) -> None:
     console.print(table)
 
 
+PROGRESS_LOG_EVERY_S = 10.0
+
+
+def progress_line(p: SyncProgress, source: str | None) -> str:
+    """One progress line for a log: where the run is, in words."""
+    c = p.counts
+    counts = (f"{c.added} added, {c.updated} updated, {c.removed} removed, {c.unchanged} unchanged, "
+              f"{c.failed} failed, {c.chunks_embedded:,} passages embedded")
+    where = f"syncing {source}" if source else "syncing"
+    if p.stage == "embedding":
+        return f"{where}: embedding passages {p.done:,}/{p.total:,}"
+    if p.stage == "backfill":
+        return f"embedding passages that have no vector yet: {p.done:,} done"
+    if p.stage == "index":
+        return f"building the search indexes ({counts})"
+    return f"{where}: {p.done:,} articles read ({counts})"
+
+
+class ProgressLog:
+    """Progress as a log line every `every_s` seconds: a run short enough to need none logs nothing."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._next: float | None = None  # counted from the run's first event, not from the database start
+        self._source: str | None = None
+
+    def __call__(self, p: SyncProgress) -> None:
+        if p.stage == "source":
+            self._source = p.source
+        now = time.monotonic()
+        if self._next is None:
+            self._next = now + self.every_s
+        if p.stage == "done" or now < self._next:
+            return
+        self._next = now + self.every_s
+        log.info("%s", progress_line(p, self._source))
+
+
 @contextlib.contextmanager
-def sync_progress(enabled: bool) -> Iterator[ProgressCallback | None]:
-    """A live progress bar on a terminal; nothing when output is piped or --json is asked."""
-    if not enabled or not console.is_terminal:
-        yield None
+def sync_progress(bar: bool) -> Iterator[ProgressCallback]:
+    """A live progress bar when `bar` is asked and the output is a terminal; otherwise (piped, redirected to
+    a file, --json) a log line now and then, so that a long run still shows a sign of life."""
+    if not bar or not console.is_terminal:
+        yield ProgressLog(PROGRESS_LOG_EVERY_S)
         return
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("Syncing", total=None, detail="")
+    with Progress(*columns, console=console, transient=True) as bar_:
+        task = bar_.add_task("Syncing", total=None, detail="")
+        current: dict[str, Any] = {"source": None, "total": None}  # of the source being synced
 
         def update(p: SyncProgress) -> None:
             detail = (f"+{p.counts.added} ~{p.counts.updated} -{p.counts.removed} "
                       f"={p.counts.unchanged} ✗{p.counts.failed}")
             if p.stage == "source":
-                bar.update(task, description=f"Syncing {p.source}", total=p.total, completed=0, detail=detail)
+                current.update(source=p.source, total=p.total)
+                bar_.update(task, description=f"Syncing {p.source}", total=p.total, completed=0, detail=detail)
             elif p.stage == "articles":
-                total = bar.tasks[0].total
-                bar.update(task, completed=p.done, total=max(total or 0, p.done) if total else None,
-                           detail=detail)
+                total = current["total"]
+                bar_.update(task, description=f"Syncing {current['source']}", completed=p.done,
+                            total=max(total, p.done) if total else None, detail=detail)
+            elif p.stage == "embedding":
+                bar_.update(task, description="Embedding passages", completed=p.done, total=p.total,
+                            detail=detail)
             elif p.stage == "backfill":
-                bar.update(task, description="Embedding passages", detail=f"{p.done} embedded")
+                bar_.update(task, description="Embedding passages", total=None, detail=f"{p.done} embedded")
             elif p.stage == "index":
-                bar.update(task, description="Building the vector index", detail=detail)
+                bar_.update(task, description="Building the vector index", total=None, detail=detail)
 
         yield update

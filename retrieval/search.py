@@ -27,7 +27,7 @@ from psycopg.rows import namedtuple_row
 from retrieval.access import ReaderScope
 from retrieval.db import Database, translate_errors
 from retrieval.embeddings import Embedder
-from retrieval.errors import EmptyQuestionError, ModelMismatchError, SchemaError
+from retrieval.errors import EmptyQuestionError, ModelMismatchError, SchemaError, SourceError
 from retrieval.lexical_index import LexicalIndex
 from retrieval.settings import DEFAULTS
 from retrieval.spaces import EmbeddingSpace, active_space
@@ -154,6 +154,14 @@ class SpaceChangedError(Exception):
     """The space a search embedded its question for stopped being active meanwhile (a re-embed switched)."""
 
 
+def unknown_sources_error(unknown: set[str], known: list[str]) -> SourceError:
+    names = ", ".join(repr(n) for n in sorted(unknown))
+    if not known:
+        return SourceError(f"No source named {names}: nothing is indexed yet (`kbbot ingest PATH`).")
+    return SourceError(f"No source named {names}: the indexed sources are {', '.join(known)} "
+                       "(`kbbot status` describes them).")
+
+
 class Searcher:
     """Searches the active embedding space.
 
@@ -235,8 +243,12 @@ class Searcher:
                 _session_setting(conn, info, "hnsw.ef_search", str(ef_search))
                 exact = False
                 if sources is not None:
-                    source_ids = [r[0] for r in conn.execute(
-                        "SELECT id FROM sources WHERE name = ANY(%s)", (list(sources),)).fetchall()]
+                    found = conn.execute("SELECT id, name FROM sources WHERE name = ANY(%s)",
+                                         (list(sources),)).fetchall()
+                    if len(found) < len(set(sources)):  # a typo would otherwise abstain as "not in the KB"
+                        known = [r[0] for r in conn.execute("SELECT name FROM sources ORDER BY name")]
+                        raise unknown_sources_error(set(sources) - {r[1] for r in found}, known)
+                    source_ids = [r[0] for r in found]
                     params["source_ids"] = source_ids
                     exact = filter_is_small(conn, space, source_ids, self.exact_filter_max_rows)
                 small_audience = False

@@ -55,11 +55,17 @@ log = logging.getLogger(__name__)
 
 EMBED_BATCH_CHUNKS = 256  # chunks per embedding call across articles
 HEARTBEAT_EVERY_S = 2.0
+# Knowledge-base articles are a few kB to a few hundred; one this large is usually several documents in
+# one file (or an export), and it takes minutes to split and embed on a CPU.
+LARGE_ARTICLE_CHARS = 500_000
+# Log records of articles skipped by a sync carry this attribute: a caller printing the run summary (which
+# lists them with their location) can filter them out of the log instead of showing each error twice.
+ARTICLE_ERROR_LOG_FLAG = "kbbot_article_error"
 
 
 @dataclass(frozen=True)
 class Progress:
-    stage: str  # "source", "articles", "backfill", "index", "done"
+    stage: str  # "source", "articles", "embedding" (done/total passages of a batch), "backfill", "index", "done"
     source: str | None
     done: int
     total: int | None
@@ -207,8 +213,8 @@ class Indexer:
                     if item.external_id:
                         seen.add(item.external_id)
                         failed.add(item.external_id)
-                    counts.record_error(item.location or source.name, str(item))
-                    log.warning("skipped article: %s", item)
+                    counts.record_error(item.location or source.name, item.message)
+                    log.warning("skipped article: %s", item, extra={ARTICLE_ERROR_LOG_FLAG: True})
                     continue
                 if seen_hash.get(item.external_id) == item.hash:
                     continue  # delivered twice in one run (a retried article, overlapping change windows)
@@ -256,6 +262,11 @@ class Indexer:
         if indexed is not None and indexed.content_hash == article_hash:  # type: ignore[attr-defined]
             counts.unchanged += 1
             return None
+        if len(article.text) >= LARGE_ARTICLE_CHARS:
+            log.warning("%s is unusually large (%.1f MB of text; articles are usually under 100 kB): splitting "
+                        "and embedding it takes minutes. If it holds several documents, index them as separate "
+                        "articles so that citations point at the right one.", article.external_id,
+                        len(article.text) / 1e6)
         try:
             drafts = chunk_article(article.text, max_tokens=self.chunk_max_tokens,
                                    count_tokens=self.embedder.count_tokens)
@@ -293,7 +304,7 @@ class Indexer:
             return set()
         texts = [p.drafts[i].embedding_input(p.article.title) for p in pending for i in p.to_embed]
         try:
-            vectors = self.embedder.embed_documents(texts) if texts else np.zeros((0, space.dimension))
+            vectors = self._embed(texts, space, counts)
         except EmbeddingError as exc:
             for p in pending:
                 counts.record_error(p.article.external_id, str(exc))
@@ -331,6 +342,17 @@ class Indexer:
             else:
                 counts.added += 1
         return failed
+
+    def _embed(self, texts: list[str], space: EmbeddingSpace, counts: RunCounts) -> np.ndarray:
+        """Embed in slices, reporting progress after each: one large article is thousands of passages, and
+        minutes without a sign of life read as a hang."""
+        if len(texts) <= EMBED_BATCH_CHUNKS:
+            return self.embedder.embed_documents(texts) if texts else np.zeros((0, space.dimension))
+        parts = []
+        for start in range(0, len(texts), EMBED_BATCH_CHUNKS):
+            parts.append(self.embedder.embed_documents(texts[start:start + EMBED_BATCH_CHUNKS]))
+            self.progress(Progress("embedding", None, start + len(parts[-1]), len(texts), counts))
+        return np.concatenate(parts)
 
     def _backfill(self, store: IndexStore, space: EmbeddingSpace, counts: RunCounts, beat: _Heartbeat) -> None:
         """Embed chunks that have no vector in the target space (a re-embed, or a crash between writes)."""

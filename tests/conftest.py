@@ -122,3 +122,24 @@ def demo_database(pg_server: URL, demo_template: str) -> Iterator[Database]:
     yield db
     db.close()
     _drop_database(pg_server, name)
+
+
+@pytest.fixture
+def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Runs `kbbot ARGS…` in-process (click's runner) on a fresh database; `ok=False` allows a failure."""
+    from click.testing import CliRunner
+
+    from bot.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("KBBOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    runner = CliRunner()
+
+    def run(*args: str, ok: bool = True):  # type: ignore[no-untyped-def]
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    return run

@@ -15,22 +15,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("KBBOT_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.chdir(tmp_path)  # no stray .env
-    runner = CliRunner()
-
-    def run(*args: str, ok: bool = True):  # type: ignore[no-untyped-def]
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-
-    return run
-
-
-@pytest.fixture
 def kb(tmp_path: Path) -> Path:
     root = tmp_path / "kb"
     write_article(root, "it/wiki.md", "Wiki search guide", sectioned_article("Wiki search"))

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from retrieval.answer import ABSTAIN_TEXT, AnswerPipeline, AskContext, ExtractiveSynthesizer
-from retrieval.errors import EmptyQuestionError
+from retrieval.errors import EmptyQuestionError, SourceError
 from retrieval.evaluation import evaluate, load_labelled_queries
 from retrieval.search import Searcher
 
@@ -102,9 +102,10 @@ def test_retrieval_quality_on_demo_eval(demo_database, embedder) -> None:
     assert report.mrr_at_10 >= 0.75
 
 
-def test_answer_respects_source_restriction(pipeline: AnswerPipeline) -> None:
-    answer = pipeline.answer("How do I connect to the VPN?", AskContext(sources=("no-such-source",)))
-    assert answer.outcome == "abstained" and answer.nearest == []
+def test_an_unknown_source_is_named_with_the_indexed_ones(pipeline: AnswerPipeline) -> None:
+    # A typo in a source name must not read as "the KB has no answer".
+    with pytest.raises(SourceError, match=r"^No source named 'no-such-source': the indexed sources are demo "):
+        pipeline.answer("How do I connect to the VPN?", AskContext(sources=("no-such-source", "demo")))
 
 
 def test_search_survives_the_server_dropping_its_connections(demo_database, embedder) -> None:  # type: ignore[no-untyped-def]

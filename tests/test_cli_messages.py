@@ -1,0 +1,122 @@
+"""What a newcomer meets at the command line: every problem is one line saying what happened and what to
+do, nothing is said twice, and a long run shows a sign of life. Real CLI (click's runner, or a subprocess
+where the process itself matters), real database and model."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot import terminal
+from retrieval import sync
+from tests.helpers import write_article
+
+REPO = Path(__file__).resolve().parents[1]
+KBBOT = Path(sys.executable).parent / "kbbot"
+
+
+def _error_line(result) -> str:  # type: ignore[no-untyped-def]
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_version(cli) -> None:  # type: ignore[no-untyped-def]
+    assert cli("--version").output == f"kbbot {importlib.metadata.version('kbbot')}\n"
+
+
+def test_manifest_wants_the_public_https_address(cli) -> None:  # type: ignore[no-untyped-def]
+    no_scheme = _error_line(cli("manifest", "--url", "kbbot.example.com", ok=False))
+    assert no_scheme == ("Error: --url: 'kbbot.example.com' is not a full URL: give the public HTTPS address of "
+                         "`kbbot serve`, e.g. --url https://kbbot.example.com (or use --socket, which needs no "
+                         "public URL).")
+    plain_http = _error_line(cli("manifest", "--url", "http://kbbot.example.com", ok=False))
+    assert "Slack only sends requests to https:// URLs" in plain_http
+    assert "query" in _error_line(cli("manifest", "--url", "https://kbbot.example.com/?x=1", ok=False))
+
+    for given in ("https://kbbot.example.com", "https://kbbot.example.com/", "https://kbbot.example.com/slack/events"):
+        text = cli("manifest", "--url", given).output
+        assert "YOUR-HOST" not in text and "Replace" not in text
+        manifest = yaml.safe_load(text)
+        expected = "https://kbbot.example.com/slack/events"
+        assert manifest["settings"]["event_subscriptions"]["request_url"] == expected
+        assert manifest["settings"]["interactivity"]["request_url"] == expected
+        assert manifest["features"]["slash_commands"][0]["url"] == expected
+    assert "Replace" not in cli("manifest", "--socket").output
+    assert "either --url" in cli("manifest", "--url", "https://h.example", "--socket", ok=False).output
+
+
+def test_an_unknown_source_is_named_with_the_indexed_ones(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    kb = tmp_path / "kb"
+    write_article(kb, "hr/parking.md", "Parking", "## Visitors\nVisitors park on level -2 with a day pass.\n")
+    cli("ingest", str(kb), "--name", "handbook", "--json")
+    expected = "Error: No source named 'nosuch': the indexed sources are handbook (`kbbot status` describes them)."
+    assert _error_line(cli("ask", "Where do visitors park?", "--source", "nosuch", ok=False)) == expected
+    assert _error_line(cli("search", "visitor parking", "--source", "nosuch", ok=False)) == expected
+    answered = json.loads(cli("ask", "Where do visitors park?", "--source", "handbook", "--json").output)
+    assert answered["outcome"] == "answered"
+
+
+def test_a_skipped_line_is_reported_once_with_its_location_once(cli, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "title": "Lockers", "text": "Lockers on floor 3 open with your badge."}\n'
+                   "not json\n"
+                   '{"id": "c", "title": "No text"}\n')
+    with caplog.at_level(logging.INFO):
+        output = cli("ingest", str(bad), ok=False).output
+    assert f"✗ {bad}:2: is not valid JSON" in output and f"✗ {bad}:3: has no \"text\"" in output
+    assert output.count(f"{bad}:2") == 1 and output.count(f"{bad}:3") == 1
+    # The summary lists them, so the log does not say them first.
+    assert not [r for r in caplog.records if "skipped article" in r.getMessage()]
+    built = [r.getMessage() for r in caplog.records if "built HNSW index" in r.getMessage()]
+    assert len(built) == 1 and " over 1 vectors " in built[0]
+    # The real size of the index, not the memory the build was allowed (64+ MB for any index).
+    assert "kB on disk" in built[0] and "build memory budget" in built[0]
+
+    run = json.loads(cli("ingest", str(bad), "--json", ok=False).output)
+    assert {"where": f"{bad}:3", "error": 'has no "text"'} in run["errors"]
+    with caplog.at_level(logging.DEBUG):
+        cli("-v", "ingest", str(bad), ok=False)
+    assert [r for r in caplog.records if "skipped article" in r.getMessage()]  # -v keeps everything
+
+
+def test_a_large_article_is_flagged_and_progress_is_logged_when_piped(  # type: ignore[no-untyped-def]
+        cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # Scaled down: a 2 MB article is ~3,000 passages and minutes of embedding; the thresholds shrink with it.
+    monkeypatch.setattr(sync, "LARGE_ARTICLE_CHARS", 4_000)
+    monkeypatch.setattr(sync, "EMBED_BATCH_CHUNKS", 8)
+    monkeypatch.setattr(terminal, "PROGRESS_LOG_EVERY_S", 0.0)
+    sections = "".join(f"## Step {i}\nStep {i} of the long procedure checks rack {i} and records its serial "
+                       f"number in the asset register before the next step.\n\n" for i in range(40))
+    kb = tmp_path / "kb"
+    write_article(kb, "ops/runbook.md", "Data centre runbook", sections)
+    write_article(kb, "hr/parking.md", "Parking", "## Visitors\nVisitors park on level -2.\n")
+    with caplog.at_level(logging.INFO):
+        result = cli("ingest", str(kb))  # the runner's output is not a terminal: no progress bar
+    messages = [r.getMessage() for r in caplog.records]
+    [large] = [m for m in messages if "unusually large" in m]
+    assert large.startswith("ops/runbook.md is unusually large (0.0 MB of text")
+    embedding = [m for m in messages if "embedding passages" in m]
+    assert embedding and embedding[0].startswith("syncing kb: embedding passages 8/")
+    assert "Sync succeeded" in result.output and "\r" not in result.output
+
+
+def test_no_runtime_dir_warning_without_xdg_runtime_dir(tmp_path: Path) -> None:
+    # Containers, cron and ssh sessions without a login have no XDG_RUNTIME_DIR; the embedded PostgreSQL
+    # then keeps its lock file in /tmp/runtime-<uid>, which is fine and not worth a warning on every command.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLACK_", "KBBOT_", "OPENAI_")) and k not in ("DATABASE_URL", "XDG_RUNTIME_DIR")}
+    env.update(KBBOT_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(REPO), PYTHONWARNINGS="default")
+    result = subprocess.run([str(KBBOT), "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Database ") and "Warning" not in result.stderr, result.stderr

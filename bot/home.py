@@ -24,7 +24,8 @@ from retrieval.status import IndexStatus, SourceStatus, index_status
 log = logging.getLogger(__name__)
 
 Block = dict[str, Any]
-FILTERS: dict[str, str] = {"all": "All", "down": "👎 Not helpful", "abstained": "No answer", "error": "Errors"}
+FILTERS: dict[str, str] = {"all": "All", "down": "👎 Not helpful", "abstained": "No answer", "error": "Errors",
+                           "gaps": "Gaps"}  # "gaps": grouped questions, experts' replies, articles (home_gaps.py)
 REVIEW_LIMIT = 20
 OWN_LIMIT = 10
 PREVIEW_CHARS = 300
@@ -172,7 +173,7 @@ def _intro() -> list[Block]:
 
 
 def review_view(*, status: IndexStatus | None, answers: list[LoggedAnswer], counts: dict[str, int],
-                review: ReviewFilter, now: datetime | None = None) -> Block:
+                review: ReviewFilter, now: datetime | None = None, gaps: list[Block] | None = None) -> Block:
     blocks = _intro() + _status_blocks(status, now, details=True)
     blocks += [
         {"type": "header", "text": {"type": "plain_text", "text": "Answer review", "emoji": True}},
@@ -187,7 +188,9 @@ def review_view(*, status: IndexStatus | None, answers: list[LoggedAnswer], coun
             for key, label in FILTERS.items()
         ]},
     ]
-    if not answers:
+    if gaps is not None:
+        blocks += gaps
+    elif not answers:
         blocks.append(_section("_Nothing here yet._" if review == "all" else "_No answers match this filter._"))
     for a in answers:
         blocks += answer_blocks(a)
@@ -237,6 +240,12 @@ class HomeTab:
         answers_log = self.services.answer_log()
         if self.is_reviewer(client, user_id):
             week_ago = datetime.now(UTC) - timedelta(days=7)
+            if review == "gaps":
+                from bot.home_gaps import reviewer_gaps_blocks
+
+                return review_view(status=status, answers=[], counts=answers_log.counts(since=week_ago),
+                                   review=review, gaps=reviewer_gaps_blocks(self.services, self.admins, client,
+                                                                            user_id))
             return review_view(status=status, answers=answers_log.recent(limit=REVIEW_LIMIT, review=review),
                                counts=answers_log.counts(since=week_ago), review=review)
         return personal_view(status=status, answers=answers_log.recent(limit=OWN_LIMIT, asker=user_id))

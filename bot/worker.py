@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 INCREMENTAL_JOB = "sync-incremental"
 FULL_JOB = "sync-full"
+DIGEST_JOB = "gaps-digest"  # the weekly knowledge-gaps digest (bot/gaps_digest.py), when a channel is set
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,11 @@ class SyncScheduler:
         if settings.full_sync_cron.strip():
             trigger = _cron(settings.full_sync_cron, "KBBOT_FULL_SYNC_CRON", tz)
             self.scheduler.add_job(self._job, trigger, args=["full"], id=FULL_JOB)
+        if settings.gaps_digest_channel:
+            from bot.gaps_digest import DigestJob
+
+            digest = DigestJob(services, _cron(settings.gaps_digest_cron, "KBBOT_GAPS_DIGEST_CRON", tz))
+            self.scheduler.add_job(digest.run, digest.trigger, id=DIGEST_JOB)
 
     def start(self) -> SyncScheduler:
         self.scheduler.start()

@@ -176,20 +176,24 @@ class AnswerLog:
                          {"m": json.dumps(values, default=str), "id": answer_id})
 
     def record_feedback(self, answer_id: int, user_id: str, value: FeedbackValue,
-                        reason: str | None = None) -> bool:
+                        reason: str | None = None, category: str | None = None) -> bool:
         """Upsert one person's 👍/👎 on an answer (the latest click wins). False if the answer is unknown.
 
-        A new value without a reason keeps no stale reason; the reason of the same value is kept."""
+        A new value without a reason keeps no stale reason (nor `category`, the kind of 👎 picked in the
+        modal); the reason of the same value is kept."""
         with translate_errors("Saving feedback"), self.db.engine.begin() as conn:
             row = conn.execute(text(
-                "INSERT INTO feedback (answer_id, user_id, value, reason) "
-                "SELECT :answer_id, :user_id, :value, :reason WHERE EXISTS "
+                "INSERT INTO feedback (answer_id, user_id, value, reason, category) "
+                "SELECT :answer_id, :user_id, :value, :reason, :category WHERE EXISTS "
                 "(SELECT 1 FROM answers WHERE id = :answer_id) "
                 "ON CONFLICT (answer_id, user_id) DO UPDATE SET value = EXCLUDED.value, "
                 "reason = CASE WHEN EXCLUDED.reason IS NOT NULL THEN EXCLUDED.reason "
-                "WHEN feedback.value = EXCLUDED.value THEN feedback.reason END, updated_at = now() "
+                "WHEN feedback.value = EXCLUDED.value THEN feedback.reason END, "
+                "category = CASE WHEN EXCLUDED.category IS NOT NULL THEN EXCLUDED.category "
+                "WHEN feedback.value = EXCLUDED.value THEN feedback.category END, updated_at = now() "
                 "RETURNING id"
-            ), {"answer_id": answer_id, "user_id": user_id, "value": value, "reason": reason}).first()
+            ), {"answer_id": answer_id, "user_id": user_id, "value": value, "reason": reason,
+                "category": category}).first()
         return row is not None
 
     # --- reading ---------------------------------------------------------------------------------

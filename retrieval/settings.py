@@ -8,7 +8,7 @@
     ├── openai    OpenAISettings     the OpenAI-compatible endpoint (chat, fine-tuning, embeddings fallback)
     ├── llm       LLMSettings        how answers are written by a model, and which one (retrieval.llm)
     ├── slack     SlackSettings      the Slack app and its HTTP server (bot.app, bot.responder)
-    ├── scheduler SchedulerSettings  when `kbbot worker` syncs (bot.worker)
+    ├── scheduler SchedulerSettings  when `kbbot worker` syncs and posts the gaps digest (bot.worker)
     └── logging   LoggingSettings    the log level
 
 Each part is handed the groups it uses, not the whole. A field's environment variable is `KBBOT_` + its
@@ -287,7 +287,8 @@ class SlackSettings(_Group):
         "Extractive answers are CPU-bound: about the core count; LLM answers wait on the network: raise it.",
     )
     stale_after_days: int = Field(
-        365, ge=1, description="Sources older than this are flagged as possibly out of date in answers.",
+        365, ge=1, description="Sources older than this are flagged as possibly out of date in answers (and, "
+        "when often cited, listed in the gaps report's articles to review).",
     )
 
 
@@ -317,6 +318,15 @@ class SchedulerSettings(_Group):
     scheduler_in_serve: bool = Field(
         False, description="Also run the scheduled syncs inside `kbbot serve` (single-process deployments).",
     )
+    gaps_digest_channel: str | None = Field(
+        None, description="Channel id where `kbbot worker` posts the weekly knowledge-gaps digest (invite the "
+        "bot there; needs SLACK_BOT_TOKEN); unset: no digest.",
+    )
+    gaps_digest_cron: str = Field(
+        "0 9 * * 1", description="Crontab line of the gaps digest (in KBBOT_SCHEDULER_TIMEZONE); default "
+        "Mondays 09:00.",
+    )
+    gaps_digest_days: int = Field(7, ge=1, le=365, description="Days of questions the gaps digest covers.")
 
 
 @dataclass(frozen=True)

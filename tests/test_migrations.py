@@ -34,6 +34,7 @@ def test_later_revisions_downgrade_and_upgrade_again(database: Database) -> None
     assert "max_chunk_id" in _columns(database, "lexicon_stats")
     assert "audience" in _columns(database, "embeddings")
     assert {"audience", "held_back"} <= _columns(database, "articles")
+    assert "category" in _columns(database, "feedback") and "accepted_by" in _columns(database, "expert_replies")
 
     _alembic(database, "downgrade", "0001")
     assert database.current_revision() == "0001"
@@ -41,10 +42,12 @@ def test_later_revisions_downgrade_and_upgrade_again(database: Database) -> None
     assert "max_chunk_id" not in _columns(database, "lexicon_stats")
     assert not {"arm", "fallback_reason"} & _columns(database, "answers")
     assert "audience" not in _columns(database, "embeddings")
+    assert "category" not in _columns(database, "feedback") and not _columns(database, "expert_replies")
 
     _alembic(database, "upgrade", "head")
-    assert database.current_revision() == "0006"
+    assert database.current_revision() == "0007"
     assert {"arm", "fallback_reason"} <= _columns(database, "answers")
     assert "postings" in _columns(database, "lexicon")
     assert "max_chunk_id" in _columns(database, "lexicon_stats")
     assert "audience" in _columns(database, "embeddings")
+    assert "category" in _columns(database, "feedback") and "accepted_by" in _columns(database, "expert_replies")

@@ -25,7 +25,7 @@ class BotParts:
 def register_listeners(app: App, parts: BotParts) -> None:
     # The assistant middleware goes first: it claims the messages-tab threads before the generic
     # message listener sees them.
-    from bot.listeners import assistant, feedback, home, mentions, messages, reindex
+    from bot.listeners import assistant, feedback, gaps, home, mentions, messages, reindex
 
     assistant.register(app, parts)
     mentions.register(app, parts)
@@ -33,3 +33,4 @@ def register_listeners(app: App, parts: BotParts) -> None:
     feedback.register(app, parts)
     reindex.register(app, parts)
     home.register(app, parts)
+    gaps.register(app, parts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -18,11 +19,13 @@ from bot.blocks import escape
 from bot.listeners import BotParts
 from bot.responder import new_error_id
 from retrieval.errors import KbbotError
+from retrieval.feedback_kinds import KINDS
 
 log = logging.getLogger(__name__)
 
 REASON_CALLBACK = "feedback_reason"
 REASON_BLOCK, REASON_ACTION = "reason", "reason_input"
+KIND_BLOCK, KIND_ACTION = "kind", "kind_input"  # the kind of 👎 (retrieval/feedback_kinds.py)
 
 
 def _answer_id(action: dict[str, Any]) -> int | None:
@@ -61,6 +64,10 @@ def reason_modal(answer_id: int, channel: str | None, thread_ts: str | None) -> 
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": "Thanks, your 👎 is recorded. A reason helps "
                                           "the team fix the article or the answer (optional)."}},
+            {"type": "input", "block_id": KIND_BLOCK, "optional": True,
+             "label": {"type": "plain_text", "text": "What was wrong?"},
+             "element": {"type": "radio_buttons", "action_id": KIND_ACTION, "options": [
+                 {"text": {"type": "plain_text", "text": label}, "value": kind} for kind, label in KINDS.items()]}},
             {"type": "input", "block_id": REASON_BLOCK, "optional": True,
              "label": {"type": "plain_text", "text": "Reason"},
              "element": {"type": "plain_text_input", "action_id": REASON_ACTION, "multiline": True,
@@ -110,12 +117,15 @@ def register(app: App, parts: BotParts) -> None:
     def on_reason(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
         ack()
         meta = json.loads(view.get("private_metadata") or "{}")
-        reason = (view["state"]["values"].get(REASON_BLOCK, {}).get(REASON_ACTION, {}).get("value") or "").strip()
-        if not reason or "answer_id" not in meta:
+        values = view["state"]["values"]
+        reason = (values.get(REASON_BLOCK, {}).get(REASON_ACTION, {}).get("value") or "").strip() or None
+        picked = (values.get(KIND_BLOCK, {}).get(KIND_ACTION, {}).get("selected_option") or {}).get("value")
+        kind = picked if picked in KINDS else None
+        if not (reason or kind) or "answer_id" not in meta:
             return
         user = body["user"]["id"]
         try:
-            parts.services.answer_log().record_feedback(int(meta["answer_id"]), user, "down", reason)
+            parts.services.answer_log().record_feedback(int(meta["answer_id"]), user, "down", reason, kind)
         except KbbotError as exc:
             error_id = new_error_id()
             log.error("feedback reason on answer %s failed [error id %s]: %s", meta["answer_id"], error_id, exc)
@@ -139,7 +149,8 @@ def register(app: App, parts: BotParts) -> None:
         answer_id = _answer_id(body["actions"][0])
         if answer_id is not None:
             try:  # recorded first, but never at the cost of the escalation itself
-                parts.services.answer_log().add_metadata(answer_id, {"escalated_by": user})
+                parts.services.answer_log().add_metadata(
+                    answer_id, {"escalated_by": user, "escalated_at": datetime.now(UTC).isoformat()})
             except KbbotError as exc:
                 log.warning("could not record the escalation of answer %s: %s", answer_id, exc)
         mention = f"<!subteam^{escape(group)}>"

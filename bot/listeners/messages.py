@@ -15,7 +15,7 @@ from slack_bolt import App, BoltContext
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.listeners import BotParts
+from bot.listeners import BotParts, expert_replies
 from bot.responder import Question, strip_mentions
 from retrieval.errors import KbbotError
 
@@ -40,6 +40,8 @@ def register(app: App, parts: BotParts) -> None:
         else:
             if not thread_ts or thread_ts == event["ts"] or _mentions(event.get("text", ""), context.bot_user_id):
                 return  # top-level chatter, or a mention (answered by the mention listener)
+            if expert_replies.capture(parts, event, client):
+                return  # a support member answering an escalated question: kept, not answered
             if not _bot_in_thread(parts, client, event["channel"], thread_ts, context.bot_user_id):
                 return
             kind = "channel"

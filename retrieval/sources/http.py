@@ -30,7 +30,7 @@ USER_AGENT = "kbbot (+https://github.com/kbbot/kbbot)"
 
 
 class ApiClient:
-    """GET JSON from one API. `requests` counts what was sent (retries included)."""
+    """GET (and POST) JSON to one API. `requests` counts what was sent (retries included)."""
 
     def __init__(self, *, service: str, base_url: str, auth: httpx2.Auth | tuple[str, str] | None = None,
                  bearer_token: str | None = None, credentials_hint: str = "the credentials",
@@ -103,6 +103,28 @@ class ApiClient:
                      self.max_retries + 1)
             self.waits.append(wait)
             self._sleep(wait)
+
+    def post_json(self, url: str, payload: Any, *, max_rate_limited: int = 3) -> Any:
+        """POST a JSON body and decode the answer. A create is not idempotent, so only a 429 (the server
+        refused to process it) is retried, after its Retry-After; anything else fails at once."""
+        for _ in range(max_rate_limited + 1):
+            self.requests += 1
+            try:
+                response = self._client.post(url, json=payload)
+            except httpx2.TransportError as exc:
+                raise SourceError(f"{self.service} could not be reached ({exc}) at {_short(url)}: nothing was "
+                                  "sent, or the answer was lost; check before sending it again.") from exc
+            log.debug("%s: POST %s -> %d", self.service, _short(url), response.status_code)
+            if response.status_code != 429:
+                break
+            wait = _retry_after(response) or 1.0
+            if wait > self.max_wait_s:
+                break
+            self.waits.append(wait)
+            self._sleep(wait)
+        if response.status_code >= 400:
+            raise self._client_error(response)
+        return self._decode(response)
 
     # --- one request ---------------------------------------------------------------------------
     def _attempt(self, url: str, params: Mapping[str, Any] | None,

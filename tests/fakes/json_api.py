@@ -32,6 +32,7 @@ class Request:
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]
+    body: Any = None  # a POST's decoded JSON body
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)
@@ -182,8 +183,14 @@ class JsonApiFake:
 
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw.decode(errors="replace")
                 request = Request(self.command, parts.path, parse_qs(parts.query),
-                                  {k.lower(): v for k, v in self.headers.items()})
+                                  {k.lower(): v for k, v in self.headers.items()}, body)
                 fake.requests.append(request)
                 reply = fake._dispatch(request)
                 content_type = "application/json; charset=utf-8"
@@ -199,6 +206,8 @@ class JsonApiFake:
                         self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(payload)
+
+            do_POST = do_GET
 
         return Handler
 

@@ -7,6 +7,8 @@
     GET /api/v2/help_center/{locale}/sections.json          sections with category_id
     GET /api/v2/help_center/{locale}/categories.json
     GET /api/v2/help_center/user_segments/{id}.json         {"user_segment": ...} or 404
+    POST /api/v2/help_center/{locale}/sections/{id}/articles.json   create an article (the documented body,
+                                                             `draft: true` for a draft); 201 {"article": ...}
     GET /api/v2/help_center/incremental/articles.json       ?start_time=: articles whose updated_at >=
                                                              start_time, oldest first, `incremental_page_size`
                                                              a page; `end_time` is the last one's time and
@@ -43,6 +45,7 @@ class FakeZendesk(JsonApiFake):
         self.categories: dict[int, dict[str, Any]] = {}
         self.user_segments: dict[int, dict[str, Any]] = {}
         self._next_id = 360_000_000_001
+        self.created: list[dict[str, Any]] = []  # every article create request's body (with section_id)
 
     # --- content the tests manage ----------------------------------------------------------------
     def _id(self) -> int:
@@ -118,6 +121,8 @@ class FakeZendesk(JsonApiFake):
             ("GET", rf"/api/v2/help_center/{loc}/sections(?:\.json)?", self._list_sections),
             ("GET", rf"/api/v2/help_center/{loc}/categories(?:\.json)?", self._list_categories),
             ("GET", r"/api/v2/help_center/user_segments/(?P<id>\d+)(?:\.json)?", self._show_segment),
+            ("POST", rf"/api/v2/help_center/(?:{loc}/)?sections/(?P<section>\d+)/articles(?:\.json)?",
+             self._create_article),
         ]
 
     def _show_segment(self, _: Request, match: re.Match[str]) -> Reply:
@@ -143,6 +148,27 @@ class FakeZendesk(JsonApiFake):
 
     def _list_categories(self, request: Request, _: re.Match[str]) -> Reply:
         return self._paginated(request, "categories", sorted(self.categories.values(), key=lambda c: c["id"]))
+
+    def _create_article(self, request: Request, match: re.Match[str]) -> Reply:
+        """POST .../sections/{id}/articles: `{"article": {title, body, locale?, permission_group_id,
+        user_segment_id, draft?}, "notify_subscribers"?}` -> 201 `{"article": ...}`, as documented."""
+        article = (request.body or {}).get("article") if isinstance(request.body, dict) else None
+        section_id = int(match["section"])
+        if section_id not in self.sections:
+            return Reply(404, {"error": "RecordNotFound", "description": "Not found"})
+        if not isinstance(article, dict) or not article.get("title"):
+            return Reply(400, {"error": "RecordInvalid", "description": "Title can't be blank"})
+        if "permission_group_id" not in article or "user_segment_id" not in article:
+            return Reply(400, {"error": "RecordInvalid",
+                               "description": "permission_group_id and user_segment_id are required"})
+        locale = match["locale"] or article.get("locale") or "en-us"
+        aid = self.add_article(article["title"], article.get("body") or "", section_id=section_id, locale=locale,
+                               draft=bool(article.get("draft", False)), labels=tuple(article.get("label_names") or ()))
+        created = self.articles[(locale, aid)]
+        created.update(permission_group_id=article["permission_group_id"],
+                       user_segment_id=article["user_segment_id"])
+        self.created.append({"section_id": section_id, **request.body})
+        return Reply(201, {"article": created})
 
     def _incremental(self, request: Request, _: re.Match[str]) -> Reply:
         raw_start = request.arg("start_time")

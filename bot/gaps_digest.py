@@ -1,0 +1,116 @@
+"""The weekly knowledge-gaps digest: the top gaps, experts' replies waiting for a reviewer and the articles
+to review, posted to KBBOT_GAPS_DIGEST_CHANNEL by the worker's scheduler (KBBOT_GAPS_DIGEST_CRON).
+
+Each scheduled slot is claimed in `gaps_digests` before posting (its primary key is the slot), so any
+number of workers post it once. A failed post keeps its error there and in the log. Digests name no askers:
+the channel is not an admin.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.triggers.cron import CronTrigger
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from sqlalchemy import text
+
+from bot.gaps_access import channel_visibility
+from bot.home_gaps import ARTICLES_SHOWN, gaps_blocks, visible_replies
+from bot.services import Services
+from retrieval.db import translate_errors
+from retrieval.errors import KbbotError
+from retrieval.expert_replies import ExpertReplies
+from retrieval.gaps import GapFinder, Viewer, nearest_from_searcher
+from retrieval.gaps_articles import articles_to_review
+
+log = logging.getLogger(__name__)
+
+DIGEST_GROUPS = 5
+DIGEST_BLOCKS = 50  # chat.postMessage's limit
+
+
+def _claim(services: Services, slot: str, channel: str) -> bool:
+    with translate_errors("Claiming the gaps digest"), services.database().engine.begin() as conn:
+        return conn.execute(text(
+            "INSERT INTO gaps_digests (slot, channel) VALUES (:s, :c) ON CONFLICT (slot) DO NOTHING RETURNING slot"
+        ), {"s": slot, "c": channel}).first() is not None
+
+
+def _finish(services: Services, slot: str, *, message_ts: str | None = None, error: str | None = None) -> None:
+    with translate_errors("Recording the gaps digest"), services.database().engine.begin() as conn:
+        conn.execute(text("UPDATE gaps_digests SET message_ts = :ts, error = :e WHERE slot = :s"),
+                     {"s": slot, "ts": message_ts, "e": error})
+
+
+def post_digest(services: Services, client: WebClient, *, slot: str, now: datetime | None = None) -> str:
+    """Post the digest of `slot` (e.g. the scheduled fire time) unless another worker did; says what happened."""
+    schedule = services.settings.scheduler
+    channel = schedule.gaps_digest_channel
+    if not channel:
+        return "no digest channel configured (KBBOT_GAPS_DIGEST_CHANNEL)"
+    if not _claim(services, slot, channel):
+        return f"the digest of {slot} was already posted by another worker"
+    now = now or datetime.now(UTC)
+    days = schedule.gaps_digest_days
+    since = now - timedelta(days=days)
+    visible = channel_visibility(services, channel)
+    db = services.database()
+    report = GapFinder(db, services.embedder).report(
+        since=since, viewer=Viewer(visible=visible), limit=DIGEST_GROUPS, now=now,
+        nearest=nearest_from_searcher(services.searcher()))
+    report.groups = report.groups[:DIGEST_GROUPS]
+    articles = articles_to_review(db, since=since, stale_after_days=services.settings.slack.stale_after_days, visible=visible,
+                                  limit=ARTICLES_SHOWN, now=now)
+    replies = visible_replies(ExpertReplies(db).pending(limit=5), visible)
+    blocks = gaps_blocks(report, articles, replies, days=days, show_askers=False, buttons=False)[:DIGEST_BLOCKS]
+    summary = (f"Knowledge gaps, last {days} days: {report.gap_questions} questions without a good answer, "
+               f"{len(articles)} articles to review.")
+    try:
+        posted = client.chat_postMessage(channel=channel, text=summary, blocks=blocks, unfurl_links=False)
+    except SlackApiError as exc:
+        error = exc.response.get("error") or str(exc)
+        hint = " (invite the bot to the channel)" if error in ("not_in_channel", "channel_not_found") else ""
+        log.error("posting the gaps digest to %s failed: %s%s", channel, error, hint)
+        _finish(services, slot, error=error)
+        return f"failed: {error}{hint}"
+    _finish(services, slot, message_ts=posted.get("ts"))
+    log.info("posted the gaps digest to %s: %s", channel, summary)
+    return f"posted to {channel}: {summary}"
+
+
+def last_fire_time(trigger: CronTrigger, now: datetime) -> datetime:
+    """The latest time ≤ now the cron line fired: the digest's slot, the same on every worker however late
+    each one runs it."""
+    fire = trigger.get_next_fire_time(None, now - timedelta(days=32))
+    latest = fire
+    for _ in range(50_000):  # an every-minute line over 32 days; weekly lines stop after a few steps
+        if fire is None or fire > now:
+            break
+        latest = fire
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+    return latest or now
+
+
+class DigestJob:
+    """The scheduler's digest job: one Web API client, built on first use."""
+
+    def __init__(self, services: Services, trigger: CronTrigger) -> None:
+        from bot.app import create_web_client
+
+        self.services = services
+        self.trigger = trigger
+        self.client = create_web_client(services.settings.slack)  # fails at start-up without SLACK_BOT_TOKEN
+
+    def run(self) -> str:
+        """Never raises: the scheduler thread must survive a failed digest; the log says why."""
+        try:
+            slot = last_fire_time(self.trigger, datetime.now(self.trigger.timezone))
+            return post_digest(self.services, self.client, slot=slot.isoformat())
+        except KbbotError as exc:
+            log.error("the gaps digest failed: %s", exc)
+            return f"failed: {exc}"
+        except Exception as exc:
+            log.exception("the gaps digest failed unexpectedly")
+            return f"failed: {type(exc).__name__}: {exc}"

@@ -105,3 +105,32 @@ def test_cluster_labels_handle_tiny_inputs() -> None:
     assert cluster_labels(np.ones((1, 4), dtype=np.float32)).tolist() == [0]
     two = cluster_labels(np.array([[1, 0, 0], [0.99, 0.05, 0], [0, 0, 1]], dtype=np.float32))
     assert two[0] == two[1] != two[2]
+
+
+def test_the_worker_schedules_the_digest_and_every_worker_agrees_on_its_slot(make_settings) -> None:  # type: ignore[no-untyped-def]
+    from zoneinfo import ZoneInfo
+
+    import pytest
+    from apscheduler.triggers.cron import CronTrigger
+
+    from bot.gaps_digest import last_fire_time
+    from bot.services import Services
+    from bot.worker import DIGEST_JOB, SyncScheduler
+    from retrieval.errors import ConfigError
+
+    quiet = {"sync_interval_minutes": 0, "full_sync_cron": ""}
+    settings = make_settings(gaps_digest_channel="C0KB", slack_bot_token="xoxb-test", **quiet)
+    jobs = {j.id: j for j in SyncScheduler(Services(settings), run_at_start=False).scheduler.get_jobs()}
+    assert set(jobs) == {DIGEST_JOB} and "day_of_week='mon'" in str(jobs[DIGEST_JOB].trigger)
+    with pytest.raises(ConfigError, match="SLACK_BOT_TOKEN"):
+        SyncScheduler(Services(make_settings(gaps_digest_channel="C0KB", **quiet)))
+    with pytest.raises(ConfigError, match="KBBOT_GAPS_DIGEST_CRON"):
+        SyncScheduler(Services(make_settings(gaps_digest_channel="C0KB", slack_bot_token="xoxb-test",
+                                             gaps_digest_cron="every monday", **quiet)))
+
+    tz = ZoneInfo("Europe/Lisbon")
+    weekly = CronTrigger.from_crontab("0 9 * * 1", timezone=tz)
+    on_time = datetime(2026, 12, 7, 9, 0, 0, tzinfo=tz)  # a Monday
+    late = datetime(2026, 12, 7, 9, 4, 30, tzinfo=tz)
+    assert last_fire_time(weekly, on_time) == last_fire_time(weekly, late) == on_time
+    assert last_fire_time(weekly, datetime(2026, 12, 9, 15, 0, tzinfo=tz)) == on_time

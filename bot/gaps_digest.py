@@ -61,8 +61,8 @@ def post_digest(services: Services, client: WebClient, *, slot: str, now: dateti
         since=since, viewer=Viewer(visible=visible), limit=DIGEST_GROUPS, now=now,
         nearest=nearest_from_searcher(services.searcher()))
     report.groups = report.groups[:DIGEST_GROUPS]
-    articles = articles_to_review(db, since=since, stale_after_days=services.settings.slack.stale_after_days, visible=visible,
-                                  limit=ARTICLES_SHOWN, now=now)
+    articles = articles_to_review(db, since=since, stale_after_days=services.settings.slack.stale_after_days,
+                                  visible=visible, limit=ARTICLES_SHOWN, now=now)
     replies = visible_replies(ExpertReplies(db).pending(limit=5), visible)
     blocks = gaps_blocks(report, articles, replies, days=days, show_askers=False, buttons=False)[:DIGEST_BLOCKS]
     summary = (f"Knowledge gaps, last {days} days: {report.gap_questions} questions without a good answer, "

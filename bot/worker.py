@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 from collections import deque
@@ -106,9 +107,21 @@ def run_sync(services: Services, kind: RunKind, *, trigger: str = "schedule",
     return JobOutcome(kind, "stopped" if run.status == "interrupted" else "ran", summary, run)
 
 
+_DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun"]  # crontab: 0 and 7 are Sunday
+
+
+def _crontab_days(line: str) -> str:
+    """APScheduler 3 reads a numeric day of week as 0 = Monday, crontab as 0 = Sunday (`1-5` would run
+    Tuesday to Saturday): numbers become names, which both read the same way."""
+    fields = line.split()
+    if len(fields) == 5:
+        fields[4] = re.sub(r"(?<![/\d])[0-7](?!\d)", lambda m: _DAY_NAMES[int(m.group())], fields[4])
+    return " ".join(fields)
+
+
 def _cron(line: str, setting: str, timezone: ZoneInfo) -> CronTrigger:
     try:
-        return CronTrigger.from_crontab(line.strip(), timezone=timezone)
+        return CronTrigger.from_crontab(_crontab_days(line.strip()), timezone=timezone)
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"{setting}={line!r} is not a crontab line ({exc}): use five fields, minute hour "
                           "day-of-month month day-of-week, e.g. `*/15 * * * *`.") from exc

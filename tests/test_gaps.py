@@ -99,6 +99,17 @@ def test_clustering_quality_on_the_labelled_set(embedder) -> None:  # type: igno
     # numeric noise across BLAS builds.
     assert measured["adjusted_rand_index"] >= 0.48 and measured["purity"] >= 0.84, measured
 
+    # The same partition as scikit-learn's AgglomerativeClustering (which runs SciPy's linkage underneath).
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.metrics import adjusted_rand_score
+
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    distances = np.clip(1.0 - unit @ unit.T, 0.0, 2.0).astype(np.float64)
+    np.fill_diagonal(distances, 0.0)
+    reference = AgglomerativeClustering(n_clusters=None, metric="precomputed", linkage="average",
+                                        distance_threshold=0.55).fit_predict(distances)
+    assert adjusted_rand_score(reference, cluster_labels(vectors, 0.55)) == 1.0
+
 
 def test_cluster_labels_handle_tiny_inputs() -> None:
     assert cluster_labels(np.zeros((0, 4), dtype=np.float32)).tolist() == []

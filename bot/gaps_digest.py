@@ -16,7 +16,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import text
 
-from bot.gaps_access import channel_visibility
+from bot.gaps_access import channel_scope
 from bot.home_gaps import ARTICLES_SHOWN, gaps_blocks, visible_replies
 from bot.services import Services
 from retrieval.db import translate_errors
@@ -55,10 +55,11 @@ def post_digest(services: Services, client: WebClient, *, slot: str, now: dateti
     now = now or datetime.now(UTC)
     days = schedule.gaps_digest_days
     since = now - timedelta(days=days)
-    visible = channel_visibility(services, channel)
     db = services.database()
+    viewer = Viewer.for_scope(db, channel_scope(services, client, channel))
+    visible = viewer.visible
     report = GapFinder(db, services.embedder).report(
-        since=since, viewer=Viewer(visible=visible), limit=DIGEST_GROUPS, now=now,
+        since=since, viewer=viewer, limit=DIGEST_GROUPS, now=now,
         nearest=nearest_from_searcher(services.searcher()))
     report.groups = report.groups[:DIGEST_GROUPS]
     articles = articles_to_review(db, since=since, stale_after_days=services.settings.slack.stale_after_days,

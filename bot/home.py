@@ -245,7 +245,7 @@ class HomeTab:
 
                 return review_view(status=status, answers=[], counts=answers_log.counts(since=week_ago),
                                    review=review, gaps=reviewer_gaps_blocks(self.services, self.admins, client,
-                                                                            user_id))
+                                                                            user_id, self))
             return review_view(status=status, answers=answers_log.recent(limit=REVIEW_LIMIT, review=review),
                                counts=answers_log.counts(since=week_ago), review=review)
         return personal_view(status=status, answers=answers_log.recent(limit=OWN_LIMIT, asker=user_id))

@@ -112,18 +112,19 @@ def gaps_blocks(report: GapsReport, articles: Sequence[ArticleToReview], replies
     return blocks
 
 
-def reviewer_gaps_blocks(services: Any, admins: Any, client: Any, user_id: str) -> list[Block]:
+def reviewer_gaps_blocks(services: Any, admins: Any, client: Any, user_id: str, home: Any = None) -> list[Block]:
     """The Gaps view's blocks for one reviewer (askers named only when they are an admin)."""
     from datetime import UTC, datetime, timedelta
 
-    from bot.gaps_access import reviewer_visibility
+    from bot.gaps_access import reviewer_scope
     from retrieval.expert_replies import ExpertReplies
     from retrieval.gaps import GapFinder, Viewer, nearest_from_searcher
     from retrieval.gaps_articles import articles_to_review
 
     since = datetime.now(UTC) - timedelta(days=HOME_DAYS)
-    viewer = Viewer(is_admin=admins.is_admin(client, user_id), visible=reviewer_visibility(services, user_id))
     db = services.database()
+    viewer = Viewer.for_scope(db, reviewer_scope(services, client, user_id, home),
+                              is_admin=admins.is_admin(client, user_id))
     report = GapFinder(db, services.embedder).report(
         since=since, viewer=viewer, limit=GROUPS_SHOWN, nearest=nearest_from_searcher(services.searcher()))
     articles = articles_to_review(db, since=since, stale_after_days=services.settings.slack.stale_after_days,

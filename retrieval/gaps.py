@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import text
 
+from retrieval.access import ReaderScope
 from retrieval.db import Database, translate_errors
 from retrieval.embeddings import Embedder
 from retrieval.feedback_kinds import classify_reason
@@ -43,16 +44,35 @@ EMBED_BATCH = 256
 
 # The article ids a viewer may read, out of those given; None stands for "may read everything".
 ArticleFilter = Callable[[Collection[int]], set[int]]
-# Nearest indexed articles for a group: (representative question, its centroid vector) -> hits.
-NearestLookup = Callable[[str, np.ndarray], Sequence[SearchHit]]
+# Nearest indexed articles for a group: (representative question, its centroid vector, reader scope) -> hits.
+NearestLookup = Callable[[str, np.ndarray, "ReaderScope | None"], Sequence[SearchHit]]
 
 
 @dataclass(frozen=True)
 class Viewer:
-    """Who the report is for. Askers are named only to admins; `visible` narrows articles (None: all)."""
+    """Who the report is for. Askers are named only to admins; `visible` narrows articles (None: all), and
+    `scope` (retrieval/access.py) the nearest-article searches; `for_scope` sets both from one scope."""
 
     is_admin: bool = False
     visible: ArticleFilter | None = None
+    scope: ReaderScope | None = None
+
+    @staticmethod
+    def for_scope(db: Database, scope: ReaderScope | None, *, is_admin: bool = False) -> Viewer:
+        return Viewer(is_admin=is_admin, visible=None if scope is None else scope_filter(db, scope), scope=scope)
+
+
+def scope_filter(db: Database, scope: ReaderScope) -> ArticleFilter:
+    """The article ids, of those asked about, whose audience `scope` may read (held-back ones: none)."""
+    def visible(ids: Collection[int]) -> set[int]:
+        if not ids:
+            return set()
+        with translate_errors("Reading the articles' audiences"), db.engine.connect() as conn:
+            return set(conn.execute(text(
+                "SELECT id FROM articles WHERE id = ANY(:ids) AND audience && CAST(:tokens AS text[])"
+            ), {"ids": sorted(ids), "tokens": scope.sql_tokens}).scalars())
+
+    return visible
 
 
 @dataclass(frozen=True)
@@ -205,7 +225,7 @@ class GapFinder:
         step = time.perf_counter()
         for g in groups[:limit] if limit is not None else groups:
             if nearest is not None and g.centroid is not None:
-                refs = _distinct_articles(nearest(g.representative, g.centroid))
+                refs = _distinct_articles(nearest(g.representative, g.centroid, viewer.scope))
                 if viewer.visible is not None:
                     allowed = viewer.visible({r.article_id for r in refs if r.article_id is not None})
                     refs = [r for r in refs if r.article_id in allowed]
@@ -393,10 +413,10 @@ def _ms(started: float) -> float:
 def nearest_from_searcher(searcher: Any, k: int = 10) -> NearestLookup:
     """Nearest articles through the answer path's own search (so it filters what the answers filter): the
     group's centroid when it was embedded by the index's model, else the representative question."""
-    def lookup(question: str, centroid: np.ndarray) -> Sequence[SearchHit]:
+    def lookup(question: str, centroid: np.ndarray, scope: ReaderScope | None) -> Sequence[SearchHit]:
         space = searcher.space()
         if (space.provider, space.model) == (searcher.embedder.provider, searcher.embedder.model):
-            return searcher.search_vector(question, centroid, k=k, space=space).hits
-        return searcher.search(question, k=k).hits
+            return searcher.search_vector(question, centroid, k=k, space=space, audience=scope).hits
+        return searcher.search(question, k=k, audience=scope).hits
 
     return lookup

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from retrieval.answer import AnswerPipeline, ExtractiveSynthesizer
 from retrieval.answer_log import AnswerLog, Asked
 from retrieval.db import Database
-from retrieval.gaps import GapFinder, Viewer, cluster_labels
+from retrieval.gaps import GapFinder, Viewer, cluster_labels, nearest_from_searcher
 from retrieval.gaps_articles import articles_to_review
 from retrieval.gaps_eval import LabelledQuestions, scores
 from retrieval.search import Searcher
@@ -52,7 +52,7 @@ def test_gaps_group_by_meaning_and_rank_by_people_and_recency(demo_database: Dat
     searcher = Searcher(demo_database, embedder)
     report = _finder(demo_database, embedder).report(
         since=datetime.now(UTC) - timedelta(days=30),
-        nearest=lambda q, v: searcher.search_vector(q, v, k=10).hits)
+        nearest=lambda q, v, scope: searcher.search_vector(q, v, k=10, audience=scope).hits)
     groups = {g.representative: g for g in report.groups}
     assert report.gap_questions == 6 and report.embedded == 6 and not report.truncated
     dog = next(g for g in report.groups if set(q.question for q in g.questions) == set(DOG))
@@ -70,6 +70,29 @@ def test_gaps_group_by_meaning_and_rank_by_people_and_recency(demo_database: Dat
                                                     viewer=Viewer(visible=lambda ids: set()))
     assert again.embedded == 0
     assert again.hidden_groups == 2 and again.groups and all(not g.cited for g in again.groups)
+
+    # Audiences (retrieval/access.py): the time-off article is restricted to HR; a member outside HR does
+    # not see the group that cites it, nor that article among the nearest ones; an HR member does.
+    from retrieval.access import ReaderScope
+
+    cited = pto.cited[0].article_id
+    with demo_database.engine.begin() as conn:
+        for table, key in (("articles", "id"), ("chunks", "article_id")):
+            conn.execute(text(f"UPDATE {table} SET audience = '{{S0HR}}' WHERE {key} = :a"), {"a": cited})
+        conn.execute(text("UPDATE embeddings SET audience = '{S0HR}' WHERE chunk_id IN "
+                          "(SELECT id FROM chunks WHERE article_id = :a)"), {"a": cited})
+    lookup = nearest_from_searcher(searcher)
+    since = datetime.now(UTC) - timedelta(days=30)
+    outsider = _finder(demo_database, embedder).report(
+        since=since, nearest=lookup, viewer=Viewer.for_scope(demo_database, ReaderScope.member([], "test")))
+    assert outsider.hidden_groups == 1 and not any(g.representative == pto.representative for g in outsider.groups)
+    assert all(n.article_id != cited for g in outsider.groups for n in g.nearest)
+    hr = _finder(demo_database, embedder).report(
+        since=since, nearest=lookup, viewer=Viewer.for_scope(demo_database, ReaderScope.member(["S0HR"], "test")))
+    assert hr.hidden_groups == 0 and any(g.representative == pto.representative for g in hr.groups)
+    member_only = Viewer.for_scope(demo_database, ReaderScope.member([], "test")).visible
+    listed = articles_to_review(demo_database, since=since, stale_after_days=1, min_citations=1, visible=member_only)
+    assert listed and all(a.article_id != cited for a in listed)
 
 
 def test_articles_to_review_rank_by_citations_times_down_rate(demo_database: Database, embedder) -> None:  # type: ignore[no-untyped-def]

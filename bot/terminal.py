@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from retrieval.answer_eval import AnswerReport
 from retrieval.evaluation import EvalReport
@@ -60,8 +62,20 @@ def print_hits(hits: list[SearchHit]) -> None:
         console.print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}", markup=False)
 
 
+def emphasis(line: str) -> Text:
+    """Markdown's **bold** (which KB articles and LLM answers use) as bold, instead of literal asterisks;
+    a pair cut in half by a shortened quote stays as written."""
+    parts = line.split("**")
+    if len(parts) % 2 == 0:
+        parts = [*parts[:-2], parts[-2] + "**" + parts[-1]]
+    text = Text()
+    for i, part in enumerate(parts):
+        text.append(part, style="bold" if i % 2 else "")
+    return text
+
+
 def print_answer(answer: Answer) -> None:
-    console.print(answer.text, markup=False)
+    console.print(emphasis(answer.text))
     if answer.note:
         console.print(f"[dim]({answer.note})[/dim]")
     if answer.citations:
@@ -72,7 +86,7 @@ def print_answer(answer: Answer) -> None:
             console.print(f"  [{c.number}] {hit.title}{where} — {age(hit.updated_at)}", markup=False)
             if hit.url:
                 console.print(f"      {hit.url}", markup=False)
-            console.print(f"      “{c.quote[:200]}”", markup=False)
+            console.print(emphasis(f"      “{c.quote[:200]}”"))
     elif answer.nearest:
         console.print("\n[bold]Nearest articles[/bold]")
         for hit in answer.nearest:
@@ -194,6 +208,22 @@ class ProgressLog:
 
 
 @contextlib.contextmanager
+def _logs_above_the_bar() -> Iterator[None]:
+    """While the bar is live, rich prints what is written to sys.stderr above it; the log handlers still hold
+    the stderr of before and would write through the bar. Point them at rich's stderr for that time."""
+    live_stderr = sys.stderr
+    moved = [h for h in logging.getLogger().handlers
+             if isinstance(h, logging.StreamHandler) and h.stream is sys.__stderr__ and live_stderr is not h.stream]
+    for handler in moved:
+        handler.setStream(live_stderr)
+    try:
+        yield
+    finally:
+        for handler in moved:
+            handler.setStream(sys.__stderr__)
+
+
+@contextlib.contextmanager
 def sync_progress(bar: bool) -> Iterator[ProgressCallback]:
     """A live progress bar when `bar` is asked and the output is a terminal; otherwise (piped, redirected to
     a file, --json) a log line now and then, so that a long run still shows a sign of life."""
@@ -202,7 +232,7 @@ def sync_progress(bar: bool) -> Iterator[ProgressCallback]:
         return
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as bar_:
+    with Progress(*columns, console=console, transient=True) as bar_, _logs_above_the_bar():
         task = bar_.add_task("Syncing", total=None, detail="")
         current: dict[str, Any] = {"source": None, "total": None}  # of the source being synced
 
@@ -222,6 +252,6 @@ def sync_progress(bar: bool) -> Iterator[ProgressCallback]:
             elif p.stage == "backfill":
                 bar_.update(task, description="Embedding passages", total=None, detail=f"{p.done} embedded")
             elif p.stage == "index":
-                bar_.update(task, description="Building the vector index", total=None, detail=detail)
+                bar_.update(task, description="Building the vector index", total=None, completed=0, detail=detail)
 
         yield update

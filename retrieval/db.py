@@ -121,7 +121,11 @@ class Database:
 
     @property
     def display_url(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
+        url = self.engine.url
+        socket_dir = url.query.get("host")
+        if isinstance(socket_dir, str) and socket_dir.startswith("/"):  # the embedded server, or a local socket
+            return f"{url.database} on the PostgreSQL socket in {socket_dir}"
+        return url.render_as_string(hide_password=True)
 
     @classmethod
     def open(cls, storage: StorageSettings, *, migrate: bool = True, pool_size: int = 5) -> Database:

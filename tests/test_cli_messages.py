@@ -56,8 +56,11 @@ def test_manifest_wants_the_public_https_address(cli) -> None:  # type: ignore[n
 
 def test_an_unknown_source_is_named_with_the_indexed_ones(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     kb = tmp_path / "kb"
-    write_article(kb, "hr/parking.md", "Parking", "## Visitors\nVisitors park on level -2 with a day pass.\n")
+    write_article(kb, "hr/parking.md", "Parking", "## Visitors\nVisitors park on **level -2** with a day pass.\n")
     cli("ingest", str(kb), "--name", "handbook", "--json")
+    # Markdown bold is shown as bold (and as plain text when piped), not as literal asterisks.
+    shown = cli("ask", "Where do visitors park?").output
+    assert "Visitors park on level -2 with a day pass." in shown and "**" not in shown
     expected = "Error: No source named 'nosuch': the indexed sources are handbook (`kbbot status` describes them)."
     assert _error_line(cli("ask", "Where do visitors park?", "--source", "nosuch", ok=False)) == expected
     assert _error_line(cli("search", "visitor parking", "--source", "nosuch", ok=False)) == expected
@@ -119,4 +122,7 @@ def test_no_runtime_dir_warning_without_xdg_runtime_dir(tmp_path: Path) -> None:
     result = subprocess.run([str(KBBOT), "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Database ") and "Warning" not in result.stderr, result.stderr
+    assert "Warning" not in result.stderr, result.stderr
+    # The embedded server's URL is a percent-encoded socket path: said in words instead.
+    assert result.stdout.startswith(f"Database kbbot on the PostgreSQL socket in {tmp_path / 'data' / 'pg'} is at "
+                                    "revision "), result.stdout

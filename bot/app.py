@@ -31,11 +31,13 @@ _WHERE = {
 }
 
 
-def check_slack_settings(settings: SlackSettings) -> None:
-    """Every missing Slack setting in one message: fixing one only to be told of the next wastes a start."""
+def check_slack_settings(settings: SlackSettings, *, receiving: bool = True) -> None:
+    """Every missing Slack setting in one message: fixing one only to be told of the next wastes a start.
+    `receiving=False` for a process that only posts (the worker's digest): it needs no signing secret."""
     missing = [name for name, value in (("SLACK_BOT_TOKEN", settings.slack_bot_token),
                                         ("SLACK_SIGNING_SECRET", settings.slack_signing_secret))
-               if value is None and not (name == "SLACK_SIGNING_SECRET" and settings.slack_app_token)]
+               if value is None and not (name == "SLACK_SIGNING_SECRET"
+                                         and (settings.slack_app_token or not receiving))]
     if missing:
         verb = "is" if len(missing) == 1 else "are"
         raise ConfigError(f"{' and '.join(missing)} {verb} not set: copy "
@@ -71,7 +73,7 @@ _OWN_CLIENT_NOTICE = _OwnClientNotice()
 
 
 def create_web_client(settings: SlackSettings) -> WebClient:
-    check_slack_settings(settings)
+    check_slack_settings(settings, receiving=False)
     assert settings.slack_bot_token is not None
     return WebClient(
         token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url, timeout=15,

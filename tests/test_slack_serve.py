@@ -77,7 +77,7 @@ def test_kbbot_serve_answers_and_stops_cleanly(fake_slack: FakeSlack, demo_datab
 
 
 def test_mode_follows_the_tokens(fake_slack: FakeSlack, tmp_path: Path) -> None:
-    from bot.app import create_app
+    from bot.app import create_app, create_web_client
     from bot.services import Services
     from retrieval.errors import ConfigError
     from retrieval.settings import load_settings
@@ -92,6 +92,11 @@ def test_mode_follows_the_tokens(fake_slack: FakeSlack, tmp_path: Path) -> None:
     no_token = load_settings(_env_file=None, data_dir=tmp_path, slack_signing_secret="s")
     with pytest.raises(ConfigError, match="SLACK_BOT_TOKEN"):
         create_app(no_token, Services(no_token))
+    # A process that only posts (the worker's gaps digest) needs the bot token alone.
+    poster = create_web_client(http_without_secret.slack)
+    assert poster.auth_test()["user_id"] and poster.base_url == fake_slack.api_url
+    with pytest.raises(ConfigError, match=r"^SLACK_BOT_TOKEN is not set"):
+        create_web_client(no_token.slack)
 
 
 # --- start-up problems: one line saying what happened and what to do, the cause only with -v ----------------

@@ -113,6 +113,7 @@ def serve(obj, host: str | None, port: int | None) -> None:  # type: ignore[no-u
     """Run the Slack bot (HTTP Events mode; Socket Mode when SLACK_APP_TOKEN is set)."""
     settings, services = obj.settings, obj.services
     slack = settings.slack
+    services.concurrent_embeds = slack.slack_workers  # each answer worker's embedding gets its share
     parts = build_parts(slack, services)
     app = create_app(settings, services, parts)
     # Bound before the model loads: a port in use fails in a second, not after the warm-up.

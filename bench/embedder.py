@@ -183,7 +183,7 @@ def ingest_and_quality(args: argparse.Namespace, report: dict) -> tuple:  # type
         "question_cosine_min": round(float((q_torch * q_onnx).sum(axis=1).min()), 7),
     }
     print(json.dumps(report["quality"], indent=2), flush=True)
-    return db, queries, settings, reference
+    return db, queries, settings, Path(tmp)
 
 
 def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> None:  # type: ignore[no-untyped-def]
@@ -234,6 +234,18 @@ def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> No
     report["question_embedding_latency"] = out
 
 
+def stop_embedded_server(data_dir: Path) -> None:
+    """Stop the benchmark's own PostgreSQL by the pid it wrote, and remove its directory."""
+    import shutil
+    import signal
+
+    pid_file = data_dir / "pg" / "postmaster.pid"
+    if pid_file.exists():
+        os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+        time.sleep(2)
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--distractors", type=int, default=100)
@@ -247,10 +259,13 @@ def main() -> None:
         print(f"skipped: {DATA} is absent")
         return
     report: dict = {"cores": os.cpu_count(), "started_load_avg": os.getloadavg()}
-    db, queries, settings, _ = ingest_and_quality(args, report)
-    if not args.skip_latency:
-        latency(args, report, db, queries, settings)
-    db.close()
+    db, queries, settings, tmp = ingest_and_quality(args, report)
+    try:
+        if not args.skip_latency:
+            latency(args, report, db, queries, settings)
+    finally:
+        db.close()
+        stop_embedded_server(tmp)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -12,12 +12,15 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
+from bot.channel_profiles import ChannelProfiles
 from bot.dedupe import EventDeduper
 from bot.home import HomeTab
 from bot.listeners import BotParts, register_listeners
+from bot.readers import ReaderResolver
 from bot.reindex import AdminCheck, Reindexer
 from bot.responder import Responder
 from bot.services import Services
+from retrieval.audiences import indexed_groups
 from retrieval.errors import ConfigError, KbbotError
 from retrieval.settings import Settings, SlackSettings
 
@@ -84,11 +87,13 @@ def create_web_client(settings: SlackSettings) -> WebClient:
 
 def build_parts(settings: SlackSettings, services: Services) -> BotParts:
     admins = AdminCheck(settings.admin_users, settings.admin_groups)
+    readers = ReaderResolver(lambda: indexed_groups(services.database()))  # one cache of Slack's answers
     return BotParts(
         services=services,
-        responder=Responder(services, EventDeduper(services.database), workers=settings.slack_workers),
+        responder=Responder(services, EventDeduper(services.database), workers=settings.slack_workers,
+                            readers=readers, profiles=ChannelProfiles.load(settings.channel_profiles_file)),
         reindexer=Reindexer(services, admins),
-        home=HomeTab(services, admins),
+        home=HomeTab(services, admins, readers),
     )
 
 

@@ -9,7 +9,17 @@ from dataclasses import dataclass, field
 
 import click
 
-from bot import cli_answers, cli_config, cli_finetune, cli_gaps, cli_index, cli_llm, cli_serve, cli_worker
+from bot import (
+    cli_access,
+    cli_answers,
+    cli_config,
+    cli_finetune,
+    cli_gaps,
+    cli_index,
+    cli_llm,
+    cli_serve,
+    cli_worker,
+)
 from bot.services import Services
 from retrieval.errors import KbbotError
 from retrieval.settings import Settings, load_settings
@@ -68,8 +78,8 @@ def main(ctx: click.Context, verbose: bool) -> None:
 
 
 def _register() -> None:
-    commands = [*cli_index.COMMANDS, *cli_config.COMMANDS, *cli_serve.COMMANDS, *cli_worker.COMMANDS,
-                cli_answers.answers, cli_gaps.gaps, cli_finetune.finetune, cli_llm.llm]
+    commands = [*cli_index.COMMANDS, *cli_access.COMMANDS, *cli_config.COMMANDS, *cli_serve.COMMANDS,
+                *cli_worker.COMMANDS, cli_answers.answers, cli_gaps.gaps, cli_finetune.finetune, cli_llm.llm]
     for command in commands:
         main.add_command(command)
 

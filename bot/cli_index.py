@@ -135,13 +135,26 @@ def search(obj, question: str, k: int, mode: str | None, sources: tuple[str, ...
 @click.command()
 @click.argument("question")
 @click.option("--source", "sources", multiple=True, help="Only use these sources (repeatable).")
+@click.option("--as-user", "as_user", help="Answer as this Slack user would see it in a DM (asks Slack).")
+@click.option("--channel", help="Answer as readers of this Slack channel would see it (asks Slack).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON (see docs/cli-json.md).")
 @click.pass_obj
-def ask(obj, question: str, sources: tuple[str, ...], as_json: bool) -> None:  # type: ignore[no-untyped-def]
-    """Answer QUESTION from the knowledge base, with cited sources."""
+def ask(obj, question: str, sources: tuple[str, ...], as_user: str | None, channel: str | None,  # type: ignore[no-untyped-def]
+        as_json: bool) -> None:
+    """Answer QUESTION from the knowledge base, with cited sources (everything, unless --as-user/--channel)."""
     from retrieval.answer import AskContext
 
-    answer = obj.services.pipeline.answer(question, AskContext(sources=tuple(sources) or None))
+    context = AskContext(sources=tuple(sources) or None)
+    if as_user or channel:
+        from bot.cli_access import reader_scope
+
+        scope, profile = reader_scope(obj, as_user, channel)
+        if not as_json:
+            click.echo(f"As {'readers of ' + channel if channel else as_user}: {scope.describe()}", err=True)
+        profile_sources = profile.sources if profile else None
+        context = AskContext(sources=tuple(sources) or profile_sources, audience=scope, channel=channel,
+                             user=as_user)
+    answer = obj.services.pipeline.answer(question, context)
     if as_json:
         _emit_json(json_output.answer_json(answer))
     else:

@@ -14,10 +14,12 @@ from typing import Any
 from slack_sdk import WebClient
 
 from bot.blocks import escape, link
+from bot.readers import Place, ReaderResolver
 from bot.reindex import AdminCheck, who
 from bot.responder import new_error_id
 from bot.services import Services
 from retrieval.answer_log import LoggedAnswer, ReviewFilter
+from retrieval.audiences import indexed_groups, visible_to
 from retrieval.errors import KbbotError
 from retrieval.status import IndexStatus, SourceStatus, index_status
 
@@ -215,9 +217,10 @@ def error_view(error_id: str) -> Block:
 
 
 class HomeTab:
-    def __init__(self, services: Services, admins: AdminCheck) -> None:
+    def __init__(self, services: Services, admins: AdminCheck, readers: ReaderResolver | None = None) -> None:
         self.services = services
         self.admins = admins
+        self.readers = readers or ReaderResolver(lambda: indexed_groups(services.database()))
 
     def is_reviewer(self, client: WebClient, user_id: str) -> bool:
         group = self.services.settings.slack.support_group
@@ -238,6 +241,8 @@ class HomeTab:
         db = self.services.database()
         status = index_status(db)
         answers_log = self.services.answer_log()
+        # Answers show their citations' titles and links: only those the viewer may read are listed.
+        scope = self.readers.scope(client, Place(user_id, "im", user_id))
         if self.is_reviewer(client, user_id):
             week_ago = datetime.now(UTC) - timedelta(days=7)
             if review == "gaps":
@@ -246,6 +251,8 @@ class HomeTab:
                 return review_view(status=status, answers=[], counts=answers_log.counts(since=week_ago),
                                    review=review, gaps=reviewer_gaps_blocks(self.services, self.admins, client,
                                                                             user_id, self))
-            return review_view(status=status, answers=answers_log.recent(limit=REVIEW_LIMIT, review=review),
-                               counts=answers_log.counts(since=week_ago), review=review)
-        return personal_view(status=status, answers=answers_log.recent(limit=OWN_LIMIT, asker=user_id))
+            answers = visible_to(db, scope, answers_log.recent(limit=REVIEW_LIMIT, review=review))
+            return review_view(status=status, answers=answers, counts=answers_log.counts(since=week_ago),
+                               review=review)
+        own = visible_to(db, scope, answers_log.recent(limit=OWN_LIMIT, asker=user_id))
+        return personal_view(status=status, answers=own)

@@ -18,13 +18,17 @@ BOT_SCOPES = [
     "app_mentions:read",  # @mentions in channels
     "assistant:write",  # messages tab: status and suggested prompts
     "channels:history",  # thread follow-ups (and their history) in public channels
+    "channels:read",  # who reads a channel: shared with another organisation? guests among its members?
     "chat:write",  # answers, placeholders, streaming
     "commands",  # /reindex
     "groups:history",  # the same in private channels the bot is invited to
+    "groups:read",  # who reads a private channel
     "im:history",  # direct messages
+    "im:read",  # a DM's other member
     "mpim:history",  # group DMs
-    "usergroups:read",  # admin and reviewer groups
-    "users:read",  # workspace admins and owners may /reindex
+    "mpim:read",  # a group DM's members
+    "usergroups:read",  # admin and reviewer groups; the groups restricted articles are for
+    "users:read",  # workspace admins and owners may /reindex; guests and other organisations' users
 ]
 BOT_EVENTS = [
     "app_home_opened", "app_mention", "assistant_thread_context_changed", "assistant_thread_started",

@@ -10,6 +10,7 @@ Every path ends in a message the asker sees; nothing fails silently.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import secrets
@@ -23,10 +24,13 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import blocks
+from bot.channel_profiles import ChannelProfiles
 from bot.dedupe import EventDeduper
+from bot.readers import DEGRADED_NOTE, Place, ReaderResolver
 from bot.services import Services
 from retrieval.answer import AskContext, Turn
 from retrieval.answer_log import Asked
+from retrieval.audiences import indexed_groups
 from retrieval.errors import DatabaseError, EmbeddingError, EmptyQuestionError, KbbotError, LLMError
 from retrieval.settings import DEFAULTS
 from retrieval.types import Answer
@@ -85,9 +89,13 @@ class Responder:
     answers never delays Slack acks, button clicks or commands."""
 
     def __init__(self, services: Services, deduper: EventDeduper, *,
-                 workers: int = DEFAULTS.slack.slack_workers) -> None:
+                 workers: int = DEFAULTS.slack.slack_workers, readers: ReaderResolver | None = None,
+                 profiles: ChannelProfiles | None = None) -> None:
         self.services = services
         self.settings = services.settings.slack
+        # Who reads each answer decides what it may use (bot/readers.py); profiles declare channels.
+        self.readers = readers or ReaderResolver(lambda: indexed_groups(services.database()))
+        self.profiles = profiles or ChannelProfiles()
         self.deduper = deduper
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kbbot-answer")
         self._in_flight: set[Future[None]] = set()
@@ -136,7 +144,14 @@ class Responder:
 
     # --- the happy path --------------------------------------------------------------------------
     def _answer(self, question: Question, delivery: _Delivery, history: tuple[Turn, ...]) -> None:
-        context = AskContext(history=history, channel=question.channel, user=question.asker)
+        profile = self.profiles.for_channel(question.channel, self.readers.channel_name(delivery.client,
+                                                                                         question.channel))
+        place = Place(question.channel, question.channel_kind, question.asker,
+                      declared=profile.audience if profile and question.channel_kind == "channel" else None)
+        scope = self.readers.scope(delivery.client, place)
+        log.info("answering %s in %s for %s", question.event_id or "-", question.channel, scope.describe())
+        context = AskContext(history=history, channel=question.channel, user=question.asker, audience=scope,
+                             sources=profile.sources if profile and profile.sources else None)
         final: Answer | None = None
         pending: list[str] = []
         streamed: list[str] = []
@@ -153,6 +168,8 @@ class Responder:
                 delivery.streamer.append(markdown_text=event)
         if final is None:
             raise KbbotError("the answer pipeline ended without an answer")
+        if scope.degraded:
+            final = dataclasses.replace(final, note=" ".join(filter(None, (final.note, DEGRADED_NOTE))))
         answer_id = self._log(question, final)
         can_escalate = self.settings.support_group is not None
         messages = blocks.render_answer(final, answer_id=answer_id, can_escalate=can_escalate,

@@ -115,7 +115,8 @@ class AnswerLog:
             metadata["note"] = answer.note
         if answer.nearest:
             metadata["nearest"] = [
-                {"title": h.title, "url": h.url, "similarity": h.similarity} for h in answer.nearest
+                {"title": h.title, "url": h.url, "similarity": h.similarity, "article_id": h.article_id}
+                for h in answer.nearest
             ]
         latency = {**answer.timings_ms, **(extra_latency_ms or {})}
         with translate_errors("Saving the answer to the answer log"), self.db.engine.begin() as conn:

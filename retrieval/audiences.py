@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 
 from retrieval.access import AudienceError, ReaderScope, parse_audience
+from retrieval.answer_log import LoggedAnswer
 from retrieval.db import Database, translate_errors
 
 
@@ -55,3 +56,19 @@ def reach(db: Database, scope: ReaderScope) -> list[Reach]:
             "FROM sources s JOIN articles a ON a.source_id = s.id GROUP BY s.name ORDER BY s.name"
         ), {"tokens": scope.sql_tokens}).all()
     return [Reach(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+
+def visible_to(db: Database, scope: ReaderScope, answers: list[LoggedAnswer]) -> list[LoggedAnswer]:
+    """The logged answers whose every cited (or offered nearest) article `scope` may read today: a reviewer
+    never sees, through the review, what they could not have been answered with. An article deleted since
+    (no id left) hides its answer: its audience is unknown."""
+    def article_ids(a: LoggedAnswer) -> list[int | None]:
+        nearest = a.metadata.get("nearest") or []
+        return [c.article_id for c in a.citations] + [n.get("article_id") for n in nearest if isinstance(n, dict)]
+
+    wanted = sorted({i for a in answers for i in article_ids(a) if i is not None})
+    with translate_errors("Reading the cited articles' audiences"), db.engine.connect() as conn:
+        audience = dict(conn.execute(text("SELECT id, audience FROM articles WHERE id = ANY(:ids)"),
+                                     {"ids": wanted}).all()) if wanted else {}
+    return [a for a in answers
+            if all(i is not None and i in audience and scope.may_read(audience[i]) for i in article_ids(a))]

@@ -305,6 +305,10 @@ class SlackSettings(_Group):
         365, ge=1, description="Sources older than this are flagged as possibly out of date in answers (and, "
         "when often cited, listed in the gaps report's articles to review).",
     )
+    channel_profiles_file: Path | None = Field(
+        None, description="YAML file of channel profiles: each channel's audience, sources and whether it "
+        "is a help channel (docs/slack.md).",
+    )
 
 
 class LoggingSettings(_Group):

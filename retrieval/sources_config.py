@@ -153,6 +153,9 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# For other config files validated the same way (bot/channel_profiles.py).
+YamlLineLoader = _Loader
+YamlMapping = _Mapping
 
 
 def load_sources_file(path: Path) -> list[SourceSpec]:
@@ -220,7 +223,7 @@ def _config_error(exc: ValidationError, entry: _Mapping, path: Path, label: str,
                   prefix: tuple[str, ...]) -> ConfigError:
     err = exc.errors()[0]
     loc = (*prefix, *(str(part) for part in err["loc"]))
-    line = _line_of(entry, loc)
+    line = line_of(entry, loc)
     field = ".".join(loc)
     message = err["msg"]
     if err["type"] == "extra_forbidden" and loc[-1] in _SECRET_KEYS:
@@ -240,7 +243,8 @@ def _config_error(exc: ValidationError, entry: _Mapping, path: Path, label: str,
     return ConfigError(f"{path}:{line}: {label}: {field} {message}.")
 
 
-def _line_of(entry: _Mapping, loc: tuple[str, ...]) -> int:
+def line_of(entry: _Mapping, loc: tuple[str, ...]) -> int:
+    """The line of the deepest key of `loc` found in `entry` (its own line if none)."""
     node: Any = entry
     line = entry.line
     for part in loc:

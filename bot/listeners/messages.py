@@ -1,5 +1,6 @@
-"""Plain messages: direct messages to the bot, and follow-ups in any thread where the bot already answered
-(no re-tag needed). Edits, deletions, joins and other bots' messages are ignored.
+"""Plain messages: direct messages to the bot, follow-ups in any thread where the bot already answered
+(no re-tag needed), and top-level questions in help channels (a channel profile with
+`answer_without_mention`). Edits, deletions, joins and other bots' messages are ignored.
 
 Replies inside DM threads (the messages tab) belong to the assistant listener; mentions to the mention
 listener (Slack sends both an `app_mention` and a `message` event for them, and only one may answer).
@@ -38,11 +39,15 @@ def register(app: App, parts: BotParts) -> None:
                 return  # the assistant listener answers DM threads
             kind, thread_ts = "im", event["ts"]
         else:
-            if not thread_ts or thread_ts == event["ts"] or _mentions(event.get("text", ""), context.bot_user_id):
-                return  # top-level chatter, or a mention (answered by the mention listener)
-            if expert_replies.capture(parts, event, client):
+            if _mentions(event.get("text", ""), context.bot_user_id):
+                return  # answered by the mention listener
+            if not thread_ts or thread_ts == event["ts"]:
+                if not _help_channel(parts, client, event["channel"]):
+                    return  # top-level chatter
+                thread_ts = event["ts"]  # a help channel: every top-level question gets an answer
+            elif expert_replies.capture(parts, event, client):
                 return  # a support member answering an escalated question: kept, not answered
-            if not _bot_in_thread(parts, client, event["channel"], thread_ts, context.bot_user_id):
+            elif not _bot_in_thread(parts, client, event["channel"], thread_ts, context.bot_user_id):
                 return
             kind = "channel"
         question = Question(
@@ -51,6 +56,15 @@ def register(app: App, parts: BotParts) -> None:
             team_id=event.get("team") or body.get("team_id"), bot_user_id=context.bot_user_id,
         )
         parts.responder.answer(question, client)
+
+
+def _help_channel(parts: BotParts, client: WebClient, channel: str) -> bool:
+    """Whether the channel's profile asks for answers without an @mention (bot/channel_profiles.py)."""
+    responder = parts.responder
+    if not responder.profiles.profiles:
+        return False
+    profile = responder.profiles.for_channel(channel, responder.readers.channel_name(client, channel))
+    return profile is not None and profile.answer_without_mention
 
 
 def _bot_in_thread(parts: BotParts, client: WebClient, channel: str, thread_ts: str, bot_user_id: str | None) -> bool:

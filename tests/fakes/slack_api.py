@@ -7,14 +7,17 @@ call in ``fake.calls`` (method, parameters with JSON fields decoded, headers, ar
 
 Methods: auth.test, users.info, usergroups.users.list, chat.postMessage, chat.update, chat.delete,
 chat.postEphemeral, chat.startStream, chat.appendStream, chat.stopStream, assistant.threads.setStatus,
-assistant.threads.setSuggestedPrompts, assistant.threads.setTitle, conversations.replies, views.publish,
-views.open. Any other method gets Slack's ``unknown_method``.
+assistant.threads.setSuggestedPrompts, assistant.threads.setTitle, conversations.replies, conversations.info,
+conversations.members, views.publish, views.open. Any other method gets Slack's ``unknown_method``.
 
 ``POST /response/{id}`` stands for a slash command's ``response_url`` (``fake.response_url(id)``); the
 posts are kept in ``fake.responses[id]``.
 
 Tests control:
-- ``fake.users[user_id] = {...}`` (e.g. ``{"is_admin": True}``), ``fake.usergroups[id] = [user ids]``;
+- ``fake.users[user_id] = {...}`` (e.g. ``{"is_admin": True}``, a guest ``{"is_restricted": True}``, someone
+  of another organisation ``{"team_id": "T0OTHER", "is_stranger": True}``), ``fake.usergroups[id] = [user ids]``;
+- ``fake.channels[channel_id] = {...}`` (e.g. ``{"is_ext_shared": True}``) and ``fake.members[channel_id]``:
+  what conversations.info/members say (any other channel is an internal public channel with no members);
 - ``fake.add_message(channel, user, text, ts, thread_ts=None)``: a human's message Slack would hold;
 - ``fake.script(method, *replies)``: the next calls of ``method`` get these replies in order, e.g.
   ``SlackReply.rate_limited(retry_after=1)`` (HTTP 429 with Retry-After) or ``SlackReply.error("msg_too_long")``;
@@ -72,6 +75,8 @@ class FakeSlack:
         self.responses: dict[str, list[JSON]] = {}
         self.users: dict[str, JSON] = {}
         self.usergroups: dict[str, list[str]] = {}
+        self.channels: dict[str, JSON] = {}
+        self.members: dict[str, list[str]] = {}
         self.messages: dict[str, list[JSON]] = {}  # channel -> messages, in ts order
         self._scripts: dict[str, list[SlackReply]] = {}
         self._lock = threading.Condition()
@@ -190,6 +195,26 @@ class FakeSlack:
         if group not in self.usergroups:
             return {"ok": False, "error": "no_such_subteam"}
         return {"ok": True, "users": list(self.usergroups[group])}
+
+    def _m_conversations_info(self, p: JSON) -> JSON:
+        channel = p.get("channel", "")
+        if not re.fullmatch(r"[CGD][A-Z0-9]+", channel):
+            return {"ok": False, "error": "channel_not_found"}
+        im = channel.startswith("D")
+        info = {"id": channel, "name": channel.lower(), "is_channel": not im, "is_group": False, "is_im": im,
+                "is_mpim": False, "is_private": False, "is_archived": False, "is_general": False,
+                "is_shared": False, "is_ext_shared": False, "is_org_shared": False,
+                "is_pending_ext_shared": False, "is_member": True, "context_team_id": TEAM_ID}
+        info.update(self.channels.get(channel, {}))
+        return {"ok": True, "channel": info}
+
+    def _m_conversations_members(self, p: JSON) -> JSON:
+        members = list(self.members.get(p.get("channel", ""), []))
+        limit = int(p.get("limit") or 100)
+        start = int(p.get("cursor") or 0)
+        page = members[start: start + limit]
+        more = start + limit < len(members)
+        return {"ok": True, "members": page, "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
 
     def _check_message(self, p: JSON) -> str | None:
         if len(p.get("text") or "") > 40_000:

@@ -1,0 +1,137 @@
+"""Search with an audience filter at 100k chunks: p95 latency and Recall@10 of the allowed content against
+exact search, for readers who may see 90%, 50% and 5% of the chunks, next to the unfiltered figures.
+
+    nice -n 10 .venv/bin/python -m bench.audience_filter --chunks 100000 [--partial-real]
+        [--json-out bench/results/audience_filter.json]
+
+The index is bench/scale_data.py's (real aws-docs-qa chunks, synthetic rows beyond them). Each article gets
+one of 20 Slack-group audiences (S0G00..S0G19, by a hash of its id, ~5% of the chunks each); a reader
+holding 18, 10 or 1 of the groups is excluded from ~10%, 50% or 95% of the chunks. Recall@10 is the dense
+branch's against the exact top 10 among the chunks that reader may see (numpy over all vectors), and every
+hit of every branch is checked to be readable. The searches alternate between the unfiltered and the
+filtered readers question by question, so load on the machine hits them alike (ratios, not lone times).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    bench_server,
+    drop_leftovers,
+    libpq_url,
+    load_aws,
+    load_aws_partial,
+    machine,
+    scratch_database,
+    summarize_ms,
+)
+from scale_data import finish_index, load_index, row_of_chunk, synthesize
+from scale_search import K, PrecomputedQuestions, exact_top, recall_at_k
+
+from retrieval.access import PUBLIC, ReaderScope
+from retrieval.db import Database
+from retrieval.search import Searcher
+from retrieval.spaces import create_space
+
+log = logging.getLogger("bench.audience")
+GROUPS = 20
+READERS = {"excludes_10pct": 18, "excludes_50pct": 10, "excludes_95pct": 1}
+
+
+def assign_audiences(conninfo: str) -> None:
+    """One group per article, by a hash of its external id, copied onto its chunks and vectors (before the
+    HNSW build, as a sync writes them with the rows)."""
+    group = f"'S0G' || lpad((abs(hashtext(a.external_id)) % {GROUPS})::text, 2, '0')"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f"UPDATE articles a SET audience = ARRAY[{group}]")
+        conn.execute("UPDATE chunks c SET audience = a.audience FROM articles a WHERE a.id = c.article_id")
+        conn.execute("UPDATE embeddings e SET audience = c.audience FROM chunks c WHERE c.id = e.chunk_id")
+
+
+def run(args: argparse.Namespace) -> dict:
+    data = load_aws_partial() if args.partial_real else load_aws()
+    scale = synthesize(data, args.chunks)
+    queries, qvecs = data.queries, np.asarray(data.query_vectors)
+    server = bench_server()
+    for name in drop_leftovers(server, ("audience",)):
+        log.warning("dropped %s left by an interrupted run", name)
+    report: dict = {"chunks": args.chunks, "real_chunks": len(data.chunks), "machine": machine(),
+                    "queries": len(queries), "groups": GROUPS, "readers": {}}
+    with scratch_database(server, "audience") as url:
+        conninfo = libpq_url(url)
+        db = Database.from_url(url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
+        with db.engine.begin() as conn:
+            space = create_space(conn, "local", "all-MiniLM-L6-v2", 384, "active")
+        report["load"] = load_index(conninfo, data, scale, space.id)
+        assign_audiences(conninfo)
+        finish_index(db, conninfo, space, vacuum=True)
+        chunk_row = row_of_chunk(conninfo, data, scale)
+        with psycopg.connect(conninfo) as conn:
+            audience_of = dict(conn.execute("SELECT id, audience[1] FROM chunks").fetchall())
+        row_group = np.empty(len(scale.vectors), dtype=object)
+        for cid, row in chunk_row.items():
+            row_group[row] = audience_of[cid]
+        scopes = {name: ReaderScope(frozenset({PUBLIC, *(f"S0G{i:02d}" for i in range(n))}), name)
+                  for name, n in READERS.items()}
+        masks = {name: np.isin(row_group, sorted(s.tokens)) for name, s in scopes.items()}
+        kths = {None: exact_top(scale.vectors, qvecs)}
+        kths.update({name: exact_top(scale.vectors, qvecs, mask) for name, mask in masks.items()})
+        searcher = Searcher(db, PrecomputedQuestions(), mode="dense", ef_search=100)  # type: ignore[arg-type]
+        arms: list[str | None] = [None, *READERS]
+        for mode in ("dense", "hybrid"):
+            for q, v in zip(queries[:10], qvecs[:10], strict=True):  # warm caches and the audience counts
+                for arm in arms:
+                    searcher.search_vector(q["text"], v, k=K, mode=mode, audience=scopes.get(arm or ""))
+            times: dict[str | None, list[float]] = {arm: [] for arm in arms}
+            recalls: dict[str | None, list[float]] = {arm: [] for arm in arms}
+            leaks = 0
+            for i, (q, v) in enumerate(zip(queries, qvecs, strict=True)):
+                for arm in arms:
+                    scope = scopes.get(arm or "")
+                    result = searcher.search_vector(q["text"], v, k=K, mode=mode, audience=scope)  # type: ignore[arg-type]
+                    times[arm].append(result.timings_ms["search"])
+                    rows = [chunk_row[h.chunk_id] for h in result.hits]
+                    if scope is not None:
+                        leaks += sum(not masks[arm][r] for r in rows)  # type: ignore[index]
+                    recalls[arm].append(recall_at_k(rows, v, kths[arm][i], scale.vectors))
+            unfiltered_p95 = summarize_ms(times[None])["p95"]
+            for arm in arms:
+                entry = {**summarize_ms(times[arm]), "recall@10_vs_exact": round(float(np.mean(recalls[arm])), 4)}
+                if arm is not None:
+                    entry["excluded_share"] = round(1 - float(masks[arm].mean()), 3)
+                    entry["p95_vs_unfiltered"] = round(entry["p95"] / unfiltered_p95, 2)
+                report["readers"].setdefault(arm or "unfiltered", {})[mode] = entry
+                log.info("%s %s: %s", mode, arm or "unfiltered", entry)
+            report.setdefault("unreadable_hits", {})[mode] = leaks
+        db.close()
+    return report
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--partial-real", action="store_true",
+                        help="use the real vectors embedded so far while the cache is still being built")
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+    report = run(args)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Who reads an answer, through the real Bolt app over HTTP and the fake Slack Web API (users.info,
+usergroups.users.list, conversations.info/members): for each reader (member, group member, guest, external
+user, Slack failing) and place (internal channel, channel with a profile, shared channel, DM, messages tab),
+an HR-only article is cited exactly when every reader of the answer may see it, and otherwise its title,
+URL and text are in no call the fake received."""
+
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from retrieval.db import Database
+from retrieval.sources import FilesystemSource
+from retrieval.sync import Indexer
+from tests.fakes.slack_api import BOT_USER_ID, FakeSlack, SlackReply
+from tests.slack_fixtures import *  # noqa: F403
+from tests.slack_fixtures import BotUnderTest, start_bot, stop_bot
+
+SECRET_TITLE = "Salary bands (confidential)"
+SECRET_URL = "https://wiki.example/hr/salary-bands"
+SECRET_MARKERS = (SECRET_TITLE, SECRET_URL, "Mirelta", "97,000", "salary-bands")
+QUESTION = "How much does salary band Q7 pay per year?"
+HR_GROUP = "S0HR"
+READERS = {
+    "member": ("U0MEMBER", {}),
+    "group member": ("U0HRPERSON", {}),
+    "guest": ("U0GUEST", {"is_restricted": True}),
+    "single-channel guest": ("U0SCGUEST", {"is_ultra_restricted": True}),
+    "external user": ("U0EXT", {"team_id": "T0OTHER", "is_stranger": True}),
+}
+
+
+@pytest.fixture
+def restricted_db(demo_database: Database, embedder, tmp_path: Path) -> Database:  # type: ignore[no-untyped-def]
+    kb = tmp_path / "hr-only"
+    kb.mkdir()
+    (kb / "salary-bands.md").write_text(
+        f"---\ntitle: {SECRET_TITLE}\nurl: {SECRET_URL}\naudience: [{HR_GROUP}]\n---\n# Salary band Q7\n\n"
+        "Salary band Q7 pays between 91,000 and 97,000 per year, as set by the Mirelta compensation committee.\n",
+        encoding="utf-8")
+    (kb / "guest-wifi.md").write_text(
+        "---\ntitle: Guest wifi\naudience: public\n---\n# Guest wifi\n\nVisitors join the Northwind-Guest "
+        "network; the password is on the reception desk.\n", encoding="utf-8")
+    run = Indexer(demo_database, embedder, chunk_max_tokens=200).sync([FilesystemSource("hr-only", kb)])
+    assert run.failed == 0
+    return demo_database
+
+
+@pytest.fixture
+def access_bot(fake_slack: FakeSlack, restricted_db: Database, embedder, tmp_path: Path):  # type: ignore[no-untyped-def]
+    profiles = tmp_path / "channels.yml"
+    profiles.write_text("channels:\n  - channel: C0HRTEAM\n    audience: [S0HR]\n", encoding="utf-8")
+    for user, flags in READERS.values():
+        fake_slack.users[user] = flags
+    fake_slack.usergroups[HR_GROUP] = ["U0HRPERSON", "U0HRLEAD"]
+    bot = start_bot(fake_slack, restricted_db, embedder, tmp_path, channel_profiles_file=profiles)
+    yield bot
+    stop_bot(bot)
+
+
+def ask(bot: BotUnderTest, place: str, user: str) -> str:
+    """Ask QUESTION as `user` at `place`; the bot's final message text (with its blocks)."""
+    fake = bot.fake
+    if place in ("internal channel", "profiled channel", "shared channel"):
+        channel = {"internal channel": "C0INTERNAL", "profiled channel": "C0HRTEAM",
+                   "shared channel": "C0SHARED"}[place]
+        fake.members[channel] = [user, "U0HRLEAD"]
+        if place == "shared channel":
+            fake.channels[channel] = {"is_shared": True, "is_ext_shared": True}
+        ts, _ = bot.mention(QUESTION, user=user, channel=channel)
+        return _text(bot.final_answer(channel, ts)[-1])
+    channel = f"D0{user[2:]}"
+    if place == "DM":
+        ts, _ = bot.message(QUESTION, user=user, channel=channel, channel_type="im")
+        return _text(bot.final_answer(channel, ts)[-1])
+    thread_ts = fake.new_ts()
+    fake.add_message(channel, BOT_USER_ID, "Hi!", ts=thread_ts, bot_id="BKBBOT")
+    bot.message(QUESTION, user=user, channel=channel, channel_type="im", thread_ts=thread_ts)
+    return _text(bot.final_answer(channel, thread_ts, count=2)[-1])
+
+
+def _text(message: dict[str, Any]) -> str:
+    return message.get("text", "") + json.dumps(message.get("blocks") or [])
+
+
+def leaked(fake: FakeSlack) -> list[str]:
+    """Restricted markers found in any call the fake received (all parameters, blocks included)."""
+    sent = json.dumps([c.params for c in fake.calls])
+    return [m for m in SECRET_MARKERS if m in sent]
+
+
+# (place, reader) -> may the answer cite the HR article? Only when every reader may see it.
+CITED = {("profiled channel", "member"), ("profiled channel", "group member"),
+         ("DM", "group member"), ("messages tab", "group member")}
+PLACES = ("internal channel", "profiled channel", "shared channel", "DM", "messages tab")
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_restricted_content_reaches_exactly_the_readers_who_may_see_it(access_bot: BotUnderTest, place: str) -> None:
+    fake = access_bot.fake
+    for reader, (user, _flags) in READERS.items():
+        before = len(fake.calls)
+        text = ask(access_bot, place, user)
+        if (place, reader) in CITED:
+            assert SECRET_TITLE in text and SECRET_URL in text, (place, reader)
+        else:
+            new = json.dumps([c.params for c in fake.calls[before:]])
+            assert not [m for m in SECRET_MARKERS if m in new], (place, reader, text)
+    if not any(p == place for p, _ in CITED):
+        assert leaked(fake) == []
+
+
+@pytest.mark.parametrize("place", PLACES)
+@pytest.mark.parametrize("failing", ["users.info", "conversations.info", "usergroups.users.list"])
+def test_when_slack_cannot_say_who_reads_the_answer_uses_public_articles_and_says_so(
+        fake_slack: FakeSlack, restricted_db: Database, embedder, tmp_path: Path, place: str, failing: str) -> None:  # type: ignore[no-untyped-def]
+    fake_slack.usergroups[HR_GROUP] = ["U0HRPERSON"]
+    fake_slack.script(failing, *[SlackReply.error("internal_error")] * 20)
+    bot = start_bot(fake_slack, restricted_db, embedder, tmp_path)
+    try:
+        text = ask(bot, place, "U0HRPERSON")
+    finally:
+        stop_bot(bot)
+    assert leaked(fake_slack) == []
+    if fake_slack.calls_to(failing):  # the place needed that call
+        assert "answered from public articles only" in text
+
+
+def test_public_content_still_answers_guests_in_a_shared_channel(access_bot: BotUnderTest) -> None:
+    fake = access_bot.fake
+    fake.channels["C0SHARED"] = {"is_shared": True, "is_ext_shared": True}
+    ts, _ = access_bot.mention("What is the guest wifi network called?", user="U0EXT", channel="C0SHARED")
+    text = _text(access_bot.final_answer("C0SHARED", ts)[-1])
+    assert "Guest wifi" in text and "Northwind-Guest" in text
+
+
+def test_admins_check_a_readers_view_from_the_command_line(fake_slack: FakeSlack, restricted_db: Database,
+                                                           tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from bot.cli import main
+
+    fake_slack.users.update({"U0HRPERSON": {}, "U0GUEST": {"is_restricted": True}})
+    fake_slack.usergroups[HR_GROUP] = ["U0HRPERSON"]
+    fake_slack.channels["C0SHARED"] = {"is_shared": True, "is_ext_shared": True}
+    env = {"DATABASE_URL": restricted_db.engine.url.render_as_string(hide_password=False),
+           "KBBOT_DATA_DIR": str(tmp_path / "data"), "SLACK_BOT_TOKEN": "xoxb-test-token",
+           "SLACK_API_URL": fake_slack.api_url, "HF_HUB_OFFLINE": "1"}
+    runner = CliRunner()
+    hr = runner.invoke(main, ["ask", QUESTION, "--as-user", "U0HRPERSON", "--json"], env=env)
+    assert hr.exit_code == 0, hr.output
+    assert SECRET_TITLE in json.dumps(json.loads(hr.output)["citations"])
+    guest = runner.invoke(main, ["ask", QUESTION, "--as-user", "U0GUEST"], env=env)
+    assert guest.exit_code == 0 and not [m for m in SECRET_MARKERS if m in guest.output]
+    shared = runner.invoke(main, ["access", "--channel", "C0SHARED"], env=env)
+    assert shared.exit_code == 0
+    assert "public articles only (C0SHARED is shared with another organisation)" in shared.output
+    assert "hr-only: 1 articles readable, 1 not" in shared.output
+    member = runner.invoke(main, ["access", "--user", "U0HRPERSON", "--json"], env=env)
+    assert json.loads(member.output)["tokens"] == ["S0HR", "everyone", "public"]

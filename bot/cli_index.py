@@ -144,7 +144,12 @@ def ask(obj, question: str, sources: tuple[str, ...], as_user: str | None, chann
     """Answer QUESTION from the knowledge base, with cited sources (everything, unless --as-user/--channel)."""
     from retrieval.answer import AskContext
 
-    context = AskContext(sources=tuple(sources) or None)
+    from retrieval.access import ReaderScope
+    from retrieval.audiences import indexed_groups
+
+    # The operator reads every audience, but held-back articles are never answered, not even here.
+    everything = ReaderScope.member(indexed_groups(obj.database()), "the operator: every audience")
+    context = AskContext(sources=tuple(sources) or None, audience=everything)
     if as_user or channel:
         from bot.cli_access import reader_scope
 

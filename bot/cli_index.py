@@ -142,9 +142,8 @@ def search(obj, question: str, k: int, mode: str | None, sources: tuple[str, ...
 def ask(obj, question: str, sources: tuple[str, ...], as_user: str | None, channel: str | None,  # type: ignore[no-untyped-def]
         as_json: bool) -> None:
     """Answer QUESTION from the knowledge base, with cited sources (everything, unless --as-user/--channel)."""
-    from retrieval.answer import AskContext
-
     from retrieval.access import ReaderScope
+    from retrieval.answer import AskContext
     from retrieval.audiences import indexed_groups
 
     # The operator reads every audience, but held-back articles are never answered, not even here.

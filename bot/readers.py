@@ -11,9 +11,10 @@
   (`usergroups.users.list`).
 - A group DM is read by its members: the tokens they all hold.
 
-Slack's answers are cached for `ttl_s` (group membership, guest flags and channel settings change rarely,
-and a stale entry lives at most that long). Any Slack error fails closed: the scope is `public` and marked
-degraded, so the answer says it only used public articles.
+Slack's answers are cached for `ttl_s` (group membership, guest flags and channel settings change rarely, and
+a stale entry lives at most that long), channel member lists for a minute; the asker is always checked. Any
+Slack error fails closed: the scope is `public` and marked degraded, so the answer says it only used public
+articles.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from retrieval.access import PUBLIC, ReaderScope
 log = logging.getLogger(__name__)
 
 MAX_MEMBERS_CHECKED = 500
+# Channel member lists change more often than a person's groups or flags: a guest who joins is seen within
+# a minute (and at once when they ask themselves).
+MEMBERS_TTL_S = 60.0
 DEGRADED_NOTE = ("I could not check with Slack who can read this, so I answered from public articles only. "
                  "Ask again in a moment for the full answer.")
 
@@ -59,14 +63,14 @@ class _Cache:
         self._items: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: str, load: Callable[[], Any]) -> Any:
+    def get(self, key: str, load: Callable[[], Any], *, ttl_s: float | None = None) -> Any:
         with self._lock:
             hit = self._items.get(key)
             if hit is not None and hit[0] > self.clock():
                 return hit[1]
         value = load()  # outside the lock: a slow Slack call must not block other readers
         with self._lock:
-            self._items[key] = (self.clock() + self.ttl_s, value)
+            self._items[key] = (self.clock() + (self.ttl_s if ttl_s is None else min(ttl_s, self.ttl_s)), value)
         return value
 
 
@@ -87,7 +91,7 @@ class ReaderResolver:
         try:
             if place.kind in ("im", "assistant"):
                 return self.user_scope(client, place.asker)
-            return self.channel_scope(client, place.channel, place.declared)
+            return self.channel_scope(client, place.channel, place.declared, asker=place.asker)
         except ReaderUnknown as exc:
             log.warning("could not tell who reads %s (%s): answering from public articles only",
                         place.channel, exc)
@@ -108,7 +112,8 @@ class ReaderResolver:
         return ReaderScope.member(groups, f"{user_id} is a member" + (f" of {', '.join(groups)}" if groups else ""))
 
     # --- one channel -------------------------------------------------------------------------------
-    def channel_scope(self, client: WebClient, channel: str, declared: tuple[str, ...] | None) -> ReaderScope:
+    def channel_scope(self, client: WebClient, channel: str, declared: tuple[str, ...] | None, *,
+                      asker: str | None = None) -> ReaderScope:
         info = self._channel(client, channel)
         if info.get("is_im"):
             other = info.get("user")
@@ -119,6 +124,10 @@ class ReaderResolver:
             info.get("is_shared") and not info.get("is_org_shared"))
         if shared:
             return ReaderScope.public(f"{channel} is shared with another organisation")
+        # The asker reads the answer whatever the (cached) member list says: a guest who just joined is
+        # checked now, not when the list is next read.
+        if asker and self.user_scope(client, asker).tokens == {PUBLIC}:
+            return ReaderScope.public(f"{channel} has guests or people of another organisation ({asker})")
         members = self._members(client, channel)
         if info.get("is_mpim"):
             scope = ReaderScope.member(self._indexed_groups(), f"the members of {channel}")
@@ -198,4 +207,4 @@ class ReaderResolver:
                 if not cursor:
                     break
             return members
-        return self._cache.get(f"members:{channel}", load)
+        return self._cache.get(f"members:{channel}", load, ttl_s=MEMBERS_TTL_S)

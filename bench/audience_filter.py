@@ -1,7 +1,7 @@
 """Search with an audience filter at 100k chunks: p95 latency and Recall@10 of the allowed content against
 exact search, for readers who may see 90%, 50% and 5% of the chunks, next to the unfiltered figures.
 
-    nice -n 10 .venv/bin/python -m bench.audience_filter --chunks 100000 [--partial-real]
+    nice -n 10 .venv/bin/python bench/audience_filter.py --chunks 100000 [--ef 100,200,400] [--partial-real]
         [--json-out bench/results/audience_filter.json]
 
 The index is bench/scale_data.py's (real aws-docs-qa chunks, synthetic rows beyond them). Each article gets
@@ -86,9 +86,10 @@ def run(args: argparse.Namespace) -> dict:
         masks = {name: np.isin(row_group, sorted(s.tokens)) for name, s in scopes.items()}
         kths = {None: exact_top(scale.vectors, qvecs)}
         kths.update({name: exact_top(scale.vectors, qvecs, mask) for name, mask in masks.items()})
-        searcher = Searcher(db, PrecomputedQuestions(), mode="dense", ef_search=100)  # type: ignore[arg-type]
+        searcher = Searcher(db, PrecomputedQuestions(), mode="dense")  # type: ignore[arg-type]
         arms: list[str | None] = [None, *READERS]
-        for mode in ("dense", "hybrid"):
+        for ef, mode in [(ef, mode) for ef in args.ef for mode in ("dense", "hybrid")]:
+            searcher.ef_search = ef
             for q, v in zip(queries[:10], qvecs[:10], strict=True):  # warm caches and the audience counts
                 for arm in arms:
                     searcher.search_vector(q["text"], v, k=K, mode=mode, audience=scopes.get(arm or ""))
@@ -110,9 +111,9 @@ def run(args: argparse.Namespace) -> dict:
                 if arm is not None:
                     entry["excluded_share"] = round(1 - float(masks[arm].mean()), 3)
                     entry["p95_vs_unfiltered"] = round(entry["p95"] / unfiltered_p95, 2)
-                report["readers"].setdefault(arm or "unfiltered", {})[mode] = entry
-                log.info("%s %s: %s", mode, arm or "unfiltered", entry)
-            report.setdefault("unreadable_hits", {})[mode] = leaks
+                report["readers"].setdefault(f"ef_search={ef}", {}).setdefault(arm or "unfiltered", {})[mode] = entry
+                log.info("ef_search=%d %s %s: %s", ef, mode, arm or "unfiltered", entry)
+            report.setdefault("unreadable_hits", {})[f"ef_search={ef} {mode}"] = leaks
         db.close()
     return report
 
@@ -121,6 +122,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--ef", type=lambda s: [int(x) for x in s.split(",")], default=[100, 200, 400],
+                        help="hnsw.ef_search values (200 is KBBOT_HNSW_EF_SEARCH's default)")
     parser.add_argument("--partial-real", action="store_true",
                         help="use the real vectors embedded so far while the cache is still being built")
     parser.add_argument("--json-out", type=Path)

@@ -16,12 +16,16 @@ from retrieval.audiences import indexed_groups, reach
 def reader_scope(obj, user: str | None, channel: str | None) -> tuple[ReaderScope, ChannelProfile | None]:  # type: ignore[no-untyped-def]
     """The scope of an answer to `user` in `channel` (a DM or the messages tab without one), asked of the
     Slack Web API with the bot's token, and the channel's profile."""
-    from bot.app import create_web_client
+    from slack_sdk import WebClient
 
     if user is None and channel is None:
         raise click.UsageError("Give --as-user U… (a DM) and/or --channel C… (a channel).")
     settings = obj.services.settings.slack
-    client = create_web_client(settings)
+    if settings.slack_bot_token is None:
+        raise click.ClickException("SLACK_BOT_TOKEN is not set: these checks ask Slack with the bot's token "
+                                   "(see docs/slack.md).")
+    client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url,
+                       timeout=15)
     readers = ReaderResolver(lambda: indexed_groups(obj.database()))
     profiles = ChannelProfiles.load(settings.channel_profiles_file)
     profile = profiles.for_channel(channel, readers.channel_name(client, channel)) if channel else None

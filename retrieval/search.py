@@ -254,8 +254,10 @@ class Searcher:
                 small_audience = False
                 if audience is not None:
                     params["audience"] = audience.sql_tokens
-                    readable = self._audience_counts.allowed(conn, space, audience)
-                    small_audience = readable <= self.exact_filter_max_rows
+                    readable, total = self._audience_counts.allowed(conn, space, audience)
+                    # Small, and a minority: a reader who sees most of the index is searched like the
+                    # unfiltered (HNSW, postings), only the filter added; one who sees few rows exactly.
+                    small_audience = readable <= self.exact_filter_max_rows and 2 * readable < total
                     exact = exact or small_audience
                 if sources is not None or audience is not None:
                     _session_setting(conn, info, "hnsw.iterative_scan", "relaxed_order")
@@ -336,14 +338,17 @@ class AudienceCounts:
         self.ttl_s = ttl_s
         self._cache: dict[int, tuple[float, list[tuple[tuple[str, ...], int]]]] = {}
 
-    def allowed(self, conn: psycopg.Connection[Any], space: EmbeddingSpace, audience: ReaderScope) -> int:
+    def allowed(self, conn: psycopg.Connection[Any], space: EmbeddingSpace,
+                audience: ReaderScope) -> tuple[int, int]:
+        """(vectors the reader may see, all vectors) in the space."""
         cached = self._cache.get(space.id)
         if cached is None or cached[0] < time.monotonic():
             rows = conn.execute(f"SELECT audience, count(*) FROM embeddings WHERE space_id = {int(space.id)} "
                                 "GROUP BY audience").fetchall()
             cached = (time.monotonic() + self.ttl_s, [(tuple(r[0]), int(r[1])) for r in rows])
             self._cache[space.id] = cached
-        return sum(count for tokens, count in cached[1] if audience.may_read(tokens))
+        return (sum(count for tokens, count in cached[1] if audience.may_read(tokens)),
+                sum(count for _, count in cached[1]))
 
 
 def _session_setting(conn: psycopg.Connection[Any], info: dict[Any, Any], name: str, value: str) -> None:

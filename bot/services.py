@@ -14,7 +14,7 @@ from retrieval.answer_log import AnswerLog
 from retrieval.db import Database
 from retrieval.embedding_cache import CachedEmbedder
 from retrieval.embeddings import Embedder, create_embedder
-from retrieval.search import Searcher
+from retrieval.search import Retriever, Searcher
 from retrieval.settings import Settings
 from retrieval.sources import Source
 from retrieval.spaces import EmbeddingSpace, HnswOptions
@@ -125,14 +125,14 @@ class Services:
         from retrieval.llm import create_rewriter
 
         search, llm = self.settings.search, self.settings.llm
-        searcher: Searcher = self.searcher()
+        base = self.searcher()
+        searcher: Retriever = base
         if search.query_expansion:
             from retrieval.rewrite import ExpandingSearcher, HeuristicExpander, LLMExpander
 
             expander = (LLMExpander(self.chat_client, llm.llm_model) if self.chat_client
                         else HeuristicExpander())
-            searcher = ExpandingSearcher(searcher, expander,  # type: ignore[assignment]
-                                         variants=search.query_expansion)
+            searcher = ExpandingSearcher(base, expander, variants=search.query_expansion)
         return AnswerPipeline(searcher, self.synthesizer(), top_k=search.top_k,
                               min_relevance=search.min_relevance,
                               rewriter=create_rewriter(search, self.chat_client, model=llm.llm_model))

@@ -165,10 +165,6 @@ class SyncScheduler:
             log.info("scheduled %s, next at %s", job.id, job.next_run_time)
         return self
 
-    def run_now(self, kind: RunKind) -> None:
-        """Queue a sync now (behind the one running, if any)."""
-        self.scheduler.add_job(self._job, args=[kind], id=f"{kind}-now-{datetime.now().timestamp()}")
-
     def stop(self, *, wait: bool = True) -> None:
         """Stop scheduling; the running sync writes the articles in hand and ends as `interrupted`."""
         self._stopping.set()

@@ -11,6 +11,7 @@ An LLM synthesizer (see `retrieval.llm`) plugs in through the same `Synthesizer`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -24,7 +25,7 @@ from retrieval.access import ReaderScope
 from retrieval.chunking import split_sentences
 from retrieval.embeddings import Embedder
 from retrieval.errors import EmptyQuestionError
-from retrieval.search import Searcher
+from retrieval.search import Retriever
 from retrieval.settings import DEFAULTS
 from retrieval.types import Answer, Citation, SearchHit
 
@@ -144,10 +145,10 @@ class ExtractiveSynthesizer:
 class AnswerPipeline:
     """retrieve -> relevance gate -> synthesize. Stateless; safe to share between threads."""
 
-    def __init__(self, searcher: Searcher, synthesizer: Synthesizer, *, top_k: int = DEFAULTS.search.top_k,
+    def __init__(self, searcher: Retriever, synthesizer: Synthesizer, *, top_k: int = DEFAULTS.search.top_k,
                  min_relevance: float = DEFAULTS.search.min_relevance, nearest_articles: int = 3,
                  rewriter: QueryRewriter | None = None) -> None:
-        self.searcher = searcher  # or anything with the same `search` (e.g. rewrite.ExpandingSearcher)
+        self.searcher = searcher
         self.synthesizer = synthesizer
         self.top_k = top_k
         self.min_relevance = min_relevance
@@ -189,11 +190,9 @@ class AnswerPipeline:
         best = max((h.similarity or 0.0 for h in hits), default=0.0)
         if best < self.min_relevance:
             log.debug("abstaining: best similarity %.3f < %.3f", best, self.min_relevance)
-            answer = Answer(question, ABSTAIN_TEXT, [], "abstained", "none",
-                            nearest=_distinct_articles(hits, self.nearest_articles),
-                            rewritten_question=rewritten)
-            answer.timings_ms = {**timings, "total": (time.perf_counter() - started) * 1000}
-            yield answer
+            yield Answer(question, ABSTAIN_TEXT, [], "abstained", "none",
+                         nearest=_distinct_articles(hits, self.nearest_articles), rewritten_question=rewritten,
+                         timings_ms={**timings, "total": (time.perf_counter() - started) * 1000})
             return
         synth_started = time.perf_counter()
         final: Answer | None = None
@@ -204,14 +203,15 @@ class AnswerPipeline:
             else:
                 yield event
         assert final is not None, "a synthesizer must end with an Answer"
-        final.rewritten_question = final.rewritten_question or rewritten
         if final.outcome == "abstained":
-            final.text = final.text or ABSTAIN_TEXT
-            final.nearest = final.nearest or _distinct_articles(hits, self.nearest_articles)
-        final.timings_ms = {**timings, **final.timings_ms,
-                            "synthesize": (time.perf_counter() - synth_started) * 1000,
-                            "total": (time.perf_counter() - started) * 1000}
-        yield final
+            final = dataclasses.replace(
+                final, text=final.text or ABSTAIN_TEXT,
+                nearest=final.nearest or _distinct_articles(hits, self.nearest_articles))
+        yield dataclasses.replace(
+            final, rewritten_question=final.rewritten_question or rewritten,
+            timings_ms={**timings, **final.timings_ms,
+                        "synthesize": (time.perf_counter() - synth_started) * 1000,
+                        "total": (time.perf_counter() - started) * 1000})
 
     def _rewrite(self, question: str, context: AskContext) -> str | None:
         """The standalone form of a thread follow-up; None for a first message or an unchanged one."""

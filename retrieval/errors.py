@@ -12,7 +12,8 @@ log keeps the cause while the edges (CLI, Slack) only ever show ``str(error)``.
     ├── SourceError            a source cannot be read at all (folder missing, API down)
     │   └── ArticleError       one article is unreadable (binary, bad encoding, empty, bad JSONL line)
     ├── EmbeddingError         the embedding model failed or cannot be loaded
-    │   └── ModelMismatchError the index was built with another model; a full re-embed is needed
+    │   ├── ModelMismatchError the index was built with another model; a full re-embed is needed
+    │   └── SpaceChangedError  a re-embed switched models during a search, twice in a row (ask again)
     ├── LLMError               the chat model failed (timeout, auth, unknown model, rate limit)
     ├── SyncInProgressError    another sync holds the lock (carries who started it and when)
     ├── SyncStoppedError       the process is shutting down; the run stopped between articles
@@ -70,6 +71,16 @@ class ModelMismatchError(EmbeddingError):
         )
         self.indexed = indexed
         self.configured = configured
+
+
+class SpaceChangedError(EmbeddingError):
+    """The space a search embedded its question for stopped being active meanwhile (a re-embed switched).
+    A search retries once on the new space; this escapes only when the switch happens again."""
+
+    def __init__(self, space: str) -> None:
+        super().__init__(f"The index switched away from embedding space {space} while this search ran "
+                         "(a re-embed finished): ask again.")
+        self.space = space
 
 
 class LLMError(KbbotError):

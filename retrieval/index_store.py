@@ -1,7 +1,9 @@
-"""SQL that writes the index: sources, articles, chunks and their vectors.
+"""SQL of the index tables: sources, articles, chunks and their vectors.
 
-Driver-level psycopg for the write path: vectors go in with binary COPY, chunk rows with one
-multi-row statement per article, and every article is its own transaction.
+`IndexStore` is the write path, driver-level psycopg: vectors go in with binary COPY, chunk rows with one
+multi-row statement per article, and every article is its own transaction. The functions below it are the
+reads other modules need (search's source filter, `kbbot status`). The lexicon has its own owner,
+retrieval/lexical_index.py; the embedding spaces theirs, retrieval/spaces.py.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
+from psycopg.rows import namedtuple_row
 
 from retrieval.types import Article, ChunkDraft
 
@@ -258,6 +262,67 @@ class IndexStore:
             self.conn.execute(f"SET LOCAL maintenance_work_mem = '{int(build_memory_mb)}MB'")
             self.conn.execute(f"CREATE INDEX IF NOT EXISTS {KEYWORD_INDEX} ON chunks USING gin (tsv)")
         return True
+
+
+def source_ids(conn: psycopg.Connection[Any], names: Sequence[str]) -> dict[str, int]:
+    """Name -> id of the named sources that exist."""
+    rows = conn.execute("SELECT name, id FROM sources WHERE name = ANY(%s)", (list(names),)).fetchall()
+    return {name: source_id for name, source_id in rows}
+
+
+def source_names(conn: psycopg.Connection[Any]) -> list[str]:
+    """Every source's name, sorted."""
+    return [r[0] for r in conn.execute("SELECT name FROM sources ORDER BY name").fetchall()]
+
+
+def count_vectors(conn: psycopg.Connection[Any], space_id: int, source_ids: Sequence[int], *, stop_at: int) -> int:
+    """How many vectors of the space the sources hold, counted through the source B-tree up to `stop_at`."""
+    # The space id is inlined (an int from our own table) so the planner matches the space's partial index.
+    found = conn.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM embeddings WHERE space_id = {int(space_id)} "
+        "AND source_id = ANY(%s) LIMIT %s) t", (list(source_ids), stop_at),
+    ).fetchone()
+    return int(found[0])  # type: ignore[index]
+
+
+def index_counts(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
+    """Articles, chunks, and vectors in the active embedding space."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM articles), (SELECT count(*) FROM chunks), "
+        "(SELECT count(*) FROM embeddings e JOIN embedding_spaces s ON s.id = e.space_id "
+        " WHERE s.status = 'active')"
+    ).fetchone()
+    return row[0], row[1], row[2]  # type: ignore[index]
+
+
+def source_summaries(conn: psycopg.Connection[Any]) -> list[Any]:
+    """Per source, by name: its row's outcome columns and checkpoint, its article count and the oldest and
+    newest `source_updated_at` of its articles."""
+    with conn.cursor(row_factory=namedtuple_row) as cur:
+        return cur.execute(
+            "SELECT s.name, s.kind, count(a.id) AS articles, s.last_success_at, s.last_error, s.last_error_at, "
+            "s.checkpoint, min(a.source_updated_at) AS oldest, max(a.source_updated_at) AS newest "
+            "FROM sources s LEFT JOIN articles a ON a.source_id = s.id GROUP BY s.id ORDER BY s.name"
+        ).fetchall()
+
+
+def held_back_counts(conn: psycopg.Connection[Any], limit: int = 50) -> list[tuple[str, str, int]]:
+    """(source name, why held back, articles) for articles no reader may see yet, most first."""
+    rows = conn.execute(
+        "SELECT s.name, a.held_back, count(*) FROM articles a JOIN sources s ON s.id = a.source_id "
+        "WHERE a.held_back IS NOT NULL GROUP BY s.name, a.held_back ORDER BY count(*) DESC, s.name LIMIT %s",
+        (limit,),
+    ).fetchall()
+    return [(r[0], r[1], int(r[2])) for r in rows]
+
+
+def oldest_articles(conn: psycopg.Connection[Any], n: int) -> list[tuple[str, str, datetime | None]]:
+    """(title, source name, source_updated_at) of the `n` articles their source updated longest ago."""
+    rows = conn.execute(
+        "SELECT a.title, s.name, a.source_updated_at FROM articles a JOIN sources s ON s.id = a.source_id "
+        "WHERE a.source_updated_at IS NOT NULL ORDER BY a.source_updated_at LIMIT %s", (n,)
+    ).fetchall()
+    return [(r[0], r[1], r[2]) for r in rows]
 
 
 def _context(title: str, draft: ChunkDraft) -> str:

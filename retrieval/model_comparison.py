@@ -15,9 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-# `answers.model` values that are not a model: the relevance gate abstained before any model ran, or
-# the answer failed before one was chosen.
-GATE = "none"
+# The `answers.model` value of an answer that failed before a model was chosen (an abstention of the
+# relevance gate, before any model ran, is "none").
 FAILED = "(failed)"
 
 

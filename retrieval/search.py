@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import psycopg
@@ -27,10 +27,11 @@ from psycopg.rows import namedtuple_row
 from retrieval.access import ReaderScope
 from retrieval.db import Database, translate_errors
 from retrieval.embeddings import Embedder
-from retrieval.errors import EmptyQuestionError, ModelMismatchError, SchemaError, SourceError
+from retrieval.errors import EmptyQuestionError, ModelMismatchError, SchemaError, SourceError, SpaceChangedError
+from retrieval.index_store import count_vectors, source_ids, source_names
 from retrieval.lexical_index import LexicalIndex
 from retrieval.settings import DEFAULTS
-from retrieval.spaces import EmbeddingSpace, active_space
+from retrieval.spaces import EmbeddingSpace, active_space, is_active
 from retrieval.types import SearchHit
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,13 @@ class SearchResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     space: EmbeddingSpace | None = None
     query_vector: np.ndarray | None = None  # reused by the answerer (one question embedding per ask)
+
+
+class Retriever(Protocol):
+    """What answering needs from search: a `Searcher`, or a wrapper such as `rewrite.ExpandingSearcher`."""
+
+    def search(self, question: str, *, k: int = 5, sources: Sequence[str] | None = None,
+               mode: SearchMode | None = None) -> SearchResult: ...
 
 
 _DENSE_CTE = """
@@ -138,20 +146,12 @@ def build_search_sql(space: EmbeddingSpace, mode: SearchMode, weights: FusionWei
     )
 
 
-def filter_is_small(conn: psycopg.Connection[Any], space: EmbeddingSpace, source_ids: Sequence[int],
+def filter_is_small(conn: psycopg.Connection[Any], space: EmbeddingSpace, sources: Sequence[int],
                     max_rows: int = EXACT_FILTER_MAX_ROWS) -> bool:
     """True when the filtered sources hold at most `max_rows` vectors (counted through the source B-tree,
     stopping at the bound). Those are ranked exactly: complete and exact for the cost of reading them,
     where an iterative HNSW scan would stop at hnsw.max_scan_tuples with results missing."""
-    found = conn.execute(
-        f"SELECT count(*) FROM (SELECT 1 FROM embeddings WHERE space_id = {int(space.id)} "
-        "AND source_id = ANY(%s) LIMIT %s) t", (list(source_ids), max_rows + 1),
-    ).fetchone()
-    return int(found[0]) <= max_rows  # type: ignore[index]
-
-
-class SpaceChangedError(Exception):
-    """The space a search embedded its question for stopped being active meanwhile (a re-embed switched)."""
+    return count_vectors(conn, space.id, sources, stop_at=max_rows + 1) <= max_rows
 
 
 def unknown_sources_error(unknown: set[str], known: list[str]) -> SourceError:
@@ -243,14 +243,12 @@ class Searcher:
                 _session_setting(conn, info, "hnsw.ef_search", str(ef_search))
                 exact = False
                 if sources is not None:
-                    found = conn.execute("SELECT id, name FROM sources WHERE name = ANY(%s)",
-                                         (list(sources),)).fetchall()
+                    found = source_ids(conn, sources)
                     if len(found) < len(set(sources)):  # a typo would otherwise abstain as "not in the KB"
-                        known = [r[0] for r in conn.execute("SELECT name FROM sources ORDER BY name")]
-                        raise unknown_sources_error(set(sources) - {r[1] for r in found}, known)
-                    source_ids = [r[0] for r in found]
-                    params["source_ids"] = source_ids
-                    exact = filter_is_small(conn, space, source_ids, self.exact_filter_max_rows)
+                        raise unknown_sources_error(set(sources) - set(found), source_names(conn))
+                    ids = list(found.values())
+                    params["source_ids"] = ids
+                    exact = filter_is_small(conn, space, ids, self.exact_filter_max_rows)
                 small_audience = False
                 if audience is not None:
                     params["audience"] = audience.sql_tokens
@@ -283,7 +281,7 @@ class Searcher:
                     # an unknown source list scanned the table (30 ms instead of 1 ms at 100k chunks).
                     with psycopg.ClientCursor(conn, row_factory=namedtuple_row) as cur:
                         rows = cur.execute(sql, params).fetchall()
-                if not rows and not _space_is_active(conn, space):
+                if not rows and not is_active(sa_conn, space):
                     raise SpaceChangedError(space.label)
                 return rows
             except psycopg.OperationalError:
@@ -356,11 +354,6 @@ def _session_setting(conn: psycopg.Connection[Any], info: dict[Any, Any], name: 
     if info.get(name) != value:
         conn.execute("SELECT set_config(%s, %s, false)", (name, value))
         info[name] = value
-
-
-def _space_is_active(conn: psycopg.Connection[Any], space: EmbeddingSpace) -> bool:
-    row = conn.execute("SELECT status = 'active' FROM embedding_spaces WHERE id = %s", (space.id,)).fetchone()
-    return bool(row and row[0])
 
 
 def _vector_literal(vector: np.ndarray) -> str:

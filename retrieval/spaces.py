@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, text
 
-from retrieval.errors import ConfigError, ModelMismatchError
+from retrieval.errors import ConfigError
 from retrieval.settings import DEFAULTS, IndexSettings
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,20 @@ def active_space(conn: Connection) -> EmbeddingSpace | None:
     return _row(row) if row else None
 
 
+def is_active(conn: Connection, space: EmbeddingSpace) -> bool:
+    """Whether `space` is still the one searches read (a re-embed may have switched since it was read)."""
+    return bool(conn.execute(text("SELECT status = 'active' FROM embedding_spaces WHERE id = :id"),
+                             {"id": space.id}).scalar())
+
+
+def spaces_in_use(conn: Connection) -> list[EmbeddingSpace]:
+    """The active space and the one a re-embed is building, if any (retired ones are history)."""
+    rows = conn.execute(text(
+        "SELECT id, provider, model, dimension, status FROM embedding_spaces WHERE status <> 'retired'"
+    )).all()
+    return [_row(row) for row in rows]
+
+
 def building_space(conn: Connection) -> EmbeddingSpace | None:
     row = conn.execute(text(
         "SELECT id, provider, model, dimension, status FROM embedding_spaces WHERE status = 'building' "
@@ -146,20 +160,6 @@ def create_space(conn: Connection, provider: str, model: str, dimension: int, st
     return _row(row)
 
 
-def space_for(conn: Connection, provider: str, model: str, dimension_of: Any) -> EmbeddingSpace:
-    """The active space, created on first use; a different configured model is refused, never mixed.
-
-    `dimension_of` is called only when a space must be created (an API embedder learns its dimension
-    with a request).
-    """
-    space = active_space(conn)
-    if space is None:
-        return create_space(conn, provider, model, int(dimension_of()), "active")
-    if (space.provider, space.model) != (provider, model):
-        raise ModelMismatchError(f"{space.provider}/{space.model}", f"{provider}/{model}")
-    return space
-
-
 def activate(conn: Connection, space: EmbeddingSpace) -> None:
     """Switch searches to `space` atomically; the old space's vectors are dropped with it."""
     old = active_space(conn)
@@ -171,10 +171,6 @@ def activate(conn: Connection, space: EmbeddingSpace) -> None:
     if old is not None and old.id != space.id:
         conn.execute(text(f"DROP INDEX IF EXISTS {old.index_name}"))
         conn.execute(text("DELETE FROM embeddings WHERE space_id = :id"), {"id": old.id})
-
-
-def has_hnsw_index(conn: Connection, space: EmbeddingSpace) -> bool:
-    return conn.execute(text("SELECT to_regclass(:n) IS NOT NULL"), {"n": space.index_name}).scalar_one()
 
 
 def index_options(conn: Connection, space: EmbeddingSpace) -> HnswOptions | None:

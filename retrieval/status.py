@@ -1,15 +1,18 @@
-"""What `kbbot status` and the App Home show about the index: size, model, freshness, failures."""
+"""What `kbbot status` and the App Home show about the index: size, model, freshness, failures.
+
+Assembled from the tables' owners (retrieval/index_store.py, spaces.py, lexical_index.py, runs.py); no SQL
+of its own."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import text
-
 from retrieval.db import Database, translate_errors
+from retrieval.index_store import held_back_counts, index_counts, oldest_articles, source_summaries
 from retrieval.lexical_index import KeywordStatus, LexicalIndex
 from retrieval.runs import RunLog, SyncRun
+from retrieval.spaces import spaces_in_use
 
 
 @dataclass(frozen=True)
@@ -54,41 +57,26 @@ class IndexStatus:
 
 def index_status(db: Database, *, oldest: int = 5) -> IndexStatus:
     with translate_errors("Reading the index status"), db.engine.connect() as conn:
-        counts = conn.execute(text(
-            "SELECT (SELECT count(*) FROM articles), (SELECT count(*) FROM chunks), "
-            "(SELECT count(*) FROM embeddings e JOIN embedding_spaces s ON s.id = e.space_id "
-            " WHERE s.status = 'active')"
-        )).one()
-        spaces = conn.execute(text(
-            "SELECT provider, model, dimension, status FROM embedding_spaces WHERE status <> 'retired'"
-        )).all()
-        sources = conn.execute(text(
-            "SELECT s.name, s.kind, count(a.id) AS articles, s.last_success_at, s.last_error, s.last_error_at, "
-            "s.checkpoint, min(a.source_updated_at) AS oldest, max(a.source_updated_at) AS newest "
-            "FROM sources s LEFT JOIN articles a ON a.source_id = s.id GROUP BY s.id ORDER BY s.name"
-        )).all()
-        keyword = LexicalIndex().status(conn.connection.driver_connection)
-        held = conn.execute(text(
-            "SELECT s.name, a.held_back, count(*) FROM articles a JOIN sources s ON s.id = a.source_id "
-            "WHERE a.held_back IS NOT NULL GROUP BY s.name, a.held_back ORDER BY count(*) DESC, s.name LIMIT 50"
-        )).all()
-        old = conn.execute(text(
-            "SELECT a.title, s.name, a.source_updated_at FROM articles a JOIN sources s ON s.id = a.source_id "
-            "WHERE a.source_updated_at IS NOT NULL ORDER BY a.source_updated_at LIMIT :n"
-        ), {"n": oldest}).all()
+        pg = conn.connection.driver_connection
+        articles, chunks, vectors = index_counts(pg)
+        spaces = spaces_in_use(conn)
+        sources = source_summaries(pg)
+        keyword = LexicalIndex().status(pg)
+        held = held_back_counts(pg)
+        old = oldest_articles(pg, oldest)
     active = next((s for s in spaces if s.status == "active"), None)
     building = next((s for s in spaces if s.status == "building"), None)
     runs = RunLog(db)
     return IndexStatus(
-        articles=counts[0], chunks=counts[1], vectors=counts[2],
+        articles=articles, chunks=chunks, vectors=vectors,
         model=f"{active.provider}/{active.model}" if active else None,
         dimension=active.dimension if active else None,
         building_model=f"{building.provider}/{building.model}" if building else None,
         sources=[_source_status(row) for row in sources],
         last_run=runs.last_finished(), running=runs.running(),
-        oldest_articles=[(r[0], r[1], r[2]) for r in old],
+        oldest_articles=old,
         keyword=keyword,
-        held_back=[(r[0], r[1], int(r[2])) for r in held],
+        held_back=held,
     )
 
 

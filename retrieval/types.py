@@ -93,8 +93,10 @@ class Citation:
 Outcome = Literal["answered", "abstained", "error"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Answer:
+    """Built once by a synthesizer; later stages add to it with `dataclasses.replace`."""
+
     question: str
     text: str  # Markdown with [n] markers; Slack rendering converts it
     citations: list[Citation]

@@ -75,6 +75,31 @@ def test_search_before_ingest_says_what_to_do(cli) -> None:  # type: ignore[no-u
     assert result.exit_code == 1 and "kbbot ingest" in result.output
 
 
+def test_a_model_switch_during_a_search_is_one_line(cli, kb: Path, database_url: str,  # type: ignore[no-untyped-def]
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-embed that switches the active space under a search (the search retries once, and the switch
+    happens again) ends in one line saying what to do, not a traceback."""
+    from sqlalchemy import text
+
+    import retrieval.search as search_module
+    from retrieval.db import Database
+    from retrieval.spaces import active_space
+
+    cli("ingest", str(kb), "--json")
+    db = Database.from_url(database_url, migrate=False)
+    with db.engine.begin() as conn:
+        stale = active_space(conn)
+        conn.execute(text("UPDATE embedding_spaces SET status = 'retired'"))  # as a switch leaves the old space
+    db.close()
+    # The race made deterministic: the process reads the space before each switch commits.
+    monkeypatch.setattr(search_module, "active_space", lambda conn: stale)
+    result = cli("search", "where do visitors park", ok=False)
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: The index switched away from embedding space {stale.label} while this search ran "
+        "(a re-embed finished): ask again."]
+
+
 def test_missing_path_is_a_clear_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     result = cli("ingest", str(tmp_path / "nope"), ok=False)
     assert result.exit_code == 1 and "does not exist" in result.output

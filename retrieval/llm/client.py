@@ -16,15 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+# The transport the openai SDK is built on: a stream can fail with its errors mid-iteration.
+import httpx2 as _http
 import openai
 
 from retrieval.errors import ConfigError, LLMError
 from retrieval.settings import DEFAULTS, LLMSettings, OpenAISettings
-
-try:  # the transport the openai SDK is built on; a stream can fail with its errors mid-iteration
-    import httpx2 as _http
-except ImportError:  # pragma: no cover - older openai releases use httpx
-    import httpx as _http  # type: ignore[no-redef]
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ it had started writing (the fallback's answer replaces it) or an uncited answer 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -92,19 +93,16 @@ class LLMSynthesizer:
                 yield tail
             timings["llm"] = _ms(call_started)
             answer = self._answer(question, grounded, prompt, model)
-            answer.timings_ms = timings
-            answer.arm = route.arm
-            answer.fallback_reason = _fallback_reason(failures)
             if grounded.dropped_markers:
                 log.info("removed %d citation(s) to passages that do not exist", grounded.dropped_markers)
-            yield answer
+            yield dataclasses.replace(answer, timings_ms=timings, arm=route.arm,
+                                      fallback_reason=_fallback_reason(failures))
             return
         log.error("no model could answer (%s); sending the extractive answer", "; ".join(failures))
         for event in self._extractive(question, passages, context, question_vector, timings,
                                       stream_text=not shown):
             if isinstance(event, Answer):
-                event.arm = route.arm
-                event.fallback_reason = _fallback_reason(failures)
+                event = dataclasses.replace(event, arm=route.arm, fallback_reason=_fallback_reason(failures))
             yield event
 
     def _answer(self, question: str, grounded: GroundedText, prompt: Prompt, model: str) -> Answer:
@@ -131,9 +129,7 @@ class LLMSynthesizer:
             elif stream_text:
                 yield event
         assert final is not None, "a synthesizer must end with an Answer"
-        final.note = EXTRACTIVE_NOTE
-        final.timings_ms = {**timings, **final.timings_ms}
-        yield final
+        yield dataclasses.replace(final, note=EXTRACTIVE_NOTE, timings_ms={**timings, **final.timings_ms})
 
 
 def _fallback_reason(failures: list[str]) -> str | None:

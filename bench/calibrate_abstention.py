@@ -1,7 +1,7 @@
 """Calibrate KBBOT_MIN_RELEVANCE: the best passage's cosine similarity for questions the KB answers versus
 questions it cannot, on the demo KB and on aws-docs-qa.
 
-    .venv/bin/python bench/calibrate_abstention.py
+    .venv/bin/python -m bench.calibrate_abstention
 
 Needs the demo index (`make demo` fills KBBOT_DATA_DIR) and the aws index built by bench/ingest_aws.py;
 either part is skipped when its index or data is missing. Prints, per threshold, the share of answerable
@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 AWS = REPO.parent / "shared" / "data" / "aws-docs-qa"
 BENCH_DIR = Path(os.environ.get("KBBOT_BENCH_DIR", Path.home() / ".cache" / "kbbot-bench"))
 

@@ -4,8 +4,8 @@ PostgreSQL server, throw-away databases, and small timing helpers.
 Run it directly to build the cache once (chunks with kbbot's chunker at 200 tokens, embeds them with the
 local all-MiniLM-L6-v2; ~8 min on 2 shared cores, so run it with `nice`):
 
-    nice -n 10 .venv/bin/python bench/common.py [--rebuild]
-    nice -n 10 .venv/bin/python bench/common.py --helper   # optional, alongside: embeds blocks from the end
+    nice -n 10 .venv/bin/python -m bench.common [--rebuild]
+    nice -n 10 .venv/bin/python -m bench.common --helper   # optional, alongside: embeds blocks from the end
 """
 
 from __future__ import annotations
@@ -27,15 +27,13 @@ import numpy as np
 import psycopg
 from sqlalchemy.engine import URL, make_url
 
+from bench.peers import cache_format
+from bench.peers.cache_format import CACHE_DIR, AwsChunks, CacheFiles, default_stem, percentile
+from bench.peers.rounds import timed_round  # shared with the peers' side
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench" / "peers"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import cache_format  # noqa: E402 - needs the path above
-from cache_format import CACHE_DIR, AwsChunks, CacheFiles, default_stem, percentile  # noqa: E402
-from rounds import timed_round  # noqa: E402 - bench/peers, shared with the peers' side
 
 log = logging.getLogger("bench")
 

@@ -11,7 +11,7 @@ After the initial index, each round edits 1% of the articles at the source, then
 The two alternate on fresh edits, so both see the same amount of change. Also measured: an incremental
 run with nothing changed (a quiet scheduled tick).
 
-    nice -n 10 .venv/bin/python bench/connector_incremental.py [--variants 100] [--rounds 3]
+    nice -n 10 .venv/bin/python -m bench.connector_incremental [--variants 100] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ import logging
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -1,6 +1,6 @@
 """Benchmark `kbbot finetune prepare` on real support threads, and score the sanitizer.
 
-    .venv/bin/python bench/finetune_prepare.py [--input PATH] [--repeats 3] [--audit-dir DIR]
+    .venv/bin/python -m bench.finetune_prepare [--input PATH] [--repeats 3] [--audit-dir DIR]
 
 Input defaults to ../shared/data/support-threads/twitter-support-dev.json (real threads with real PII;
 skipped cleanly when absent). Reports conversations/s for the whole `prepare` (read, sanitize, build,
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,6 @@ from pathlib import Path
 import click
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from finetune.pii.scoring import score_sanitizer  # noqa: E402 - after the path set-up above
 from finetune.prepare import PrepareRequest, prepare  # noqa: E402

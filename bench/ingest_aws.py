@@ -1,6 +1,6 @@
 """Issue 2 benchmark on the aws-docs-qa KB (../shared/data/aws-docs-qa).
 
-    nice -n 5 .venv/bin/python bench/ingest_aws.py [--subset 100] [--rounds 2] [--json-out FILE]
+    nice -n 5 .venv/bin/python -m bench.ingest_aws [--subset 100] [--rounds 2] [--json-out FILE]
 
 (a) throughput: kbbot's ingest of `--subset` articles next to the bare embedder on exactly the same chunk
     texts, alternating rounds in one process (ratios, because these machines are shared and noisy);
@@ -29,8 +29,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench" / "peers"))
 DATA = REPO.parent / "shared" / "data" / "aws-docs-qa"
 BENCH_DIR = Path(os.environ.get("KBBOT_BENCH_DIR", Path.home() / ".cache" / "kbbot-bench"))
 MAX_TOKENS = 200
@@ -161,7 +159,7 @@ def build_full_index(data_dir: Path) -> dict:
     embedder = LocalEmbedder()
     cache: dict[str, np.ndarray] = {}
     try:
-        import cache_format
+        from bench.peers import cache_format
 
         cached = cache_format.load()
         cache = {c["input"]: cached.vectors[i] for i, c in enumerate(cached.chunks)}
@@ -236,8 +234,11 @@ def main() -> None:
         report["quality"] = quality(data_dir)
         print(json.dumps(report["quality"], indent=2), flush=True)
     if args.json_out:
+        # One results file for both parts: a --skip-throughput or --only-throughput run replaces its own
+        # keys and keeps the other part's.
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(report, indent=2, default=str))
+        previous = json.loads(args.json_out.read_text()) if args.json_out.is_file() else {}
+        args.json_out.write_text(json.dumps({**previous, **report}, indent=2, default=str))
 
 
 if __name__ == "__main__":

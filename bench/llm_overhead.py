@@ -1,6 +1,6 @@
 """Issue 4 benchmark: what kbbot's LLM path costs around the model call, and the answer latency breakdown.
 
-    nice -n 10 .venv/bin/python bench/llm_overhead.py [--rounds 3] [--json-out FILE]
+    nice -n 10 .venv/bin/python -m bench.llm_overhead [--rounds 3] [--json-out FILE]
 
 Without OPENAI_API_KEY/OPENAI_BASE_URL in the environment, the model is the local fake OpenAI server
 (tests/fakes/openai_api.py, zero delay, real HTTP + SSE, word-by-word streaming) and the demo KB is
@@ -24,17 +24,14 @@ import json
 import os
 import re
 import statistics
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from common import bench_server, machine, scratch_database, summarize_ms  # noqa: E402
+from bench.common import bench_server, machine, scratch_database, summarize_ms  # noqa: E402
 
 AWS = REPO.parent / "shared" / "data" / "aws-docs-qa"
 BENCH_DIR = Path(os.environ.get("KBBOT_BENCH_DIR", Path.home() / ".cache" / "kbbot-bench"))

@@ -26,7 +26,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import statistics
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -37,7 +36,6 @@ from types import SimpleNamespace
 import click
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from bench.pii_synthetic import HELDOUT_LOCALES, TUNING_LOCALES, generate  # noqa: E402
 from finetune.pii.sanitizer import Sanitizer  # noqa: E402

@@ -3,7 +3,7 @@ run: for each postings depth, the rebuild time and lexical / hybrid article-leve
 latency; the exact SQL scorer they replaced (the path filtered searches still take) as the reference; and
 the per-search cost of a delta (chunks written since the last rebuild, scored exactly by each search).
 
-    nice -n 10 .venv/bin/python bench/postings_depth.py [--depths 1000,2000,5000,10000]
+    nice -n 10 .venv/bin/python -m bench.postings_depth [--depths 1000,2000,5000,10000]
         [--deltas 0,250,1000,2000] [--json-out bench/results/postings_depth.json]
 
 A delta of n chunks is made by moving `lexicon_stats.max_chunk_id` back by n: to a search those chunks are
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from common import bench_server, emit, libpq_url, load_aws, machine, scratch_database, summarize_ms, timed_round
-from scale_data import finish_index, load_index, synthesize
-from scale_search import PrecomputedQuestions
 
+from bench.common import bench_server, emit, libpq_url, load_aws, machine, scratch_database, summarize_ms, timed_round
+from bench.scale_data import finish_index, load_index, synthesize
+from bench.scale_search import PrecomputedQuestions
 from retrieval.db import Database
 from retrieval.evaluation import ndcg, rank_articles, recall
 from retrieval.lexical_index import LexicalIndex, LexicalOptions

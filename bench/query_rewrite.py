@@ -1,6 +1,6 @@
 """Issue 4 benchmark: does query rewriting help retrieval on aws-docs-qa? (100 questions, gold documents)
 
-    nice -n 10 .venv/bin/python bench/query_rewrite.py [--json-out FILE]
+    nice -n 10 .venv/bin/python -m bench.query_rewrite [--json-out FILE]
 
 Needs the aws index built by bench/ingest_aws.py (~/.cache/kbbot-bench/aws, KBBOT_BENCH_DIR). Retrieval
 only (hybrid, kbbot's defaults), scored at article level: nDCG@10, Recall@10, MRR@10.
@@ -21,12 +21,10 @@ import argparse
 import json
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -1,7 +1,7 @@
 """Several kbbot processes against one PostgreSQL, on loopback: what scaling out relies on, shown with the
 real `kbbot serve` and `kbbot ingest`/`kbbot sync` processes.
 
-    .venv/bin/python bench/replicas_demo.py
+    .venv/bin/python -m bench.replicas_demo
 
 1. Starts an embedded PostgreSQL in a temporary directory and indexes the demo KB into it (`kbbot ingest`).
 2. Starts a local fake of the Slack Web API and two `kbbot serve` replicas on two ports, both pointed at
@@ -27,7 +27,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -39,7 +38,6 @@ from slack_sdk.signature import SignatureVerifier
 from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 from retrieval.db import embedded_url  # noqa: E402
 from tests.fakes.slack_api import BOT_USER_ID, TEAM_ID, FakeSlack  # noqa: E402
 from tests.pg_standby import standby_of, wait_for_replay  # noqa: E402

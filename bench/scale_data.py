@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import psycopg
-from common import AWS_DIR, AwsChunks
 
+from bench.common import AWS_DIR, AwsChunks
 from retrieval.index_store import IndexStore, PendingArticle
 from retrieval.sync import EMBED_BATCH_CHUNKS
 from retrieval.types import Article, ChunkDraft

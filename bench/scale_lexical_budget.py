@@ -5,7 +5,7 @@ the budget existed. Since BM25 is read from postings (bench/postings_depth.py), 
 exact SQL scorer that filtered searches use; this script measures that scorer, latency at k=10 (before: at
 k=50).
 
-    nice -n 10 .venv/bin/python bench/scale_lexical_budget.py [--budgets 0,20000,10000,5000,2000]
+    nice -n 10 .venv/bin/python -m bench.scale_lexical_budget [--budgets 0,20000,10000,5000,2000]
         [--json-out bench/results/lexical_budget.json]
 
 (0 means unbounded.) The database is created on the benchmark's embedded PostgreSQL and dropped at the end.
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from common import (
+
+from bench.common import (
     bench_server,
     emit,
     libpq_url,
@@ -28,10 +29,9 @@ from common import (
     machine,
     scratch_database,
 )
-from postings_depth import measure
-from scale_data import finish_index, load_index, synthesize
-from scale_search import PrecomputedQuestions
-
+from bench.postings_depth import measure
+from bench.scale_data import finish_index, load_index, synthesize
+from bench.scale_search import PrecomputedQuestions
 from retrieval.db import Database
 from retrieval.lexical_index import LexicalIndex, LexicalOptions
 from retrieval.search import Searcher

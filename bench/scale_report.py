@@ -1,6 +1,6 @@
 """Markdown tables from the JSON the scale and peer benchmarks write (for BENCHMARKS.md).
 
-    .venv/bin/python bench/scale_report.py bench/results/scale_100k.json bench/results/scale_1m.json \
+    .venv/bin/python -m bench.scale_report bench/results/scale_100k.json bench/results/scale_1m.json \
         bench/results/peers.json bench/results/lexical_budget.json
 """
 

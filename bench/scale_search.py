@@ -3,7 +3,7 @@ Recall@10 against exact search across hnsw.ef_search, `vector` vs `halfvec` stor
 source (pgvector 0.8 iterative scans), hybrid latency. Every query goes through `Searcher.search_vector`,
 kbbot's own one-statement SQL; the question embeddings are the 100 real aws-docs-qa questions.
 
-    nice -n 10 .venv/bin/python bench/scale_search.py --chunks 100000 [--storage vector,halfvec]
+    nice -n 10 .venv/bin/python -m bench.scale_search --chunks 100000 [--storage vector,halfvec]
         [--ef 40,64,100,200,400] [--build-memory-mb 4096] [--json-out bench/results/scale_100k.json]
 
 Rows beyond the ~40k real chunks are synthetic (see bench/scale_data.py). The database is created on the
@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from common import (
+
+from bench.common import (
     CACHE_DIR,
     bench_server,
     drop_leftovers,
@@ -35,8 +36,7 @@ from common import (
     scratch_database,
     summarize_ms,
 )
-from scale_data import CLUSTERS, RHO, load_index, row_of_chunk, synthesize
-
+from bench.scale_data import CLUSTERS, RHO, load_index, row_of_chunk, synthesize
 from retrieval.db import Database
 from retrieval.errors import ConfigError
 from retrieval.index_store import IndexStore

@@ -3,7 +3,7 @@ Slack retries) sent to `kbbot serve` in HTTP mode, its Web API client pointed at
 Slack. Side by side in one run, the same app served by bolt's built-in development server (`App.start`,
 single-threaded `http.server`), the server the issue rules out for production.
 
-    nice -n 10 .venv/bin/python bench/slack_load.py [--kb demo|aws] [--events 200] [--rate 2]
+    nice -n 10 .venv/bin/python -m bench.slack_load [--kb demo|aws] [--events 200] [--rate 2]
         [--retry-share 0.2] [--workers 8] [--only kbbot|dev]
 
 Events arrive open-loop at `--rate` per second (`--rate 0`: all at once, a burst), each re-delivered as a
@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from slack_sdk.signature import SignatureVerifier  # noqa: E402
 
@@ -124,7 +123,8 @@ def start_server(kind: str, data_dir: Path, fake: FakeSlack, workers: int,
            "KBBOT_SLACK_WORKERS": str(workers), "KBBOT_LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1"}
     env.pop("DATABASE_URL", None)
-    command = [str(KBBOT), "serve"] if kind == "kbbot" else [sys.executable, __file__, "_dev", str(port)]
+    dev = [sys.executable, "-m", "bench.slack_load", "_dev", str(port)]
+    command = [str(KBBOT), "serve"] if kind == "kbbot" else dev
     log = log_path.open("w")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     deadline = time.monotonic() + 180

@@ -71,7 +71,7 @@ def load(stem: Path | None = None) -> AwsChunks:
     files = CacheFiles(stem or default_stem())
     if not files.complete():
         raise FileNotFoundError(
-            f"No precomputed embeddings at {files.stem}.*: run `.venv/bin/python bench/common.py` in the "
+            f"No precomputed embeddings at {files.stem}.*: run `.venv/bin/python -m bench.common` in the "
             "kbbot repo first (about 8 minutes on 2 cores)."
         )
     with files.chunks.open(encoding="utf-8") as fh:

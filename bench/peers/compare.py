@@ -1,7 +1,7 @@
 """kbbot side by side with langchain-postgres and llama-index on the same machine, the same embedded
 PostgreSQL and the same precomputed aws-docs-qa embeddings, in one run.
 
-    nice -n 10 .venv/bin/python bench/peers/compare.py --peer-python /work/bench-venv/bin/python \
+    nice -n 10 .venv/bin/python -m bench.peers.compare --peer-python /work/bench-venv/bin/python \
         [--json-out bench/results/peers.json]
 
 The peers live only in their own virtualenv (see bench/peers/README.md), never in kbbot's dependencies.
@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,9 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import rounds
-from common import (
+from bench.common import (
     bench_server,
     drop_leftovers,
     libpq_url,
@@ -42,16 +39,16 @@ from common import (
     scratch_database,
     summarize_ms,
 )
-from scale_data import finish_index, load_index, synthesize
-from scale_search import PrecomputedQuestions
-
+from bench.peers import rounds
+from bench.scale_data import finish_index, load_index, synthesize
+from bench.scale_search import PrecomputedQuestions
 from retrieval.db import Database
 from retrieval.evaluation import ndcg, rank_articles, recall, reciprocal_rank
 from retrieval.search import Searcher
 from retrieval.spaces import create_space
 
 log = logging.getLogger("bench.peers")
-HERE = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
 DEPTH = 50
 
 
@@ -85,17 +82,18 @@ def start_kbbot(server, data, stack: contextlib.ExitStack) -> tuple[dict, RoundF
     return out, one_round
 
 
-def start_peer(server, script: str, prefix: str, peer_python: str, urls: dict[str, str],  # type: ignore[no-untyped-def]
+def start_peer(server, module: str, prefix: str, peer_python: str, urls: dict[str, str],  # type: ignore[no-untyped-def]
                stack: contextlib.ExitStack) -> tuple[dict, RoundFn]:
     """Start a peer: it builds its index, writes its ingestion figures and rankings, then serves rounds."""
     url = stack.enter_context(scratch_database(server, prefix))
     out = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "result.json"
-    argv = [peer_python, str(HERE / script), "--out", str(out)]
+    # Run from the repository root so that the peers' venv finds `bench.peers` without kbbot installed.
+    argv = [peer_python, "-m", f"bench.peers.{module}", "--out", str(out)]
     for flag, driver in urls.items():
         argv += [flag, url.set(drivername=driver).render_as_string(hide_password=False)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    log.info("running %s", script)
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    log.info("running %s", module)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
     stack.callback(_stop, proc)  # before its database is dropped (the stack unwinds in reverse)
     rounds.wait_ready(proc.stdout)
     return json.loads(out.read_text()), lambda mode: rounds.request_round(proc.stdin, proc.stdout, mode)
@@ -176,11 +174,11 @@ def main() -> None:
             started["kbbot"] = start_kbbot(server, data, stack)
         if "langchain" in wanted:
             started["langchain-postgres"] = start_peer(
-                server, "langchain_peer.py", "peer_langchain", args.peer_python,
+                server, "langchain_peer", "peer_langchain", args.peer_python,
                 {"--url": "postgresql+psycopg"}, stack)
         if "llama-index" in wanted:
             started["llama-index"] = start_peer(
-                server, "llamaindex_peer.py", "peer_llama", args.peer_python,
+                server, "llamaindex_peer", "peer_llama", args.peer_python,
                 {"--url": "postgresql+psycopg2", "--async-url": "postgresql+asyncpg"}, stack)
         latency = interleaved_latency({name: fn for name, (_, fn) in started.items()}, args.rounds)
     raw = {name: {**result, "latency_ms": latency[name]} for name, (result, _) in started.items()}

@@ -1,8 +1,9 @@
 """langchain-postgres PGVectorStore on the aws-docs-qa chunks, used the way its README and how-to notebook show.
 
-Runs in the peers' own virtualenv (never kbbot's): `bench/peers/compare.py` starts it as
+Runs in the peers' own virtualenv (never kbbot's): `bench/peers/compare.py` starts it from the repository
+root as
 
-    <peer-python> bench/peers/langchain_peer.py --url postgresql+psycopg://... --out result.json
+    <peer-python> -m bench.peers.langchain_peer --url postgresql+psycopg://... --out result.json
 
 It gets the same chunk texts and precomputed all-MiniLM-L6-v2 vectors as kbbot (through an `Embeddings`
 that looks texts up in the cache, so nothing is downloaded or recomputed), writes its ingestion time and
@@ -14,19 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cache_format
-import rounds
 from langchain_core.embeddings import Embeddings
 from langchain_postgres import PGEngine, PGVectorStore
 from langchain_postgres.v2.hybrid_search_config import HybridSearchConfig, reciprocal_rank_fusion
 from langchain_postgres.v2.indexes import HNSWIndex, HNSWQueryOptions
+
+from bench.peers import cache_format, rounds
 
 TABLE = "aws_chunks"
 DEPTH = 50  # chunks retrieved per question for the quality score (as kbbot's evaluation does)

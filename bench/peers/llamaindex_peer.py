@@ -2,9 +2,10 @@
 its Postgres vector store guide shows: `PGVectorStore.from_params(..., hybrid_search=True, hnsw_kwargs=...)`,
 a `VectorStoreIndex` over nodes, and `index.as_retriever(vector_store_query_mode="hybrid", ...)`.
 
-Runs in the peers' own virtualenv (never kbbot's): `bench/peers/compare.py` starts it as
+Runs in the peers' own virtualenv (never kbbot's): `bench/peers/compare.py` starts it from the repository
+root as
 
-    <peer-python> bench/peers/llamaindex_peer.py --url postgresql+psycopg2://... --async-url ... --out r.json
+    <peer-python> -m bench.peers.llamaindex_peer --url postgresql+psycopg2://... --async-url ... --out r.json
 
 Nodes carry the precomputed all-MiniLM-L6-v2 vectors (so the index does not embed them) and questions come
 with their vectors in the QueryBundle; the `embed_model` is a cache lookup that never calls a model.
@@ -14,21 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cache_format
-import rounds
 from llama_index.core import QueryBundle, StorageContext, VectorStoreIndex
 from llama_index.core.embeddings import BaseEmbedding
 from llama_index.core.schema import TextNode
 from llama_index.vector_stores.postgres import PGVectorStore
 from pydantic import PrivateAttr
+
+from bench.peers import cache_format, rounds
 
 DEPTH = 50
 

@@ -31,6 +31,7 @@ class EventDeduper:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
         self._claims = 0
+        self.dropped = 0  # repeats refused since start (how a test or an operator sees retries handled)
 
     def claim(self, event_id: str | None) -> bool:
         """True for the first delivery of `event_id` (answer it), False for a repeat (drop it)."""
@@ -38,15 +39,21 @@ class EventDeduper:
             return True
         with self._lock:
             if event_id in self._seen:
+                self.dropped += 1
+                log.info("event %s already handled here (a Slack retry): dropped", event_id)
                 return False
             self._seen[event_id] = None
             if len(self._seen) > _MEMORY_SIZE:
                 self._seen.popitem(last=False)
         try:
-            return self._claim_in_db(event_id)
+            first = self._claim_in_db(event_id)
         except DatabaseError as exc:
             log.warning("event %s: dedupe falls back to this process (%s)", event_id, exc)
             return True
+        if not first:
+            with self._lock:
+                self.dropped += 1
+        return first
 
     def _claim_in_db(self, event_id: str) -> bool:
         db = self._database()

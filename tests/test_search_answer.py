@@ -58,15 +58,17 @@ def test_answer_cites_the_passage_it_quotes(pipeline: AnswerPipeline, demo_datab
         assert body[citation.hit.char_start:citation.hit.char_end] == citation.hit.text
     numbers = [c.number for c in answer.citations]
     assert numbers == list(range(1, len(numbers) + 1))
-    assert {"embed_question", "retrieve", "synthesize", "total"} <= set(answer.timings_ms)
+    assert set(answer.timings_ms) == {"embed_question", "retrieve", "synthesize", "total"}
 
 
 def test_unrelated_question_abstains_with_nearest_articles(pipeline: AnswerPipeline) -> None:
     answer = pipeline.answer("What is the capital of Peru?")
     assert answer.outcome == "abstained"
     assert answer.text == ABSTAIN_TEXT and answer.citations == []
-    assert 1 <= len(answer.nearest) <= 3
-    assert len({h.article_id for h in answer.nearest}) == len(answer.nearest)
+    # The three nearest distinct articles, best first (the demo KB has nothing about Peru).
+    assert [h.external_id for h in answer.nearest] == [
+        "benefits/learning-development.md", "it/wifi.md", "hr/remote-work.md"]
+    assert set(answer.timings_ms) == {"embed_question", "retrieve", "total"}  # nothing was synthesized
 
 
 def test_abstention_threshold_separates_demo_questions(demo_database, embedder) -> None:
@@ -78,15 +80,17 @@ def test_abstention_threshold_separates_demo_questions(demo_database, embedder) 
     threshold = DEFAULTS.search.min_relevance
     searcher = Searcher(demo_database, embedder)
     answerable = load_labelled_queries(DEMO_EVAL / "queries.jsonl", DEMO_EVAL / "qrels.tsv")
-    unanswerable = [json.loads(line)["text"] for line in (DEMO_EVAL / "unanswerable.jsonl").open()]
+    unanswerable = [json.loads(line) for line in (DEMO_EVAL / "unanswerable.jsonl").open()]
 
     def best(question: str) -> float:
         return max(h.similarity or 0 for h in searcher.search(question, k=5).hits)
 
-    answered = sum(best(q.text) >= threshold for q in answerable) / len(answerable)
-    abstained = sum(best(q) < threshold for q in unanswerable) / len(unanswerable)
-    assert answered >= 0.9
-    assert abstained >= 0.5
+    # 39 of the 40 answerable questions pass the gate; 33 of the 55 off-topic ones are stopped by it (the
+    # others are near a real article: the synthesizer or the asker's judgement has to catch them).
+    assert [q.id for q in answerable if best(q.text) < threshold] == ["q35"]
+    assert [u["_id"] for u in unanswerable if best(u["text"]) >= threshold] == [
+        "u05", "u10", "u12", "u15", "u23", "u25", "u28", "u29", "u30", "u32", "u33", "u35", "u37", "u38", "u40",
+        "u41", "u43", "u44", "u51", "u52", "u54", "u55"]
 
 
 def test_empty_question_is_refused(pipeline: AnswerPipeline) -> None:
@@ -98,8 +102,10 @@ def test_retrieval_quality_on_demo_eval(demo_database, embedder) -> None:
     queries = load_labelled_queries(DEMO_EVAL / "queries.jsonl", DEMO_EVAL / "qrels.tsv")
     assert len(queries) == 40
     report = evaluate(Searcher(demo_database, embedder), queries, k=5, mode="hybrid")
-    assert report.recall_at_5 >= 0.9
-    assert report.mrr_at_10 >= 0.75
+    assert report.recall_at_5 == 1.0
+    # Every gold article is first except these four, which are second or third.
+    assert {q["id"]: q["mrr@10"] for q in report.per_query if q["mrr@10"] != 1.0} == {
+        "q09": 0.5, "q15": pytest.approx(1 / 3), "q20": 0.5, "q25": 0.5}
 
 
 def test_an_unknown_source_is_named_with_the_indexed_ones(pipeline: AnswerPipeline) -> None:
@@ -112,14 +118,17 @@ def test_search_survives_the_server_dropping_its_connections(demo_database, embe
     """The search pool skips the per-checkout ping; a connection the server closed is retried once."""
     searcher = Searcher(demo_database, embedder)
     assert searcher.search("how do I connect to the VPN", k=3).hits
+
+    def search_backend() -> int:  # the search pool holds one connection: the one the searcher used
+        with demo_database.search_engine().connect() as conn:
+            return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+    dropped = search_backend()
     with demo_database.engine.begin() as conn:
-        killed = conn.execute(text(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
-        )).scalar()
-    assert killed >= 1
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": dropped}).scalar_one()
     hits = searcher.search("how do I connect to the VPN", k=3).hits
     assert hits[0].external_id == "it/vpn.md"
+    assert search_backend() != dropped  # answered on a new connection
 
 
 def test_repeated_searches_use_a_prepared_statement(demo_database, embedder) -> None:  # type: ignore[no-untyped-def]
@@ -131,5 +140,8 @@ def test_repeated_searches_use_a_prepared_statement(demo_database, embedder) -> 
         again = [h.chunk_id for h in searcher.search("how do I connect to the VPN", k=5).hits]
     assert again == first
     with demo_database.search_engine().connect() as conn:
-        prepared = conn.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar()
-    assert prepared >= 1
+        prepared = list(conn.execute(text("SELECT statement FROM pg_prepared_statements")).scalars())
+    # The BM25 ranking from postings, and the fused statement it feeds: both planned once.
+    assert len(prepared) == 2
+    assert sum("FROM lexicon_stats" in s and "FROM fused" not in s for s in prepared) == 1
+    assert sum("FROM fused f" in s for s in prepared) == 1

@@ -3,6 +3,8 @@ iterative scans, on the real embedded PostgreSQL+pgvector with the demo KB index
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from sqlalchemy import text
@@ -97,15 +99,17 @@ def test_a_build_that_cannot_fit_fails_before_touching_the_index(demo_database) 
         assert space is not None and index_options(conn, space) == HnswOptions()  # old index intact
 
 
-def test_options_from_settings(make_settings) -> None:  # type: ignore[no-untyped-def]
+def test_options_from_settings(make_settings, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     def options(**overrides: object) -> HnswOptions:
         settings = make_settings(**overrides)
         return HnswOptions.from_settings(settings.index, embedded=settings.storage.embedded)
 
     remote = options(vector_storage="halfvec", hnsw_m=24)
     assert (remote.storage, remote.m, remote.build_workers) == ("halfvec", 24, None)  # server decides
-    embedded = options(database_url=None)
-    assert embedded.build_workers is not None and embedded.build_workers >= 0
+    # The embedded server shares this machine: one core is left to the rest, at most 7 workers.
+    for cores, workers in ((1, 0), (2, 1), (4, 3), (16, 7), (None, 1)):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        assert options(database_url=None).build_workers == workers
     assert options(hnsw_build_workers=3).build_workers == 3
 
 

@@ -21,14 +21,12 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from bench.common import bench_server, emit, libpq_url, load_aws, machine, scratch_database, summarize_ms, timed_round
-from bench.scale_data import finish_index, load_index, synthesize
+from bench.common import emit, load_aws, machine, summarize_ms, timed_round
+from bench.scale_data import real_index
 from bench.scale_search import PrecomputedQuestions
-from retrieval.db import Database
 from retrieval.evaluation import ndcg, rank_articles, recall
 from retrieval.lexical_index import LexicalIndex, LexicalOptions
 from retrieval.search import Searcher
-from retrieval.spaces import create_space
 
 log = logging.getLogger("bench.postings")
 DEPTH = 50  # chunks retrieved per question, collapsed to articles, as in bench/peers/compare.py
@@ -84,13 +82,7 @@ def main() -> None:
     default_depth = LexicalOptions().postings_depth
     report: dict = {"machine": machine(), "chunks": len(data.chunks), "queries": len(data.queries),
                     "default_depth": default_depth, "depths": {}, "deltas": {}}
-    with scratch_database(bench_server(), "postings") as url:
-        conninfo = libpq_url(url)
-        db = Database.from_url(url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
-        with db.engine.begin() as conn:
-            space = create_space(conn, "local", "all-MiniLM-L6-v2", 384, "active")
-        load_index(conninfo, data, synthesize(data, len(data.chunks)), space.id)
-        finish_index(db, conninfo, space, vacuum=True)
+    with real_index(data, "postings") as (db, conninfo):
         def searcher_for(lexical: LexicalIndex) -> Searcher:
             return Searcher(db, PrecomputedQuestions(), ef_search=100, lexical=lexical)  # type: ignore[arg-type]
 
@@ -113,7 +105,6 @@ def main() -> None:
             row = measure(searcher_for(lexical), data)
             report["deltas"][delta] = row
             log.info("delta of %d chunks: %s", delta, row)
-        db.close()
     emit(report, args.json_out)
 
 

@@ -18,6 +18,7 @@ selectivities from ~0.1% to ~20%.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,14 +26,18 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import psycopg
 
-from bench.common import AWS_DIR, AwsChunks
+from bench.common import AWS_DIR, AwsChunks, bench_server, libpq_url, scratch_database
 from retrieval.index_store import IndexStore, PendingArticle
 from retrieval.sync import EMBED_BATCH_CHUNKS
 from retrieval.types import Article, ChunkDraft
+
+if TYPE_CHECKING:
+    from retrieval.db import Database
 
 log = logging.getLogger("bench.scale")
 
@@ -166,6 +171,26 @@ def finish_index(db, conninfo: str, space, *, vacuum: bool = False) -> None:  # 
         IndexStore(conn).ensure_keyword_index()
         LexicalIndex().refresh(conn)
         conn.execute("VACUUM ANALYZE" if vacuum else "ANALYZE")
+
+
+@contextlib.contextmanager
+def real_index(data: AwsChunks, prefix: str) -> Iterator[tuple[Database, str]]:
+    """(Database, libpq conninfo) of a scratch database on the benchmark server holding every real chunk of
+    `data` with its cached vector, indexed as a first sync leaves it; closed and dropped after the block."""
+    from retrieval.db import Database
+    from retrieval.spaces import create_space
+
+    with scratch_database(bench_server(), prefix) as url:
+        conninfo = libpq_url(url)
+        db = Database.from_url(url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
+        try:
+            with db.engine.begin() as conn:
+                space = create_space(conn, "local", "all-MiniLM-L6-v2", 384, "active")
+            load_index(conninfo, data, synthesize(data, len(data.chunks)), space.id)
+            finish_index(db, conninfo, space, vacuum=True)
+            yield db, conninfo
+        finally:
+            db.close()
 
 
 def row_of_chunk(conninfo: str, data: AwsChunks, scale: ScaleData) -> dict[int, int]:

@@ -20,22 +20,12 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from bench.common import (
-    bench_server,
-    emit,
-    libpq_url,
-    load_aws,
-    load_aws_partial,
-    machine,
-    scratch_database,
-)
+from bench.common import emit, load_aws, load_aws_partial, machine
 from bench.postings_depth import measure
-from bench.scale_data import finish_index, load_index, synthesize
+from bench.scale_data import real_index
 from bench.scale_search import PrecomputedQuestions
-from retrieval.db import Database
 from retrieval.lexical_index import LexicalIndex, LexicalOptions
 from retrieval.search import Searcher
-from retrieval.spaces import create_space
 
 log = logging.getLogger("bench.lexical")
 
@@ -52,15 +42,10 @@ def main() -> None:
     keep = [i for i, q in enumerate(data.queries) if set(q["relevant"]) <= present]
     queries, qvecs = [data.queries[i] for i in keep], np.asarray(data.query_vectors)[keep]
     report: dict = {"machine": machine(), "chunks": len(data.chunks), "queries": len(queries), "budgets": {}}
-    with scratch_database(bench_server(), "lexbudget") as url:
-        db = Database.from_url(url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
-        with db.engine.begin() as conn:
-            space = create_space(conn, "local", "all-MiniLM-L6-v2", 384, "active")
-        load_index(libpq_url(url), data, synthesize(data, len(data.chunks)), space.id)
-        finish_index(db, libpq_url(url), space, vacuum=True)
+    with real_index(data, "lexbudget") as (db, conninfo):
         # Unfiltered searches read postings and ignore the budget: take the exact SQL scorer that filtered
         # searches use, as a lexicon without postings makes every search do.
-        with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute("UPDATE lexicon SET postings = NULL")
         data.queries, data.query_vectors = queries, qvecs
         for budget in (int(b) for b in args.budgets.split(",")):
@@ -69,7 +54,6 @@ def main() -> None:
             row = measure(searcher, data)
             report["budgets"][budget or "unbounded"] = row
             log.info("budget %s: %s", budget or "unbounded", row)
-        db.close()
     emit(report, args.json_out)
 
 

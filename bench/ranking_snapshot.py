@@ -4,9 +4,12 @@ Indexes demo_kb/ into a scratch database on the benchmarks' embedded PostgreSQL,
 (demo_eval/queries.jsonl and unanswerable.jsonl) in each mode (dense, lexical, hybrid), unfiltered and
 filtered to the demo source, then once more lexically with the postings cleared (the exact SQL scorer that
 filtered searches use), and prints each group's count and digest of the ranked chunk ids with their
-lexical and dense ranks (scores rounded to 1e-9). Run it on two checkouts and compare the lines:
+lexical and dense ranks (scores rounded to 1e-9). Run it on two checkouts, with the same questions, and
+compare the lines:
 
-    nice -n 10 .venv/bin/python -m bench.ranking_snapshot [--json-out FILE]
+    nice -n 10 .venv/bin/python -m bench.ranking_snapshot [--eval-dir DIR] [--json-out FILE]
+
+(`--eval-dir`: where queries.jsonl and unanswerable.jsonl are read, by default this checkout's demo_eval/.)
 
 The exact scorer does not break ties between exactly equal BM25 scores, so its rankings are also given
 with tied chunks sorted by id (`exact_sql_ties_sorted`): that line is the one to compare.
@@ -31,10 +34,10 @@ log = logging.getLogger("bench.snapshot")
 DEMO_EVAL = REPO / "demo_eval"
 
 
-def questions() -> list[str]:
+def questions(eval_dir: Path = DEMO_EVAL) -> list[str]:
     out = []
     for name in ("queries.jsonl", "unanswerable.jsonl"):
-        with (DEMO_EVAL / name).open(encoding="utf-8") as fh:
+        with (eval_dir / name).open(encoding="utf-8") as fh:
             out += [json.loads(line)["text"] for line in fh if line.strip()]
     return out
 
@@ -46,6 +49,7 @@ def _digest(rows: dict[str, object]) -> str:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--eval-dir", type=Path, default=DEMO_EVAL)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     embedder = LocalEmbedder()
@@ -54,7 +58,7 @@ def main() -> None:
         db = Database.from_url(url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
         Indexer(db, embedder, chunk_max_tokens=200).sync([FilesystemSource("demo", REPO / "demo_kb")])
         searcher = Searcher(db, embedder)
-        qs = questions()
+        qs = questions(args.eval_dir)
         for mode in ("dense", "lexical", "hybrid"):
             for sources in (None, ["demo"]):
                 key = f"{mode}{'_filtered' if sources else ''}"

@@ -14,7 +14,8 @@ from typing import Any
 
 import click
 
-from retrieval.errors import FinetuneError, KbbotError
+from finetune.errors import FinetuneError
+from retrieval.errors import KbbotError
 
 
 @contextmanager

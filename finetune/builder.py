@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from finetune.conversation import Conversation, Turn
 from finetune.dedupe import NearDuplicateFilter
 from finetune.pii.sanitizer import Sanitizer
-from finetune.tokens import TokenCounter, default_counter
 from finetune.validate import example_tokens
+from retrieval.tokens import TokenCounter, default_counter
 
 logger = logging.getLogger(__name__)
 

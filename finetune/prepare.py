@@ -15,8 +15,8 @@ from finetune.errors import EmptyDatasetError
 from finetune.output import jsonl_bytes, write_atomic, write_manifest
 from finetune.pii.sanitizer import Sanitizer, SanitizerConfig
 from finetune.readers import SlackAgents, read_inputs
-from finetune.tokens import default_counter
 from finetune.validate import validate_file
+from retrieval.tokens import default_counter
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Format errors (per the guide's categories), token counts per example and in total, examples over the
 base model's context limit, the epochs OpenAI's defaults would pick, and the estimated training cost.
-Token counts come from ``finetune.tokens`` (an offline approximation, named in the result).
+Token counts come from ``retrieval.tokens`` (an offline approximation, named in the result).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finetune.tokens import TokenCounter, default_counter
+from retrieval.tokens import TokenCounter, default_counter
 
 # Per message, the chat format adds about 3 tokens of framing; every reply is primed with 3 more
 # (OpenAI cookbook, "How to count tokens with tiktoken").

@@ -28,7 +28,9 @@ from retrieval.types import ChunkDraft
 
 logger = logging.getLogger(__name__)
 
-TokenCounter = Callable[[str], int]
+# Counts a text's tokens in the embedding model's tokenizer (Embedder.count_tokens); not retrieval.tokens,
+# which approximates an LLM's tokens.
+CountTokens = Callable[[str], int]
 
 # A chunk below this share of max_tokens borrows paragraphs from the chunk before it (same section).
 TINY_CHUNK_RATIO = 0.2
@@ -346,7 +348,7 @@ _LINE = re.compile(r"[^\n]+")
 
 
 def _units(text: str, start: int, end: int, is_code: bool, max_tokens: int,
-           count: TokenCounter) -> list[_Unit]:
+           count: CountTokens) -> list[_Unit]:
     """The span as one unit if it fits, else finer pieces, recursively: list items or table rows (code
     lines), then sentences, then words, then characters."""
     tokens = count(text[start:end])
@@ -378,7 +380,7 @@ def _items(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return spans
 
 
-def _split_words(text: str, start: int, end: int, max_tokens: int, count: TokenCounter) -> list[_Unit]:
+def _split_words(text: str, start: int, end: int, max_tokens: int, count: CountTokens) -> list[_Unit]:
     tokens = count(text[start:end])
     if tokens <= max_tokens:
         return [_Unit(start, end, tokens)]
@@ -392,7 +394,7 @@ def _split_words(text: str, start: int, end: int, max_tokens: int, count: TokenC
     return units
 
 
-def _split_chars(text: str, start: int, end: int, max_tokens: int, count: TokenCounter) -> list[_Unit]:
+def _split_chars(text: str, start: int, end: int, max_tokens: int, count: CountTokens) -> list[_Unit]:
     """Last resort for a 'word' such as a base64 blob: the longest prefixes that fit, by bisection."""
     units: list[_Unit] = []
     while start < end:
@@ -411,7 +413,7 @@ def _split_chars(text: str, start: int, end: int, max_tokens: int, count: TokenC
 
 
 # --- packing --------------------------------------------------------------------------------------------
-def _pack(text: str, units: list[_Unit], max_tokens: int, count: TokenCounter) -> list[list[_Unit]]:
+def _pack(text: str, units: list[_Unit], max_tokens: int, count: CountTokens) -> list[list[_Unit]]:
     """Greedy packing on summed unit counts (cheap); `_fit` later checks the real count of each group.
 
     A short lead-in ("Run the following command:") goes with what it introduces: it moves to the next
@@ -451,7 +453,7 @@ def _is_lead_in(text: str, unit: _Unit, floor: float) -> bool:
     return paragraph.endswith(":") or ("\n" not in paragraph and not paragraph.endswith((".", "!", "?")))
 
 
-def _finer_units(text: str, unit: _Unit, max_tokens: int, count: TokenCounter) -> list[_Unit]:
+def _finer_units(text: str, unit: _Unit, max_tokens: int, count: CountTokens) -> list[_Unit]:
     pieces = [_Unit(s, e, count(text[s:e]), unit.is_code)
               for s, e in _finer_spans(text, unit.start, unit.end, unit.is_code)]
     # A real tokenizer may count a piece higher than the whole it came from; never risk the bound.
@@ -483,7 +485,7 @@ def _rebalance(groups: list[list[_Unit]], max_tokens: int) -> None:
         index += 1
 
 
-def _fit(text: str, group: list[_Unit], max_tokens: int, count: TokenCounter) -> list[tuple[int, int, int]]:
+def _fit(text: str, group: list[_Unit], max_tokens: int, count: CountTokens) -> list[tuple[int, int, int]]:
     """(start, end, tokens) for a group, re-packed by real counts if the summed estimate was wrong."""
     start, end = group[0].start, group[-1].end
     tokens = count(text[start:end])
@@ -505,7 +507,7 @@ def _fit(text: str, group: list[_Unit], max_tokens: int, count: TokenCounter) ->
 
 # --- public entry point ------------------------------------------------------------------------------
 def chunk_article(
-    text: str, *, max_tokens: int, count_tokens: TokenCounter = approx_tokens
+    text: str, *, max_tokens: int, count_tokens: CountTokens = approx_tokens
 ) -> list[ChunkDraft]:
     """Split Markdown/plain `text` into chunks of at most `max_tokens` (as counted by `count_tokens`).
 
@@ -528,7 +530,7 @@ def chunk_article(
 
 
 def _chunk_section(text: str, section: _Section, max_tokens: int,
-                   count: TokenCounter) -> list[tuple[tuple[str, ...], int, int, int]]:
+                   count: CountTokens) -> list[tuple[tuple[str, ...], int, int, int]]:
     units: list[_Unit] = []
     for start, end, is_code in _blocks(text, section.start, section.end):
         units.extend(_units(text, start, end, is_code, max_tokens, count))
@@ -539,7 +541,7 @@ def _chunk_section(text: str, section: _Section, max_tokens: int,
 
 
 def _heading_only_chunks(text: str, headings: list[_Heading], max_tokens: int,
-                         count: TokenCounter) -> list[tuple[tuple[str, ...], int, int, int]]:
+                         count: CountTokens) -> list[tuple[tuple[str, ...], int, int, int]]:
     chunks: list[tuple[tuple[str, ...], int, int, int]] = []
     for heading, path in zip(headings, _heading_paths(text, headings), strict=True):
         start, end = _trim(text, heading.title_start, heading.title_end)

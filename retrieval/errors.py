@@ -17,8 +17,10 @@ log keeps the cause while the edges (CLI, Slack) only ever show ``str(error)``.
     ├── LLMError               the chat model failed (timeout, auth, unknown model, rate limit)
     ├── SyncInProgressError    another sync holds the lock (carries who started it and when)
     ├── SyncStoppedError       the process is shutting down; the run stopped between articles
-    ├── EmptyQuestionError     the question is blank
-    └── FinetuneError          data preparation or a fine-tuning job failed
+    └── EmptyQuestionError     the question is blank
+
+finetune/errors.py extends the tree with FinetuneError (data preparation or a fine-tuning job failed) and
+its subclasses: fine-tuning builds on the core, the core knows nothing of it.
 """
 
 from __future__ import annotations
@@ -106,6 +108,3 @@ class EmptyQuestionError(KbbotError):
     def __init__(self) -> None:
         super().__init__("The question is empty: ask something, e.g. `How do I reset my VPN password?`")
 
-
-class FinetuneError(KbbotError):
-    pass

@@ -14,7 +14,7 @@ from finetune.errors import EmptyDatasetError, ManifestError
 from finetune.output import verify_against_manifest, write_atomic
 from finetune.prepare import PrepareRequest, prepare
 from finetune.readers import SlackAgents
-from finetune.tokens import CharEstimateCounter
+from retrieval.tokens import CharEstimateCounter
 
 FIXTURES = Path(__file__).parent / "fixtures" / "finetune"
 COUNTER = CharEstimateCounter()  # the builder's logic does not depend on the tokenizer

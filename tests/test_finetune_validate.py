@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from finetune.tokens import CharEstimateCounter, default_counter
 from finetune.validate import default_epochs, format_errors, model_limits, validate_file
+from retrieval.tokens import CharEstimateCounter, default_counter
 
 
 def _write(path: Path, *records: object) -> Path:

@@ -30,7 +30,7 @@ def create_router(settings: LLMSettings, tone_lookup: Callable[[], str | None] |
 
 def create_llm_synthesizer(settings: LLMSettings, chat: ChatClient, *, fallback: Synthesizer,
                            tone_lookup: Callable[[], str | None] | None = None) -> LLMSynthesizer:
-    from finetune.tokens import default_counter
+    from retrieval.tokens import default_counter
 
     prompts = PromptBuilder(default_counter(), max_tokens=settings.llm_max_context_tokens)
     return LLMSynthesizer(chat, create_router(settings, tone_lookup), prompts, fallback,

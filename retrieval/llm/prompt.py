@@ -15,12 +15,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from retrieval.answer import Turn
 from retrieval.chunking import split_sentences
 from retrieval.llm.client import Message
 from retrieval.settings import DEFAULTS
+from retrieval.tokens import TokenCounter
 from retrieval.types import SearchHit
 
 NO_ANSWER = "NO_ANSWER"
@@ -47,10 +47,6 @@ _PASSAGE_FRAME_TOKENS = 24  # the <passage ...> line and closing tag, roughly
 _MIN_PASSAGE_TOKENS = 40  # a shorter tail of a passage is not worth sending
 _HISTORY_SHARE = 0.25  # at most this share of the budget goes to earlier messages
 _TURN_MAX_CHARS = 1500
-
-
-class TokenCounter(Protocol):
-    def count(self, text: str) -> int: ...
 
 
 @dataclass

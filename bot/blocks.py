@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from retrieval.settings import DEFAULTS
 from retrieval.types import Answer, SearchHit
 
 Block = dict[str, Any]
@@ -259,7 +260,8 @@ def _plain_fallback(text: str) -> str:
     return text if len(text) <= FALLBACK_TEXT_LIMIT else text[: FALLBACK_TEXT_LIMIT - 1] + "…"
 
 
-def plain_messages(answer: Answer, *, now: datetime | None = None, stale_after_days: int = 365,
+def plain_messages(answer: Answer, *, now: datetime | None = None,
+                   stale_after_days: int = DEFAULTS.slack.stale_after_days,
                    limit: int = SECTION_LIMIT) -> list[str]:
     """The msg_too_long / invalid_blocks fallback: the same content as plain mrkdwn texts, no blocks."""
     now = now or datetime.now(UTC)

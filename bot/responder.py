@@ -324,7 +324,7 @@ class _Delivery:
 
     # --- final messages --------------------------------------------------------------------------
     def post_final(self, messages: list[blocks.SlackMessage], answer: Answer | None = None, *,
-                   stale_after_days: int = 365) -> None:
+                   stale_after_days: int = DEFAULTS.slack.stale_after_days) -> None:
         try:
             self._post_all(messages)
         except SlackApiError as exc:

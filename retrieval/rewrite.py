@@ -27,6 +27,7 @@ from retrieval.errors import LLMError
 from retrieval.llm.client import ChatClient, Deadline
 from retrieval.llm.prompt import escape_data
 from retrieval.search import RRF_K, Searcher, SearchMode, SearchResult
+from retrieval.settings import DEFAULTS
 from retrieval.types import SearchHit
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ class ExpandingSearcher:
     def mode(self) -> SearchMode:
         return self.searcher.mode
 
-    def search(self, question: str, *, k: int = 5, sources: Sequence[str] | None = None,
+    def search(self, question: str, *, k: int = DEFAULTS.search.top_k, sources: Sequence[str] | None = None,
                mode: SearchMode | None = None, audience: ReaderScope | None = None) -> SearchResult:
         depth = max(2 * k, 20)
         base = self.searcher.search(question, k=depth, sources=sources, mode=mode, audience=audience)

@@ -206,7 +206,7 @@ class Searcher:
                                      f"{self.embedder.provider}/{self.embedder.model}")
         return self.embedder_for(space)
 
-    def search(self, question: str, *, k: int = 5, sources: Sequence[str] | None = None,
+    def search(self, question: str, *, k: int = DEFAULTS.search.top_k, sources: Sequence[str] | None = None,
                mode: SearchMode | None = None, audience: ReaderScope | None = None) -> SearchResult:
         question = question.strip()
         if not question:
@@ -288,7 +288,7 @@ class Searcher:
                 sa_conn.invalidate()
                 raise
 
-    def search_vector(self, question: str, qvec: np.ndarray, *, k: int = 5,
+    def search_vector(self, question: str, qvec: np.ndarray, *, k: int = DEFAULTS.search.top_k,
                       sources: Sequence[str] | None = None, mode: SearchMode | None = None,
                       space: EmbeddingSpace | None = None, audience: ReaderScope | None = None) -> SearchResult:
         """Search with a precomputed question vector (benchmarks time this part alone). `audience`: only

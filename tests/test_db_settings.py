@@ -117,12 +117,14 @@ def test_core_constructors_default_to_the_settings() -> None:
     """A calibrated value has one home: a constructor default may not silently differ from its setting."""
     import inspect as signatures
 
-    from bot.responder import Responder
+    from bot.blocks import plain_messages
+    from bot.responder import Responder, _Delivery
     from retrieval.answer import AnswerPipeline
     from retrieval.embeddings import LocalEmbedder, OpenAIEmbedder
     from retrieval.llm.client import ChatClient
     from retrieval.llm.prompt import PromptBuilder
     from retrieval.llm.synthesizer import LLMSynthesizer
+    from retrieval.rewrite import ExpandingSearcher
     from retrieval.routing import ToneRouter
     from retrieval.search import Searcher
     from retrieval.settings import DEFAULTS
@@ -132,6 +134,8 @@ def test_core_constructors_default_to_the_settings() -> None:
     expected = {
         (AnswerPipeline, "top_k"): d.search.top_k, (AnswerPipeline, "min_relevance"): d.search.min_relevance,
         (Searcher, "mode"): d.search.search_mode, (Searcher, "ef_search"): d.search.hnsw_ef_search,
+        (Searcher.search, "k"): d.search.top_k, (Searcher.search_vector, "k"): d.search.top_k,
+        (ExpandingSearcher.search, "k"): d.search.top_k,
         (LocalEmbedder, "batch_size"): d.embeddings.embedding_batch_size,
         (OpenAIEmbedder, "batch_size"): d.embeddings.embedding_batch_size,
         (ChatClient, "timeout_s"): d.llm.llm_timeout_s, (ChatClient, "max_retries"): d.llm.llm_max_retries,
@@ -145,8 +149,10 @@ def test_core_constructors_default_to_the_settings() -> None:
         (HnswOptions, "build_memory_mb"): d.index.hnsw_build_memory_mb,
         (HnswOptions, "build_workers"): d.index.hnsw_build_workers,
         (Responder, "workers"): d.slack.slack_workers,
+        (_Delivery.post_final, "stale_after_days"): d.slack.stale_after_days,
+        (plain_messages, "stale_after_days"): d.slack.stale_after_days,
     }
     for (cls, parameter), setting_default in expected.items():
         default = signatures.signature(cls).parameters[parameter].default
-        assert default == setting_default, f"{cls.__name__}({parameter}={default!r}), setting {setting_default!r}"
+        assert default == setting_default, f"{cls.__qualname__}({parameter}={default!r}), setting {setting_default!r}"
     assert d.search.min_relevance == 0.40  # the calibrated value BENCHMARKS.md reports

@@ -1,7 +1,7 @@
 """Search with an audience filter at 100k chunks: p95 latency and Recall@10 of the allowed content against
 exact search, for readers who may see 90%, 50% and 5% of the chunks, next to the unfiltered figures.
 
-    nice -n 10 .venv/bin/python bench/audience_filter.py --chunks 100000 [--ef 100,200,400] [--partial-real]
+    nice -n 10 .venv/bin/python -m bench.audience_filter --chunks 100000 [--ef 100,200,400] [--partial-real]
         [--json-out bench/results/audience_filter.json]
 
 The index is bench/scale_data.py's (real aws-docs-qa chunks, synthetic rows beyond them). Each article gets
@@ -15,7 +15,6 @@ filtered readers question by question, so load on the machine hits them alike (r
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -23,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import (
+from bench.common import (
     bench_server,
     drop_leftovers,
+    emit,
     libpq_url,
     load_aws,
     load_aws_partial,
@@ -35,9 +33,8 @@ from common import (
     scratch_database,
     summarize_ms,
 )
-from scale_data import finish_index, load_index, row_of_chunk, synthesize
-from scale_search import K, PrecomputedQuestions, exact_top, recall_at_k
-
+from bench.scale_data import finish_index, load_index, row_of_chunk, synthesize
+from bench.scale_search import K, PrecomputedQuestions, exact_top, recall_at_k
 from retrieval.access import PUBLIC, ReaderScope
 from retrieval.db import Database
 from retrieval.search import Searcher
@@ -128,12 +125,7 @@ def main() -> None:
                         help="use the real vectors embedded so far while the cache is still being built")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
-    report = run(args)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(text + "\n")
+    emit(run(args), args.json_out)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from pydantic import SecretStr
 
@@ -16,6 +18,12 @@ def _show(value: object) -> str:
     return "" if value is None else str(value)
 
 
+def _portable(shown: str) -> str:
+    """A default under the home directory written as `~/...`, so the README is the same on every machine."""
+    home = str(Path.home())
+    return "~" + shown[len(home):] if shown.startswith(home + "/") else shown
+
+
 def settings_markdown() -> str:
     """One table per group of `retrieval.settings`, in the order of `Settings`."""
     sections = []
@@ -25,9 +33,7 @@ def settings_markdown() -> str:
                 "| Variable | Default | What it does |", "|---|---|---|"]
         for name, field in group.model_fields.items():
             default = field.get_default(call_default_factory=True)
-            if name == "data_dir":
-                default = "the user data dir (e.g. ~/.local/share/kbbot)"
-            shown = _show(default) or "—"
+            shown = _portable(_show(default)) or "—"
             rows.append(f"| `{group.env_name(name)}` | `{shown}` | {field.description or ''} |")
         sections.append("\n".join(rows))
     return "\n\n".join(sections)
@@ -62,7 +68,6 @@ def readme_with_table(readme: str) -> str:
 
 if __name__ == "__main__":  # `make readme`
     import sys
-    from pathlib import Path
 
     path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
     path.write_text(readme_with_table(path.read_text(encoding="utf-8")), encoding="utf-8")

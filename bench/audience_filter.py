@@ -6,9 +6,12 @@ exact search, for readers who may see 90%, 50% and 5% of the chunks, next to the
 
 The index is bench/scale_data.py's (real aws-docs-qa chunks, synthetic rows beyond them). Each article gets
 one of 20 Slack-group audiences (S0G00..S0G19, by a hash of its id, ~5% of the chunks each); a reader
-holding 18, 10 or 1 of the groups is excluded from ~10%, 50% or 95% of the chunks. Recall@10 is the dense
-branch's against the exact top 10 among the chunks that reader may see (numpy over all vectors), and every
-hit of every branch is checked to be readable. The searches alternate between the unfiltered and the
+holding 18, 10 or 1 of the groups is excluded from ~10%, 50% or 95% of the chunks. Recall@10 is, for dense,
+against the exact top 10 among the chunks that reader may see (numpy over all vectors), and for hybrid
+against the same fused ranking with both branches exact (`search_vector(exhaustive=True)`: every allowed
+vector scored, BM25 by the exact scorer); every hit of every branch is checked to be readable. The small
+audience is also searched without exact ranking (HNSW iterative scan and postings), the strategy the
+product would otherwise use. The searches alternate between the unfiltered and the
 filtered readers question by question, so load on the machine hits them alike (ratios, not lone times).
 """
 
@@ -43,6 +46,15 @@ from retrieval.spaces import create_space
 log = logging.getLogger("bench.audience")
 GROUPS = 20
 READERS = {"excludes_10pct": 18, "excludes_50pct": 10, "excludes_95pct": 1}
+SMALL = "excludes_95pct"
+
+
+def pgvector_settings(conninfo: str) -> dict[str, str]:
+    with psycopg.connect(conninfo) as conn:
+        version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        tuples = conn.execute("SHOW hnsw.max_scan_tuples").fetchone()
+    return {"version": version[0] if version else "?", "hnsw.max_scan_tuples": tuples[0] if tuples else "?",
+            "hnsw.iterative_scan (filtered searches)": "relaxed_order"}
 
 
 def assign_audiences(conninfo: str) -> None:
@@ -84,32 +96,47 @@ def run(args: argparse.Namespace) -> dict:
         kths = {None: exact_top(scale.vectors, qvecs)}
         kths.update({name: exact_top(scale.vectors, qvecs, mask) for name, mask in masks.items()})
         searcher = Searcher(db, PrecomputedQuestions(), mode="dense")  # type: ignore[arg-type]
-        arms: list[str | None] = [None, *READERS]
+        # The same reader searched the other way round: the small audience through the HNSW iterative scan
+        # and the postings (no exact ranking), to compare the two strategies under the same load.
+        hnsw_only = Searcher(db, PrecomputedQuestions(), mode="dense", exact_filter_max_rows=0)  # type: ignore[arg-type]
+        arms: dict[str, tuple[Searcher, str | None]] = {"unfiltered": (searcher, None)}
+        arms.update({name: (searcher, name) for name in READERS})
+        arms[f"{SMALL}_without_exact_ranking"] = (hnsw_only, SMALL)
+        report["pgvector"] = pgvector_settings(conninfo)
+        # Hybrid's reference: the same fused ranking with both branches exact (numpy cannot score BM25).
+        reference = {scope: [{h.chunk_id for h in searcher.search_vector(
+            q["text"], v, k=K, mode="hybrid", audience=scopes.get(scope or ""), exhaustive=True).hits}
+            for q, v in zip(queries, qvecs, strict=True)] for scope in [None, *READERS]}
         for ef, mode in [(ef, mode) for ef in args.ef for mode in ("dense", "hybrid")]:
-            searcher.ef_search = ef
+            for s in (searcher, hnsw_only):
+                s.ef_search = ef
             for q, v in zip(queries[:10], qvecs[:10], strict=True):  # warm caches and the audience counts
-                for arm in arms:
-                    searcher.search_vector(q["text"], v, k=K, mode=mode, audience=scopes.get(arm or ""))
-            times: dict[str | None, list[float]] = {arm: [] for arm in arms}
-            recalls: dict[str | None, list[float]] = {arm: [] for arm in arms}
+                for s, scope_name in arms.values():
+                    s.search_vector(q["text"], v, k=K, mode=mode, audience=scopes.get(scope_name or ""))
+            times: dict[str, list[float]] = {arm: [] for arm in arms}
+            recalls: dict[str, list[float]] = {arm: [] for arm in arms}
             leaks = 0
             for i, (q, v) in enumerate(zip(queries, qvecs, strict=True)):
-                for arm in arms:
-                    scope = scopes.get(arm or "")
-                    result = searcher.search_vector(q["text"], v, k=K, mode=mode, audience=scope)  # type: ignore[arg-type]
+                for arm, (s, scope_name) in arms.items():
+                    scope = scopes.get(scope_name or "")
+                    result = s.search_vector(q["text"], v, k=K, mode=mode, audience=scope)  # type: ignore[arg-type]
                     times[arm].append(result.timings_ms["search"])
                     rows = [chunk_row[h.chunk_id] for h in result.hits]
-                    if scope is not None:
-                        leaks += sum(not masks[arm][r] for r in rows)  # type: ignore[index]
-                    recalls[arm].append(recall_at_k(rows, v, kths[arm][i], scale.vectors))
-            unfiltered_p95 = summarize_ms(times[None])["p95"]
-            for arm in arms:
+                    if scope_name is not None:
+                        leaks += sum(not masks[scope_name][r] for r in rows)
+                    if mode == "dense":
+                        kth = kths[scope_name][i]
+                        recalls[arm].append(recall_at_k(rows, v, kth, scale.vectors))
+                    else:
+                        recalls[arm].append(len(reference[scope_name][i] & {h.chunk_id for h in result.hits}) / K)
+            unfiltered_p95 = summarize_ms(times["unfiltered"])["p95"]
+            for arm, (_s, scope_name) in arms.items():
                 entry = {**summarize_ms(times[arm]), "recall@10_vs_exact": round(float(np.mean(recalls[arm])), 4)}
-                if arm is not None:
-                    entry["excluded_share"] = round(1 - float(masks[arm].mean()), 3)
+                if scope_name is not None:
+                    entry["excluded_share"] = round(1 - float(masks[scope_name].mean()), 3)
                     entry["p95_vs_unfiltered"] = round(entry["p95"] / unfiltered_p95, 2)
-                report["readers"].setdefault(f"ef_search={ef}", {}).setdefault(arm or "unfiltered", {})[mode] = entry
-                log.info("ef_search=%d %s %s: %s", ef, mode, arm or "unfiltered", entry)
+                report["readers"].setdefault(f"ef_search={ef}", {}).setdefault(arm, {})[mode] = entry
+                log.info("ef_search=%d %s %s: %s", ef, mode, arm, entry)
             report.setdefault("unreadable_hits", {})[f"ef_search={ef} {mode}"] = leaks
         db.close()
     return report

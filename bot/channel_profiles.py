@@ -5,16 +5,23 @@
         audience: [S0HR]             # public | everyone | Slack user-group ids: who may read answers here
         sources: [hr-wiki]           # only these sources (default: all)
         answer_without_mention: true # a help channel: answer every top-level question, no @mention needed
+        reply_privately: true        # answers only the asker sees, with a "Share in channel" button
+        tone: false                  # the support-tone model writes answers here (true) or not (false)
 
 The file is KBBOT_CHANNEL_PROFILES_FILE, read once at start; every mistake names its file, line and field,
 like the sources file. The first entry that matches a channel applies. A profile's audience is trusted
 (declare it only for channels whose membership you control), but it never widens a channel shared with
 another organisation or one with guests: those are answered from `public` whatever it says (bot/readers.py).
+
+`tone` replaces KBBOT_TONE_CHANNELS for the channels a profile covers (retrieval/routing.py: it decides under
+every KBBOT_TONE_ROUTING rule but `off`); the variable stays the fallback for other channels and for `dm` and
+`cli`, and `tone_disagreements` names the channels the two contradict each other on, for one warning at start.
 """
 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,8 @@ class _Entry(BaseModel):
     audience: AudienceValue | None = None
     sources: list[str] | None = Field(None, min_length=1)
     answer_without_mention: bool = False
+    reply_privately: bool = False
+    tone: bool | None = None
 
     @model_validator(mode="after")
     def _one_selector(self) -> _Entry:
@@ -50,6 +59,8 @@ class ChannelProfile:
     audience: tuple[str, ...] | None
     sources: tuple[str, ...] | None
     answer_without_mention: bool
+    reply_privately: bool = False
+    tone: bool | None = None  # None: KBBOT_TONE_ROUTING (and KBBOT_TONE_CHANNELS) decide
 
     def matches(self, channel: str, name: str | None) -> bool:
         if self.channel is not None:
@@ -98,8 +109,30 @@ def load_profiles(path: Path) -> list[ChannelProfile]:
         profiles.append(ChannelProfile(
             f"{path}:{entry.line}", parsed.channel, parsed.name,
             tuple(parsed.audience) if parsed.audience is not None else None,
-            tuple(parsed.sources) if parsed.sources else None, parsed.answer_without_mention))
+            tuple(parsed.sources) if parsed.sources else None, parsed.answer_without_mention,
+            parsed.reply_privately, parsed.tone))
     return profiles
+
+
+def tone_disagreements(profiles: ChannelProfiles, rule: str, tone_channels: Iterable[str]) -> str | None:
+    """One warning naming the channels whose profile says `tone` the opposite of KBBOT_TONE_CHANNELS (only
+    when the `channels` rule reads that list), or None. The profile wins; a name pattern's channels are
+    unknown until they are asked in, so only profiles by channel id can be checked here."""
+    listed = {c.strip() for c in tone_channels if c.strip()}
+    if rule != "channels" or not listed:
+        return None
+    clashes = []
+    for profile in profiles.profiles:
+        if profile.tone is None or profile.channel is None:
+            continue
+        if profile.tone != (profile.channel in listed):
+            clashes.append(f"{profile.channel} (profile {profile.where}: tone {str(profile.tone).lower()}, "
+                           f"KBBOT_TONE_CHANNELS: {'listed' if profile.channel in listed else 'not listed'})")
+    if not clashes:
+        return None
+    return ("The channel profiles and KBBOT_TONE_CHANNELS disagree on the tone model for "
+            + "; ".join(clashes) + ". The profile wins: remove those channels from KBBOT_TONE_CHANNELS "
+            "(it is only the fallback for channels without a profile `tone`, and for dm/cli).")
 
 
 def _error(exc: ValidationError, entry: Any, path: Path, index: int) -> ConfigError:
@@ -108,7 +141,8 @@ def _error(exc: ValidationError, entry: Any, path: Path, index: int) -> ConfigEr
     field = ".".join(loc) or "entry"
     message = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        message = "unknown field (a profile has channel or name, audience, sources, answer_without_mention)"
+        message = ("unknown field (a profile has channel or name, audience, sources, answer_without_mention, "
+                   "reply_privately, tone)")
     elif err["type"] == "string_pattern_mismatch":
         message = "must be a channel id such as C0123ABCD (or use `name:` for a name pattern)"
     return ConfigError(f"{path}:{line_of(entry, loc)}: channels[{index}]: {field} {message}.")

@@ -54,6 +54,7 @@ class AskContext:
     # Every reader of the answer may see what it uses (retrieval/access.py); None: the operator at a
     # terminal, unfiltered. Slack always sets it.
     audience: ReaderScope | None = None
+    tone: bool | None = None  # the channel profile's tone decision (retrieval/routing.py); None: the rule's
 
 
 class QueryRewriter(Protocol):

@@ -285,6 +285,13 @@ def count_vectors(conn: psycopg.Connection[Any], space_id: int, source_ids: Sequ
     return int(found[0])  # type: ignore[index]
 
 
+def vectors_per_audience(conn: psycopg.Connection[Any], space_id: int) -> list[tuple[tuple[str, ...], int]]:
+    """(audience, vectors) for each distinct audience in the space: how much of the index a reader reaches."""
+    rows = conn.execute(f"SELECT audience, count(*) FROM embeddings WHERE space_id = {int(space_id)} "
+                        "GROUP BY audience").fetchall()
+    return [(tuple(r[0]), int(r[1])) for r in rows]
+
+
 def index_counts(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
     """Articles, chunks, and vectors in the active embedding space."""
     row = conn.execute(

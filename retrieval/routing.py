@@ -7,10 +7,14 @@ KBBOT_TONE_MODEL overrides the registry (`none` disables the tone model).
 Rules (KBBOT_TONE_ROUTING):
 - ``always``: every answer, when a tone model exists;
 - ``channels``: answers in KBBOT_TONE_CHANNELS (channel ids; `dm` for direct messages, `cli` for the
-  command line);
+  command line), the fallback for channels whose profile does not say;
 - ``share``: a stable share of users (KBBOT_TONE_SHARE) for an A/B comparison. A user's bucket is a hash
   of their id, so a person always sees the same voice and each arm's feedback stays clean;
 - ``off``: never.
+
+A channel profile's `tone: true|false` (bot/channel_profiles.py, passed in as `RouteRequest.tone`) decides
+for its channel under every rule but ``off``: an admin who names a channel's voice means it, and ``off``
+stays the one switch that turns the tone model off everywhere.
 
 The route is an ordered chain: the tone model first, the base model as its fallback. Its `arm` (`tone` or
 `base`) is logged with each answer next to the model that actually wrote it, so an answer the base model
@@ -56,6 +60,7 @@ class RouteRequest:
     channel: str | None = None
     user: str | None = None
     fallback_key: str = ""  # used for the A/B bucket when the user is unknown (e.g. the question)
+    tone: bool | None = None  # the channel profile's decision; None: the rule decides
 
 
 def ab_bucket(key: str) -> float:
@@ -98,6 +103,8 @@ class ToneRouter:
         return Route((tone, self.base_model) if chosen else (self.base_model,), reason)
 
     def _wants_tone(self, request: RouteRequest) -> tuple[bool, str]:
+        if request.tone is not None:
+            return request.tone, f"tone by channel profile: {'on' if request.tone else 'off'}"
         if self.rule == "always":
             return True, "tone: always"
         if self.rule == "channels":

@@ -28,7 +28,7 @@ from retrieval.access import ReaderScope
 from retrieval.db import Database, translate_errors
 from retrieval.embeddings import Embedder
 from retrieval.errors import EmptyQuestionError, ModelMismatchError, SchemaError, SourceError, SpaceChangedError
-from retrieval.index_store import count_vectors, source_ids, source_names
+from retrieval.index_store import count_vectors, source_ids, source_names, vectors_per_audience
 from retrieval.lexical_index import LexicalIndex
 from retrieval.settings import DEFAULTS
 from retrieval.spaces import EmbeddingSpace, active_space, is_active
@@ -234,21 +234,21 @@ class Searcher:
 
     def _run(self, space: EmbeddingSpace, mode: SearchMode, params: dict[str, object], *, k: int,
              candidates: int, ef_search: int, sources: Sequence[str] | None,
-             audience: ReaderScope | None) -> list[Any]:
+             audience: ReaderScope | None, exhaustive: bool = False) -> list[Any]:
         with self.db.search_engine().connect() as sa_conn:
             try:
                 conn = sa_conn.connection.driver_connection
                 assert isinstance(conn, psycopg.Connection)
                 info = sa_conn.connection.info
                 _session_setting(conn, info, "hnsw.ef_search", str(ef_search))
-                exact = False
+                exact = exhaustive
                 if sources is not None:
                     found = source_ids(conn, sources)
                     if len(found) < len(set(sources)):  # a typo would otherwise abstain as "not in the KB"
                         raise unknown_sources_error(set(sources) - set(found), source_names(conn))
                     ids = list(found.values())
                     params["source_ids"] = ids
-                    exact = filter_is_small(conn, space, ids, self.exact_filter_max_rows)
+                    exact = exact or filter_is_small(conn, space, ids, self.exact_filter_max_rows)
                 small_audience = False
                 if audience is not None:
                     params["audience"] = audience.sql_tokens
@@ -260,7 +260,7 @@ class Searcher:
                 if sources is not None or audience is not None:
                     _session_setting(conn, info, "hnsw.iterative_scan", "relaxed_order")
                 from_postings = False
-                if sources is None and not small_audience and mode in ("lexical", "hybrid"):
+                if sources is None and not exact and mode in ("lexical", "hybrid"):
                     ranked = self.lexical.rank(conn, params["qtext"], candidates,  # type: ignore[arg-type]
                                                readable_by=None if audience is None else audience.sql_tokens)
                     if ranked is None:
@@ -271,7 +271,7 @@ class Searcher:
                 sql = build_search_sql(space, mode, self.weights, filtered=sources is not None, exact=exact,
                                        k=k, candidates=candidates, lexical_ids=from_postings,
                                        lexical=self.lexical, audience=audience is not None)
-                if sources is None and audience is None:
+                if sources is None and audience is None and not exhaustive:
                     # Prepared, so its generic plan (the pool's plan_cache_mode) is reused: no planning per ask.
                     with conn.cursor(row_factory=namedtuple_row) as cur:
                         rows = cur.execute(sql, params, prepare=True).fetchall()
@@ -290,9 +290,12 @@ class Searcher:
 
     def search_vector(self, question: str, qvec: np.ndarray, *, k: int = DEFAULTS.search.top_k,
                       sources: Sequence[str] | None = None, mode: SearchMode | None = None,
-                      space: EmbeddingSpace | None = None, audience: ReaderScope | None = None) -> SearchResult:
+                      space: EmbeddingSpace | None = None, audience: ReaderScope | None = None,
+                      exhaustive: bool = False) -> SearchResult:
         """Search with a precomputed question vector (benchmarks time this part alone). `audience`: only
-        passages every reader of the answer may see; None is the operator at a terminal (no filter)."""
+        passages every reader of the answer may see; None is the operator at a terminal (no filter).
+        `exhaustive`: rank every passage exactly (no HNSW, no postings): the reference benchmarks measure
+        recall against, slow on a large index."""
         space = space or self.space()
         mode = mode or self.mode
         candidates = max(4 * k, 40)
@@ -306,7 +309,7 @@ class Searcher:
             for attempt in (1, 2):
                 try:
                     rows = self._run(space, mode, params, k=k, candidates=candidates, ef_search=ef_search,
-                                     sources=sources, audience=audience)
+                                     sources=sources, audience=audience, exhaustive=exhaustive)
                     break
                 except psycopg.OperationalError:
                     # The search pool does not ping: a connection the server dropped fails here once.
@@ -341,9 +344,7 @@ class AudienceCounts:
         """(vectors the reader may see, all vectors) in the space."""
         cached = self._cache.get(space.id)
         if cached is None or cached[0] < time.monotonic():
-            rows = conn.execute(f"SELECT audience, count(*) FROM embeddings WHERE space_id = {int(space.id)} "
-                                "GROUP BY audience").fetchall()
-            cached = (time.monotonic() + self.ttl_s, [(tuple(r[0]), int(r[1])) for r in rows])
+            cached = (time.monotonic() + self.ttl_s, vectors_per_audience(conn, space.id))
             self._cache[space.id] = cached
         return (sum(count for tokens, count in cached[1] if audience.may_read(tokens)),
                 sum(count for _, count in cached[1]))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.channel_profiles import ChannelProfiles, load_profiles
+from bot.channel_profiles import ChannelProfiles, load_profiles, tone_disagreements
 from retrieval.errors import ConfigError
 
 
@@ -44,6 +44,8 @@ channels:
     ("channels:\n  - channel: general\n", r"channels\.yml:2: channels\[0\]: channel must be a channel id"),
     ("channels:\n  - name: x\n    answer_without_mention: maybe\n",
      r"channels\.yml:3: channels\[0\]: answer_without_mention"),
+    ("channels:\n  - name: x\n    reply_privately: sometimes\n", r"channels\.yml:3: channels\[0\]: reply_privately"),
+    ("channels:\n  - name: x\n\n    tone: support\n", r"channels\.yml:4: channels\[0\]: tone"),
     ("profiles: []\n", r"channels\.yml:1: expected only a top-level `channels:` list"),
     ("channels: [\n", r"channels\.yml:2: not valid YAML"),
 ])
@@ -55,3 +57,43 @@ def test_mistakes_name_the_file_line_and_field(tmp_path: Path, body: str, expect
 def test_a_missing_file_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"does not exist: create it \(see docs/slack\.md\)"):
         load_profiles(tmp_path / "nope.yml")
+
+
+def test_private_replies_and_tone_are_per_profile(tmp_path: Path) -> None:
+    profiles = ChannelProfiles.load(write(tmp_path, """\
+channels:
+  - channel: C0LEGAL
+    reply_privately: true
+    tone: false
+  - name: "support-*"
+    tone: true
+  - name: "*"
+"""))
+    legal = profiles.for_channel("C0LEGAL", "legal")
+    assert legal is not None and legal.reply_privately and legal.tone is False
+    support = profiles.for_channel("C0SUP", "support-eu")
+    assert support is not None and support.tone is True and not support.reply_privately
+    rest = profiles.for_channel("C0RANDOM", "random")
+    assert rest is not None and rest.tone is None and not rest.reply_privately  # the env decides
+
+
+def test_one_warning_names_every_channel_the_profiles_and_the_tone_list_disagree_on(tmp_path: Path) -> None:
+    profiles = ChannelProfiles.load(write(tmp_path, """\
+channels:
+  - channel: C0LEGAL
+    tone: false
+  - channel: C0SUPPORT
+    tone: true
+  - channel: C0SALES
+    tone: true
+  - name: "help-*"
+    tone: false
+"""))
+    warning = tone_disagreements(profiles, "channels", ["C0LEGAL", "C0SUPPORT", "dm"])
+    assert warning is not None
+    assert "C0LEGAL (profile " in warning and "tone false, KBBOT_TONE_CHANNELS: listed" in warning
+    assert "C0SALES (profile " in warning and "tone true, KBBOT_TONE_CHANNELS: not listed" in warning
+    assert "C0SUPPORT" not in warning and "help-" not in warning  # agrees / a pattern cannot be checked
+    assert "The profile wins" in warning
+    assert tone_disagreements(profiles, "always", ["C0LEGAL"]) is None  # the list is not read
+    assert tone_disagreements(profiles, "channels", []) is None  # only the profiles are set

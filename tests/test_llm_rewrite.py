@@ -161,6 +161,19 @@ def test_router_rules() -> None:
     assert not channels.route(RouteRequest(channel="C2")).tone
 
 
+def test_a_channel_profiles_tone_decides_under_every_rule_but_off() -> None:
+    tone = "ft:tone"
+    channels = ToneRouter("base", rule="channels", channels=["C1"], lookup=lambda: tone)
+    assert channels.route(RouteRequest(channel="C2", tone=True)).models == (tone, "base")
+    off_here = channels.route(RouteRequest(channel="C1", tone=False))
+    assert off_here.models == ("base",) and off_here.reason == "tone by channel profile: off"
+    assert not ToneRouter("base", rule="always", lookup=lambda: tone).route(RouteRequest(tone=False)).tone
+    share = ToneRouter("base", rule="share", share=0.0, lookup=lambda: tone)
+    assert share.route(RouteRequest(user="U1", tone=True)).tone
+    assert not ToneRouter("base", rule="off", lookup=lambda: tone).route(RouteRequest(tone=True)).tone
+    assert not ToneRouter("base", lookup=lambda: None).route(RouteRequest(tone=True)).tone  # no tone model
+
+
 def test_settings_override_wins_over_the_registry_and_none_disables() -> None:
     assert ToneRouter("base", override="ft:pinned", lookup=lambda: "ft:active").tone_model() == "ft:pinned"
     assert ToneRouter("base", override="none", lookup=lambda: "ft:active").tone_model() is None

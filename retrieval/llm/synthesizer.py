@@ -62,7 +62,8 @@ class LLMSynthesizer:
         started = time.perf_counter()
         deadline = Deadline.after(self.budget_s)
         prompt = self.prompts.build(question, passages, context.history)
-        route = self.router.route(RouteRequest(context.channel, context.user, fallback_key=question))
+        route = self.router.route(RouteRequest(context.channel, context.user, fallback_key=question,
+                                                 tone=context.tone))
         timings = {"prompt": _ms(started)}
         log.debug("route %s (%s); prompt %d tokens, %d passages (%d dropped, %d shortened)",
                   route.models, route.reason, prompt.tokens, len(prompt.passages), prompt.dropped_passages,

@@ -17,6 +17,7 @@ chunk is re-counted as a whole before it is emitted and re-packed in the rare ca
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import re
@@ -73,6 +74,8 @@ _HARD_BREAK = re.compile(
 # whitespace is what keeps decimals (3.5), versions (v1.2.3), file names and URLs in one piece.
 _SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u2019\u201d)\]*_`]*(?=\s)")
 _LAST_TOKEN = re.compile(r"\S+$")
+_VISIBLE = re.compile(r"\S")
+_LONGEST_WORD = 64
 # Words that end with a period without ending the sentence (compared lowercase, backslashes removed).
 _ABBREVIATIONS = frozenset({
     "e.g", "eg", "i.e", "ie", "vs", "cf", "approx", "ca", "mr", "mrs", "ms", "dr", "prof", "sr", "jr",
@@ -109,17 +112,23 @@ def _split_segment(text: str, start: int, end: int, out: list[tuple[int, int]]) 
 
 
 def _is_sentence_end(text: str, sentence_start: int, punct_start: int, cut: int, end: int) -> bool:
-    rest = text[cut:end].lstrip()
-    if not rest or rest[0].islower():
+    # Searched, not sliced: a slice of the rest of a long paragraph per full stop was quadratic.
+    following = _VISIBLE.search(text, cut, end)
+    if following is None or following.group().islower():
         return False
     # "1." or "**" alone is a list number or markup, not a sentence.
     if not _HAS_WORD.search(text, sentence_start, cut):
         return False
     if text[punct_start] != ".":
         return True
-    token_match = _LAST_TOKEN.search(text, sentence_start, punct_start)
+    # The word before the full stop, looked for in a short window: searching from the sentence's start
+    # was quadratic in a long run of lowercase-continued sentences, and no abbreviation is that long.
+    window = max(sentence_start, punct_start - _LONGEST_WORD)
+    token_match = _LAST_TOKEN.search(text, window, punct_start)
     if token_match is None:
         return True
+    if token_match.start() == window > sentence_start and not text[window - 1].isspace():
+        return True  # a word longer than the window: no abbreviation or initial
     token = token_match.group().replace("\\", "").lstrip("([\"'*_`")
     if token.lower() in _ABBREVIATIONS:
         return False
@@ -347,13 +356,20 @@ _WORD = re.compile(r"\S+")
 _LINE = re.compile(r"[^\n]+")
 
 
+def _more_words_than(text: str, start: int, end: int, limit: int) -> bool:
+    """True when the span holds more than `limit` words, so more tokens than that: every tokenizer
+    gives a word at least one token. Lets a huge span skip a futile count of its whole text."""
+    return next(itertools.islice(_WORD.finditer(text, start, end), limit, None), None) is not None
+
+
 def _units(text: str, start: int, end: int, is_code: bool, max_tokens: int,
            count: CountTokens) -> list[_Unit]:
     """The span as one unit if it fits, else finer pieces, recursively: list items or table rows (code
     lines), then sentences, then words, then characters."""
-    tokens = count(text[start:end])
-    if tokens <= max_tokens:
-        return [_Unit(start, end, tokens, is_code)]
+    if not _more_words_than(text, start, end, max_tokens):
+        tokens = count(text[start:end])
+        if tokens <= max_tokens:
+            return [_Unit(start, end, tokens, is_code)]
     pieces = _finer_spans(text, start, end, is_code)
     if len(pieces) <= 1:
         return _split_words(text, start, end, max_tokens, count)
@@ -381,12 +397,18 @@ def _items(text: str, start: int, end: int) -> list[tuple[int, int]]:
 
 
 def _split_words(text: str, start: int, end: int, max_tokens: int, count: CountTokens) -> list[_Unit]:
-    tokens = count(text[start:end])
-    if tokens <= max_tokens:
-        return [_Unit(start, end, tokens)]
+    if not _more_words_than(text, start, end, max_tokens):
+        tokens = count(text[start:end])
+        if tokens <= max_tokens:
+            return [_Unit(start, end, tokens)]
     units: list[_Unit] = []
+    # Words repeat (a 2 MB paragraph holds ~300k words but a few thousand distinct ones), and a
+    # tokenizer call per word dominated chunking such a text.
+    word_counts: dict[str, int] = {}
     for word in _WORD.finditer(text, start, end):
-        word_tokens = count(word.group())
+        word_tokens = word_counts.get(word.group())
+        if word_tokens is None:
+            word_tokens = word_counts[word.group()] = count(word.group())
         if word_tokens <= max_tokens:
             units.append(_Unit(word.start(), word.end(), word_tokens))
         else:

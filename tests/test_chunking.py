@@ -317,6 +317,10 @@ def sentences(text: str) -> list[str]:
     ("First paragraph without stop\n\nSecond one", ["First paragraph without stop", "Second one"]),
     ("A line that wraps\nin the middle. Next.", ["A line that wraps\nin the middle.", "Next."]),
     ("  Padded.  ", ["Padded."]),
+    # The word before a full stop is looked for in a short window: a longer word is no abbreviation,
+    # and one that the window cuts in the middle is still not read as one ("...x" + "e.g").
+    ("Set " + "x" * 80 + "e.g. Then go.", ["Set " + "x" * 80 + "e.g.", "Then go."]),
+    ("a b. " * 40 + "See e.g. Lisbon. Done.", ["a b. " * 39 + "a b. See e.g. Lisbon.", "Done."]),
     ("", []),
 ])
 def test_split_sentences(text: str, expected: list[str]) -> None:

@@ -174,7 +174,7 @@ def with_fake(args: argparse.Namespace) -> dict:
         db = Database.from_url(url.render_as_string(hide_password=False), migrate=True)
         settings = load_settings(_env_file=None, database_url=url.render_as_string(hide_password=False),
                                  openai_api_key="bench", openai_base_url=fake.url + "/v1")
-        services = Services(settings, _db=db)
+        services = Services(settings, database=db)
         services.indexer().sync([FilesystemSource("demo", REPO / "demo_kb")])
         report = {"endpoint": "fake (local, zero delay)", "overhead": overhead(services, qs, args.rounds)}
         report["extractive"] = extractive_side_by_side(services, qs)

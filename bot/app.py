@@ -14,7 +14,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 
 from bot.channel_profiles import ChannelProfiles
 from bot.dedupe import EventDeduper
-from bot.home import HomeTab
+from bot.home import Block, HomeTab
 from bot.listeners import BotParts, register_listeners
 from bot.readers import ReaderResolver
 from bot.reindex import AdminCheck, Reindexer
@@ -86,14 +86,27 @@ def create_web_client(settings: SlackSettings) -> WebClient:
 
 
 def build_parts(settings: SlackSettings, services: Services) -> BotParts:
+    """The listeners' parts, each handed what it uses. The pipeline and the database are reached through
+    `services` on first use, so the app starts (and says so in Slack) while the database is down."""
     admins = AdminCheck(settings.admin_users, settings.admin_groups)
     readers = ReaderResolver(lambda: indexed_groups(services.database()))  # one cache of Slack's answers
+
+    def gaps(client: WebClient, user_id: str, home: HomeTab) -> list[Block]:
+        from bot.home_gaps import reviewer_gaps_blocks  # the clustering stack loads on a reviewer's first look
+
+        return reviewer_gaps_blocks(services, admins, client, user_id, home)
+
     return BotParts(
-        services=services,
-        responder=Responder(services, EventDeduper(services.database), workers=settings.slack_workers,
-                            readers=readers, profiles=ChannelProfiles.load(settings.channel_profiles_file)),
-        reindexer=Reindexer(services, admins),
-        home=HomeTab(services, admins, readers),
+        responder=Responder(lambda: services.pipeline, services.answer_log, EventDeduper(services.database),
+                            readers, profiles=ChannelProfiles.load(settings.channel_profiles_file),
+                            can_escalate=settings.support_group is not None,
+                            stale_after_days=settings.stale_after_days, workers=settings.slack_workers),
+        reindexer=Reindexer(services.configured_sources, services.indexer, services.database, admins),
+        home=HomeTab(services.database, services.answer_log, admins, readers,
+                     support_group=settings.support_group, gaps=gaps),
+        answer_log=services.answer_log,
+        database=services.database,
+        support_group=settings.support_group,
     )
 
 

@@ -8,6 +8,7 @@ channels, which are not for every employee to read.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,9 +18,9 @@ from bot.blocks import escape, link
 from bot.readers import Place, ReaderResolver
 from bot.reindex import AdminCheck, who
 from bot.responder import new_error_id
-from bot.services import Services
-from retrieval.answer_log import LoggedAnswer, ReviewFilter
-from retrieval.audiences import indexed_groups, visible_to
+from retrieval.answer_log import AnswerLog, LoggedAnswer, ReviewFilter
+from retrieval.audiences import visible_to
+from retrieval.db import Database
 from retrieval.errors import KbbotError
 from retrieval.status import IndexStatus, SourceStatus, index_status
 
@@ -217,13 +218,19 @@ def error_view(error_id: str) -> Block:
 
 
 class HomeTab:
-    def __init__(self, services: Services, admins: AdminCheck, readers: ReaderResolver | None = None) -> None:
-        self.services = services
+    def __init__(self, database: Callable[[], Database], answer_log: Callable[[], AnswerLog],
+                 admins: AdminCheck, readers: ReaderResolver, *, support_group: str | None = None,
+                 gaps: Callable[[WebClient, str, HomeTab], list[Block]] | None = None) -> None:
+        """`gaps` builds the reviewer's Gaps tab (bot/home_gaps.py) for a client, a user and this tab."""
+        self.database = database
+        self.answer_log = answer_log
         self.admins = admins
-        self.readers = readers or ReaderResolver(lambda: indexed_groups(services.database()))
+        self.readers = readers
+        self.support_group = support_group  # its members review answers, as admins do
+        self.gaps = gaps
 
     def is_reviewer(self, client: WebClient, user_id: str) -> bool:
-        group = self.services.settings.slack.support_group
+        group = self.support_group
         if group and AdminCheck.in_groups(client, user_id, [group]):
             return True
         return self.admins.is_admin(client, user_id)
@@ -238,19 +245,16 @@ class HomeTab:
         client.views_publish(user_id=user_id, view=view)
 
     def build(self, client: WebClient, user_id: str, review: ReviewFilter) -> Block:
-        db = self.services.database()
+        db = self.database()
         status = index_status(db)
-        answers_log = self.services.answer_log()
+        answers_log = self.answer_log()
         # Answers show their citations' titles and links: only those the viewer may read are listed.
         scope = self.readers.scope(client, Place(user_id, "im", user_id))
         if self.is_reviewer(client, user_id):
             week_ago = datetime.now(UTC) - timedelta(days=7)
-            if review == "gaps":
-                from bot.home_gaps import reviewer_gaps_blocks
-
+            if review == "gaps" and self.gaps is not None:
                 return review_view(status=status, answers=[], counts=answers_log.counts(since=week_ago),
-                                   review=review, gaps=reviewer_gaps_blocks(self.services, self.admins, client,
-                                                                            user_id, self))
+                                   review=review, gaps=self.gaps(client, user_id, self))
             answers = visible_to(db, scope, answers_log.recent(limit=REVIEW_LIMIT, review=review))
             return review_view(status=status, answers=answers, counts=answers_log.counts(since=week_ago),
                                review=review)

@@ -20,11 +20,12 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.responder import new_error_id
-from bot.services import Services
+from retrieval.db import Database
 from retrieval.errors import KbbotError, SyncInProgressError
 from retrieval.runs import SyncRun
+from retrieval.sources import Source
 from retrieval.status import index_status
-from retrieval.sync import Progress
+from retrieval.sync import Indexer, Progress, ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +120,14 @@ class _Budget:
 
 
 class Reindexer:
-    def __init__(self, services: Services, admins: AdminCheck, *, progress_every_s: float = 15.0,
+    def __init__(self, sources: Callable[[], list[Source]], indexer: Callable[[ProgressCallback], Indexer],
+                 database: Callable[[], Database], admins: AdminCheck, *, progress_every_s: float = 15.0,
                  progress_posts: int = 2) -> None:
-        self.services = services
+        """`sources` lists what to sync (re-read at each command), `indexer` builds an Indexer reporting to
+        the given callback, `database` is where `/reindex status` reads."""
+        self.sources = sources
+        self.indexer = indexer
+        self.database = database
         self.admins = admins
         self.progress_every_s = progress_every_s
         self.progress_posts = progress_posts
@@ -149,7 +155,7 @@ class Reindexer:
     def _start(self, kind: Literal["incremental", "full"], user_id: str, respond: Respond) -> None:
         # No look at sync_runs first: a row left `running` by a crashed process would refuse forever.
         # The sync's advisory lock decides, and its refusal names who holds it.
-        sources = self.services.configured_sources()
+        sources = self.sources()
         if not sources:
             respond(text=":warning: No sources are configured yet: run `kbbot ingest PATH` (or set "
                     "KBBOT_SOURCES_FILE) first.", response_type="ephemeral")
@@ -181,8 +187,7 @@ class Reindexer:
                 _safe(respond, text=progress_text(p), response_type="ephemeral", replace_original=True)
 
         try:
-            run = self.services.indexer(on_progress).sync(sources, kind=kind, trigger="slack",
-                                                          started_by=user_id)
+            run = self.indexer(on_progress).sync(sources, kind=kind, trigger="slack", started_by=user_id)
             _safe(respond, text=summary_text(run), response_type="ephemeral", replace_original=False)
             log.info("/reindex by %s: %s", user_id, summary_text(run).splitlines()[0])
         except SyncInProgressError as exc:
@@ -198,7 +203,7 @@ class Reindexer:
                   f"the details under error id `{error_id}`.", response_type="ephemeral")
 
     def status_text(self) -> str:
-        status = index_status(self.services.database())
+        status = index_status(self.database())
         lines = []
         if status.running is not None:
             r = status.running

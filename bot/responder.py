@@ -27,10 +27,8 @@ from bot import blocks
 from bot.channel_profiles import ChannelProfiles
 from bot.dedupe import EventDeduper
 from bot.readers import DEGRADED_NOTE, Place, ReaderResolver
-from bot.services import Services
-from retrieval.answer import AskContext, Turn
-from retrieval.answer_log import Asked
-from retrieval.audiences import indexed_groups
+from retrieval.answer import AnswerPipeline, AskContext, Turn
+from retrieval.answer_log import AnswerLog, Asked
 from retrieval.errors import DatabaseError, EmbeddingError, EmptyQuestionError, KbbotError, LLMError
 from retrieval.settings import DEFAULTS
 from retrieval.types import Answer
@@ -88,15 +86,21 @@ class Responder:
     """Shows progress on the caller's thread (fast), then answers on its own pool, so a queue of slow
     answers never delays Slack acks, button clicks or commands."""
 
-    def __init__(self, services: Services, deduper: EventDeduper, *,
-                 workers: int = DEFAULTS.slack.slack_workers, readers: ReaderResolver | None = None,
-                 profiles: ChannelProfiles | None = None) -> None:
-        self.services = services
-        self.settings = services.settings.slack
-        # Who reads each answer decides what it may use (bot/readers.py); profiles declare channels.
-        self.readers = readers or ReaderResolver(lambda: indexed_groups(services.database()))
+    def __init__(self, pipeline: Callable[[], AnswerPipeline], answer_log: Callable[[], AnswerLog],
+                 deduper: EventDeduper, readers: ReaderResolver, *, profiles: ChannelProfiles | None = None,
+                 can_escalate: bool = False, stale_after_days: int = DEFAULTS.slack.stale_after_days,
+                 workers: int = DEFAULTS.slack.slack_workers) -> None:
+        """`pipeline` and `answer_log` are called when a question needs them: the model loads and the
+        database opens on first use (and a database that was down is reached again when it is back).
+        Who reads each answer decides what it may use (`readers`, bot/readers.py); `profiles` declare
+        channels."""
+        self.pipeline = pipeline
+        self.answer_log = answer_log
+        self.readers = readers
         self.profiles = profiles or ChannelProfiles()
         self.deduper = deduper
+        self.can_escalate = can_escalate  # a support group is configured for `Ask a human`
+        self.stale_after_days = stale_after_days
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kbbot-answer")
         self._in_flight: set[Future[None]] = set()
 
@@ -155,7 +159,7 @@ class Responder:
         final: Answer | None = None
         pending: list[str] = []
         streamed: list[str] = []
-        for event in self.services.pipeline.stream(question.text, context):
+        for event in self.pipeline().stream(question.text, context):
             if isinstance(event, Answer):
                 final = event
                 break
@@ -171,24 +175,23 @@ class Responder:
         if scope.degraded:
             final = dataclasses.replace(final, note=" ".join(filter(None, (final.note, DEGRADED_NOTE))))
         answer_id = self._log(question, final)
-        can_escalate = self.settings.support_group is not None
-        messages = blocks.render_answer(final, answer_id=answer_id, can_escalate=can_escalate,
-                                        stale_after_days=self.settings.stale_after_days,
+        messages = blocks.render_answer(final, answer_id=answer_id, can_escalate=self.can_escalate,
+                                        stale_after_days=self.stale_after_days,
                                         include_text=delivery.streamer is None)
         if delivery.streamer is not None:
             delivery.stop_stream(messages)
             if "".join(streamed).strip() != final.text.strip():
                 # The answerer corrected what it streamed (e.g. dropped a claim it could not cite): the
                 # message must show the answer that was logged and reviewed, not the draft.
-                full = blocks.render_answer(final, answer_id=answer_id, can_escalate=can_escalate,
-                                            stale_after_days=self.settings.stale_after_days)
+                full = blocks.render_answer(final, answer_id=answer_id, can_escalate=self.can_escalate,
+                                            stale_after_days=self.stale_after_days)
                 delivery.replace_streamed(full[0])
         else:
-            delivery.post_final(messages, final, stale_after_days=self.settings.stale_after_days)
+            delivery.post_final(messages, final, stale_after_days=self.stale_after_days)
         if answer_id is not None:
             try:
-                self.services.answer_log().set_delivery(answer_id, message_ts=delivery.final_ts,
-                                                        latency_ms=delivery.latency_ms())
+                self.answer_log().set_delivery(answer_id, message_ts=delivery.final_ts,
+                                               latency_ms=delivery.latency_ms())
             except KbbotError as exc:
                 log.warning("answer %s: could not record delivery: %s", answer_id, exc)
         log.info("answered %s in %s/%s: outcome=%s model=%s %s", question.event_id or "-", question.channel,
@@ -196,7 +199,7 @@ class Responder:
 
     def _log(self, question: Question, answer: Answer) -> int | None:
         try:
-            return self.services.answer_log().record(self._asked(question), answer)
+            return self.answer_log().record(self._asked(question), answer)
         except KbbotError as exc:
             # The asker still gets the answer; only its feedback buttons are lost.
             log.error("could not log the answer to %s: %s", question.event_id, exc)
@@ -212,9 +215,9 @@ class Responder:
         log.error("answering %s failed [error id %s]: %s", question.event_id or question.message_ts,
                   error_id, exc, exc_info=exc)
         try:
-            self.services.answer_log().record_error(self._asked(question), error_id=error_id,
-                                                    error=f"{type(exc).__name__}: {exc}",
-                                                    latency_ms=delivery.latency_ms())
+            self.answer_log().record_error(self._asked(question), error_id=error_id,
+                                           error=f"{type(exc).__name__}: {exc}",
+                                           latency_ms=delivery.latency_ms())
         except Exception as log_exc:
             log.warning("error %s not saved to the answer log: %s", error_id, log_exc)
         try:

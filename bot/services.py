@@ -1,19 +1,24 @@
 """Builds the core's objects from settings, once per process. The CLI, the Slack app and the worker all
-come through here, so they answer the same way."""
+come through here, so they answer the same way.
+
+Each part is built on first use, once, even when the first questions after a start arrive on several
+threads at once (`bot.lazy.built_once`). Consumers are handed the parts they use (`bot.app.build_parts`),
+not this object.
+"""
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from bot.lazy import built_once
 from retrieval.answer import AnswerPipeline, ExtractiveSynthesizer, Synthesizer
 from retrieval.answer_log import AnswerLog
 from retrieval.db import Database
 from retrieval.embedding_cache import CachedEmbedder
 from retrieval.embeddings import Embedder, create_embedder
+from retrieval.index_store import registered_sources
 from retrieval.search import Retriever, Searcher
 from retrieval.settings import Settings
 from retrieval.sources import Source
@@ -24,41 +29,46 @@ if TYPE_CHECKING:
     from retrieval.llm import ChatClient
 
 
-@dataclass
 class Services:
-    """Lazily built, shared core objects. Nothing is opened until first used."""
+    """Lazily built, shared core objects. Nothing is opened until first used.
 
-    settings: Settings
-    # Embeddings that may run at once in this process (the answer workers in `kbbot serve`): sizes each
-    # call's threads. Set before the embedder is first used.
-    concurrent_embeds: int = 1
-    _db: Database | None = field(default=None, repr=False)
-    _search_db: Database | None = field(default=None, repr=False)
-    _other_embedders: dict[tuple[str, str], Embedder] = field(default_factory=dict, repr=False)
-    _embedders_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _db_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    `database` and `embedder` may be given ready-made (tests share one model and database per session).
+    """
+
+    def __init__(self, settings: Settings, *, database: Database | None = None,
+                 embedder: Embedder | None = None, concurrent_embeds: int = 1) -> None:
+        self.settings = settings
+        # Embeddings that may run at once in this process (the answer workers in `kbbot serve`): sizes each
+        # call's threads. Set before the embedder is first used.
+        self.concurrent_embeds = concurrent_embeds
+        if database is not None:
+            self._primary = database
+        if embedder is not None:
+            self.embedder = embedder
+        self._other_embedders: dict[tuple[str, str], Embedder] = {}
+        self._embedders_lock = threading.Lock()
+
+    @built_once
+    def _primary(self) -> Database:
+        return Database.open(self.settings.storage)
+
+    @built_once
+    def _replica(self) -> Database:
+        storage = self.settings.storage
+        self.database()  # the primary first: it applies the migrations the replica then receives
+        return Database.open(storage.model_copy(update={"database_url": storage.search_database_url}),
+                             migrate=False)
 
     def database(self) -> Database:
-        # Locked: the first questions after a start (or an outage) arrive on several threads at once,
-        # and each would otherwise open, migrate and leak a pool of its own.
-        if self._db is None:
-            with self._db_lock:
-                if self._db is None:
-                    self._db = Database.open(self.settings.storage)
-        return self._db
+        return self._primary
 
     def search_database(self) -> Database:
         """Where searches read: the read replica when KBBOT_SEARCH_DATABASE_URL is set, else the primary."""
-        storage = self.settings.storage
-        if storage.search_database_url is None:
+        if self.settings.storage.search_database_url is None:
             return self.database()
-        if self._search_db is None:
-            self.database()  # the primary first: it applies the migrations the replica then receives
-            replica = storage.model_copy(update={"database_url": storage.search_database_url})
-            self._search_db = Database.open(replica, migrate=False)
-        return self._search_db
+        return self._replica
 
-    @functools.cached_property
+    @built_once
     def embedder(self) -> Embedder:
         return create_embedder(self.settings.embeddings, self.settings.openai,
                                concurrent_calls=self.concurrent_embeds)
@@ -91,7 +101,7 @@ class Services:
                 self._other_embedders[key] = built
             return self._other_embedders[key]
 
-    @functools.cached_property
+    @built_once
     def chat_client(self) -> ChatClient | None:
         """The LLM client when OPENAI_API_KEY or OPENAI_BASE_URL is set; None means extractive answers."""
         if not self.settings.openai.enabled:
@@ -105,7 +115,7 @@ class Services:
 
         return active_tone_model(self.database().engine)
 
-    @functools.cached_property
+    @built_once
     def sentence_embedder(self) -> Embedder:
         """The embedder behind the extractive answerer: the top passages' sentences repeat across
         questions, so their vectors are cached (retrieval/embedding_cache.py)."""
@@ -120,7 +130,7 @@ class Services:
         return create_llm_synthesizer(self.settings.llm, self.chat_client, fallback=extractive,
                                       tone_lookup=self.active_tone_model)
 
-    @functools.cached_property
+    @built_once
     def pipeline(self) -> AnswerPipeline:
         from retrieval.llm import create_rewriter
 
@@ -151,17 +161,12 @@ class Services:
         """The sources `kbbot sync`, the worker and /reindex sync: those declared in the sources file
         (KBBOT_SOURCES_FILE, re-read on every call so edits apply without a restart), then those registered
         in the index by `ingest`, rebuilt from their stored config."""
-        from sqlalchemy import text
-
-        from retrieval.db import translate_errors
         from retrieval.sources_config import configured_sources
 
-        with translate_errors("Reading the configured sources"), self.database().engine.connect() as conn:
-            rows = conn.execute(text("SELECT name, kind, config FROM sources ORDER BY name")).all()
-        return configured_sources(self.settings.index.sources_file, [(r.name, r.kind, dict(r.config)) for r in rows])
+        return configured_sources(self.settings.index.sources_file, registered_sources(self.database()))
 
     def close(self) -> None:
-        if self._search_db is not None:
-            self._search_db.close()
-        if self._db is not None:
-            self._db.close()
+        built = vars(self)  # only what was opened: closing must not open anything
+        for name in ("_replica", "_primary"):
+            if name in built:
+                built[name].close()

@@ -32,12 +32,12 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import text
 
 from bot.services import Services
 from retrieval.db import translate_errors
 from retrieval.errors import ConfigError, KbbotError, SyncInProgressError
 from retrieval.runs import RunKind, SyncRun
+from retrieval.spaces import active_space
 from retrieval.sync import ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -65,10 +65,10 @@ def worker_identity() -> str:
 def model_change_pending(services: Services) -> bool:
     """True when the configured embedding model is not the one the index answers with."""
     with translate_errors("Reading the embedding spaces"), services.database().engine.connect() as conn:
-        row = conn.execute(text("SELECT provider, model FROM embedding_spaces WHERE status = 'active'")).first()
+        space = active_space(conn)
     embeddings = services.settings.embeddings
-    configured = (embeddings.embedding_provider, embeddings.resolved_model)
-    return row is not None and (row.provider, row.model) != configured
+    return space is not None and (space.provider, space.model) != (embeddings.embedding_provider,
+                                                                   embeddings.resolved_model)
 
 
 def run_sync(services: Services, kind: RunKind, *, trigger: str = "schedule",

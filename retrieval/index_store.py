@@ -19,6 +19,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg.rows import namedtuple_row
 
+from retrieval.db import Database, translate_errors
 from retrieval.types import Article, ChunkDraft
 
 KEYWORD_INDEX = "chunks_tsv_idx"
@@ -330,6 +331,13 @@ def oldest_articles(conn: psycopg.Connection[Any], n: int) -> list[tuple[str, st
         "WHERE a.source_updated_at IS NOT NULL ORDER BY a.source_updated_at LIMIT %s", (n,)
     ).fetchall()
     return [(r[0], r[1], r[2]) for r in rows]
+
+
+def registered_sources(db: Database) -> list[tuple[str, str, dict[str, Any]]]:
+    """The sources `kbbot ingest` registered in the index: (name, kind, stored config), by name."""
+    with translate_errors("Reading the configured sources"), db.raw_connection() as pg:
+        rows = pg.execute("SELECT name, kind, config FROM sources ORDER BY name").fetchall()
+    return [(name, kind, dict(config)) for name, kind, config in rows]
 
 
 def _context(title: str, draft: ChunkDraft) -> str:

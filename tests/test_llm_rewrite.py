@@ -59,7 +59,7 @@ def test_heuristic_prefixes_the_question_a_follow_up_depends_on() -> None:
 @pytest.fixture
 def services(demo_database: Database, embedder: Any) -> Callable[..., Services]:
     def make(**overrides: object) -> Services:
-        built = Services(load_settings(_env_file=None, **overrides), _db=demo_database)
+        built = Services(load_settings(_env_file=None, **overrides), database=demo_database)
         built.__dict__["embedder"] = embedder
         return built
 

@@ -57,7 +57,7 @@ def services(demo_database: Database, embedder: Any, fake_openai: FakeOpenAI) ->
     def make(**overrides: object) -> Services:
         values: dict[str, object] = {"openai_api_key": "sk-test", "openai_base_url": fake_openai.url + "/v1"}
         values.update(overrides)
-        built = Services(load_settings(_env_file=None, **values), _db=demo_database)
+        built = Services(load_settings(_env_file=None, **values), database=demo_database)
         built.__dict__["embedder"] = embedder  # the session's model, already loaded
         return built
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from slack_bolt import App
@@ -9,17 +10,20 @@ from slack_bolt import App
 from bot.home import HomeTab
 from bot.reindex import Reindexer
 from bot.responder import Responder
-from bot.services import Services
+from retrieval.answer_log import AnswerLog
+from retrieval.db import Database
 
 
 @dataclass(frozen=True)
 class BotParts:
-    """What the listeners share, built once per process by `bot.app.create_app`."""
+    """What the listeners use, built once per process by `bot.app.build_parts`."""
 
-    services: Services
     responder: Responder
     reindexer: Reindexer
     home: HomeTab
+    answer_log: Callable[[], AnswerLog]  # feedback, escalations, "has the bot answered in this thread?"
+    database: Callable[[], Database]  # experts' replies to escalated questions
+    support_group: str | None  # mentioned by `Ask a human`; None: no escalation
 
 
 def register_listeners(app: App, parts: BotParts) -> None:

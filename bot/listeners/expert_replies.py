@@ -24,11 +24,11 @@ log = logging.getLogger(__name__)
 
 def capture(parts: BotParts, event: dict[str, Any], client: WebClient) -> bool:
     """True when the message is a support member's reply in an escalated thread (kept if it is the first)."""
-    group = parts.services.settings.slack.support_group
+    group = parts.support_group
     thread_ts, channel, user = event.get("thread_ts"), event.get("channel"), event.get("user")
     if not group or not thread_ts or thread_ts == event.get("ts") or not channel or not user:
         return False
-    replies = ExpertReplies(parts.services.database())
+    replies = ExpertReplies(parts.database())
     try:
         escalated, waiting = replies.thread_escalation(channel, thread_ts, event["ts"])
     except KbbotError as exc:

@@ -83,7 +83,7 @@ def register(app: App, parts: BotParts) -> None:
         if answer_id is None:
             return False
         try:
-            found = parts.services.answer_log().record_feedback(answer_id, body["user"]["id"], value, reason)  # type: ignore[arg-type]
+            found = parts.answer_log().record_feedback(answer_id, body["user"]["id"], value, reason)  # type: ignore[arg-type]
         except KbbotError as exc:
             error_id = new_error_id()
             log.error("feedback on answer %s failed [error id %s]: %s", answer_id, error_id, exc)
@@ -125,7 +125,7 @@ def register(app: App, parts: BotParts) -> None:
             return
         user = body["user"]["id"]
         try:
-            parts.services.answer_log().record_feedback(int(meta["answer_id"]), user, "down", reason, kind)
+            parts.answer_log().record_feedback(int(meta["answer_id"]), user, "down", reason, kind)
         except KbbotError as exc:
             error_id = new_error_id()
             log.error("feedback reason on answer %s failed [error id %s]: %s", meta["answer_id"], error_id, exc)
@@ -140,7 +140,7 @@ def register(app: App, parts: BotParts) -> None:
     @app.action("ask_human")
     def on_ask_human(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        group = parts.services.settings.slack.support_group
+        group = parts.support_group
         channel, thread_ts = _where(body)
         user = body["user"]["id"]
         if not group or channel is None:
@@ -149,7 +149,7 @@ def register(app: App, parts: BotParts) -> None:
         answer_id = _answer_id(body["actions"][0])
         if answer_id is not None:
             try:  # recorded first, but never at the cost of the escalation itself
-                parts.services.answer_log().add_metadata(
+                parts.answer_log().add_metadata(
                     answer_id, {"escalated_by": user, "escalated_at": datetime.now(UTC).isoformat()})
             except KbbotError as exc:
                 log.warning("could not record the escalation of answer %s: %s", answer_id, exc)

@@ -31,7 +31,7 @@ def register(app: App, parts: BotParts) -> None:
             log.warning("accept clicked with a malformed reply id %r", body["actions"][0].get("value"))
             return
         try:
-            accepted = ExpertReplies(parts.services.database()).accept(reply_id, user)
+            accepted = ExpertReplies(parts.database()).accept(reply_id, user)
         except KbbotError as exc:
             log.error("accepting expert reply %s failed: %s", reply_id, exc)
             accepted = None

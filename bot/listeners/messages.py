@@ -71,7 +71,7 @@ def _bot_in_thread(parts: BotParts, client: WebClient, channel: str, thread_ts: 
     """Has the bot answered in this thread? The answer log says so in one indexed query; while the
     database is down, the thread itself (one Web API call) does, so the follow-up still gets a reply."""
     try:
-        return parts.services.answer_log().answered_in_thread(channel, thread_ts)
+        return parts.answer_log().answered_in_thread(channel, thread_ts)
     except KbbotError as exc:
         log.warning("answer log unreachable (%s); reading thread %s from Slack instead", exc, thread_ts)
     try:

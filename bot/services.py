@@ -86,19 +86,9 @@ class Services:
             return self.embedder
         with self._embedders_lock:
             if key not in self._other_embedders:
-                from retrieval.embeddings import OpenAIEmbedder, create_local_embedder
-
-                settings, endpoint = self.settings.embeddings, self.settings.openai
-                if space.provider == "local":
-                    built: Embedder = create_local_embedder(settings, space.model,
-                                                            concurrent_calls=self.concurrent_embeds)
-                else:
-                    base_url = settings.embedding_base_url or endpoint.openai_base_url
-                    key_secret = settings.embedding_api_key or endpoint.openai_api_key
-                    built = OpenAIEmbedder(space.model, base_url=base_url,
-                                           api_key=key_secret.get_secret_value() if key_secret else None,
-                                           batch_size=settings.embedding_batch_size)
-                self._other_embedders[key] = built
+                self._other_embedders[key] = create_embedder(self.settings.embeddings, self.settings.openai,
+                                                             provider=space.provider, model=space.model,
+                                                             concurrent_calls=self.concurrent_embeds)
             return self._other_embedders[key]
 
     @built_once

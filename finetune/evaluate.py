@@ -156,7 +156,7 @@ def evaluate(
         row: dict[str, object] = {"reference_words": len(reference.split())}
         for name, figure in figures.items():
             try:
-                with api_errors(f"Asking {name}"):
+                with api_errors(f"Asking {name}", client, name):
                     reply = client.chat.completions.create(
                         model=name,
                         messages=prompt,
@@ -165,7 +165,7 @@ def evaluate(
                     )
                 answer = reply.choices[0].message.content or ""
             except Exception as exc:  # one failed call must not sink the comparison; it is counted
-                if "not found (404)" in str(exc):
+                if isinstance(exc.__cause__, openai.NotFoundError):
                     raise  # a wrong model id fails every call: say so at once
                 logger.warning("evaluation call to %s failed: %s", name, exc)
                 figure.failures += 1

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import openai
 
 from finetune.errors import JobError
 from finetune.output import sha256_file, verify_against_manifest
+from retrieval.openai_adapter import FINE_TUNING, Call, create_client, endpoint_of, raised_as
 from retrieval.settings import OpenAISettings
 
 logger = logging.getLogger(__name__)
@@ -76,61 +77,33 @@ def _job_info(job: object) -> JobInfo:
     )
 
 
-@contextmanager
-def api_errors(action: str) -> Iterator[None]:
-    """Turn openai's exceptions into JobError messages a person can act on."""
-    try:
-        yield
-    except openai.AuthenticationError as exc:
-        raise JobError(f"{action}: the API key was refused (401). Check OPENAI_API_KEY.") from exc
-    except openai.PermissionDeniedError as exc:
-        raise JobError(f"{action}: permission denied (403): {_message(exc)}") from exc
-    except openai.NotFoundError as exc:
-        raise JobError(f"{action}: not found (404): {_message(exc)}") from exc
-    except openai.RateLimitError as exc:
-        raise JobError(f"{action}: still rate-limited after retries (429). Wait a minute and retry.") from exc
-    except openai.BadRequestError as exc:
-        raise JobError(f"{action}: the API refused the request: {_message(exc)}") from exc
-    except openai.APITimeoutError as exc:
-        raise JobError(f"{action}: the API did not answer in time. Retry, or check OPENAI_BASE_URL.") from exc
-    except openai.APIConnectionError as exc:
-        raise JobError(f"{action}: cannot reach the API. Check OPENAI_BASE_URL and the network.") from exc
-    except openai.APIStatusError as exc:
-        raise JobError(f"{action}: the API failed ({exc.status_code}): {_message(exc)}") from exc
-
-
-def _message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-    return exc.message
+def api_errors(action: str, client: openai.OpenAI, model: str = "") -> AbstractContextManager[None]:
+    """Turn openai's exceptions into JobError messages a person can act on (retrieval/openai_adapter.py)."""
+    timeout = client.timeout if isinstance(client.timeout, (int, float)) else None
+    return raised_as(JobError, action, Call(FINE_TUNING, endpoint_of(client), model, timeout))
 
 
 def client_from_settings(
     settings: OpenAISettings, *, timeout_s: float = 60.0, max_retries: int = 3
 ) -> openai.OpenAI:
-    if settings.openai_api_key is None:
-        raise JobError("Fine-tuning needs OPENAI_API_KEY (and OPENAI_BASE_URL for a non-OpenAI endpoint).")
-    return openai.OpenAI(
-        api_key=settings.openai_api_key.get_secret_value(),
-        base_url=settings.openai_base_url,
-        timeout=timeout_s,
-        max_retries=max_retries,  # the client backs off on 429/5xx and honours Retry-After
-    )
+    """The fine-tuning client; the SDK backs off on 429/5xx and honours Retry-After."""
+    return create_client(FINE_TUNING, settings, timeout_s=timeout_s, max_retries=max_retries,
+                         key_required=True, missing=JobError)
 
 
 class FineTuningJobs:
     def __init__(self, client: openai.OpenAI) -> None:
         self._client = client
 
+    def _errors(self, action: str) -> AbstractContextManager[None]:
+        return api_errors(action, self._client)
+
     def upload(self, path: Path, *, force: bool = False) -> tuple[str, str]:
         """Upload one JSONL file for fine-tuning; return (file id, sha256)."""
         digest = sha256_file(path) if force else verify_against_manifest(path)
         if force:
             logger.warning("uploading %s without manifest check (--force)", path)
-        with api_errors(f"Uploading {path.name}"), path.open("rb") as handle:
+        with self._errors(f"Uploading {path.name}"), path.open("rb") as handle:
             uploaded = self._client.files.create(file=(path.name, handle), purpose="fine-tune")
         logger.info("uploaded %s as %s (%s bytes)", path.name, uploaded.id, uploaded.bytes)
         return uploaded.id, digest
@@ -163,19 +136,19 @@ class FineTuningJobs:
             arguments["hyperparameters"] = {"n_epochs": epochs}
         if seed is not None:
             arguments["seed"] = seed
-        with api_errors("Creating the fine-tuning job"):
+        with self._errors("Creating the fine-tuning job"):
             job = self._client.fine_tuning.jobs.create(**arguments)  # type: ignore[arg-type]
         info = _job_info(job)
         logger.info("created fine-tuning job %s on %s", info.job_id, base_model)
         return Submission(info, None if force else digest)
 
     def status(self, job_id: str) -> JobInfo:
-        with api_errors(f"Reading job {job_id}"):
+        with self._errors(f"Reading job {job_id}"):
             return _job_info(self._client.fine_tuning.jobs.retrieve(job_id))
 
     def events(self, job_id: str, *, after: str | None = None, limit: int = 100) -> list[JobEvent]:
         """Events in chronological order (the API lists newest first); ``after`` is an event id cursor."""
-        with api_errors(f"Reading events of job {job_id}"):
+        with self._errors(f"Reading events of job {job_id}"):
             page = self._client.fine_tuning.jobs.list_events(job_id, limit=limit)
             events = [JobEvent(e.id, e.created_at, e.level, e.message) for e in page.data]
         events.reverse()
@@ -212,5 +185,5 @@ class FineTuningJobs:
             sleep(poll_s)
 
     def list_jobs(self, limit: int = 20) -> list[JobInfo]:
-        with api_errors("Listing fine-tuning jobs"):
+        with self._errors("Listing fine-tuning jobs"):
             return [_job_info(job) for job in self._client.fine_tuning.jobs.list(limit=limit).data]

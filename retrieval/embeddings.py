@@ -15,7 +15,7 @@ import os
 import re
 import threading
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -23,8 +23,17 @@ from retrieval.errors import ConfigError, EmbeddingError
 from retrieval.settings import DEFAULTS, EmbeddingSettings, OpenAISettings
 from retrieval.threads import embedding_threads, prepare_torch_threads, set_torch_threads
 
+if TYPE_CHECKING:
+    import openai
+
+# retrieval.openai_adapter (and so the openai SDK) is imported only when the openai provider is used: a
+# local-only process does not pay for it at start.
+
 log = logging.getLogger(__name__)
 _load_lock = threading.Lock()
+# A sync embeds in the background: a slow endpoint is waited for, and retried by the SDK, longer than a chat.
+_OPENAI_TIMEOUT_S = 30.0
+_OPENAI_RETRIES = 5
 
 
 class Embedder(Protocol):
@@ -133,22 +142,20 @@ _WORDISH = re.compile(r"\w+|[^\w\s]")
 
 
 class OpenAIEmbedder:
-    """Any OpenAI-compatible embeddings endpoint. The SDK retries 429/5xx with backoff (Retry-After)."""
+    """Any OpenAI-compatible embeddings endpoint, through a client from retrieval/openai_adapter.py (whose
+    SDK retries 429/5xx with backoff and honours Retry-After)."""
 
     provider = "openai"
 
-    def __init__(
-        self, model: str, *, base_url: str | None, api_key: str | None,
-        batch_size: int = DEFAULTS.embeddings.embedding_batch_size,
-        timeout_s: float = 30.0, max_retries: int = 5,
-    ) -> None:
-        import openai
-
+    def __init__(self, model: str, client: openai.OpenAI, *,
+                 batch_size: int = DEFAULTS.embeddings.embedding_batch_size) -> None:
         self.model = model
         self.batch_size = batch_size
-        self._client = openai.OpenAI(
-            base_url=base_url, api_key=api_key or "unused", timeout=timeout_s, max_retries=max_retries
-        )
+        from retrieval.openai_adapter import EMBEDDINGS, Call, endpoint_of
+
+        self._client = client
+        timeout = client.timeout if isinstance(client.timeout, (int, float)) else None
+        self._call = Call(EMBEDDINGS, endpoint_of(client), model, timeout)
         self._dimension: int | None = None
 
     @property
@@ -158,24 +165,13 @@ class OpenAIEmbedder:
         return self._dimension
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        import openai
+        from retrieval.openai_adapter import raised_as
 
         out: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
             batch = list(texts[start : start + self.batch_size])
-            try:
+            with raised_as(EmbeddingError, "The embeddings endpoint failed", self._call):
                 response = self._client.embeddings.create(model=self.model, input=batch)
-            except openai.AuthenticationError as exc:
-                raise EmbeddingError(
-                    "The embeddings endpoint rejected the API key (401): check KBBOT_EMBEDDING_API_KEY "
-                    "or OPENAI_API_KEY."
-                ) from exc
-            except openai.NotFoundError as exc:
-                raise EmbeddingError(
-                    f"The embeddings endpoint does not know model {self.model!r}: check KBBOT_EMBEDDING_MODEL."
-                ) from exc
-            except openai.APIError as exc:
-                raise EmbeddingError(f"The embeddings endpoint failed after retries: {exc}") from exc
             ordered = sorted(response.data, key=lambda item: item.index)
             out.extend(item.embedding for item in ordered)
         if not out:
@@ -215,20 +211,19 @@ def create_local_embedder(settings: EmbeddingSettings, model: str, *, concurrent
                         batch_size=settings.embedding_batch_size, threads=threads)
 
 
-def create_embedder(settings: EmbeddingSettings, endpoint: OpenAISettings, *,
-                    concurrent_calls: int = 1) -> Embedder:
-    """The configured embedder; `endpoint` (OPENAI_*) is the fallback of the KBBOT_EMBEDDING_* endpoint.
-    `concurrent_calls`: embeddings that may run at once in this process (sizes each call's threads)."""
-    if settings.embedding_provider == "local":
-        return create_local_embedder(settings, settings.resolved_model, concurrent_calls=concurrent_calls)
-    base_url = settings.embedding_base_url or endpoint.openai_base_url
-    key = settings.embedding_api_key or endpoint.openai_api_key
-    if base_url is None and key is None:
-        raise ConfigError(
-            "KBBOT_EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY (or KBBOT_EMBEDDING_API_KEY), and "
-            "OPENAI_BASE_URL / KBBOT_EMBEDDING_BASE_URL for a non-OpenAI endpoint."
-        )
-    return OpenAIEmbedder(
-        settings.resolved_model, base_url=base_url,
-        api_key=key.get_secret_value() if key else None, batch_size=settings.embedding_batch_size,
-    )
+def create_embedder(settings: EmbeddingSettings, endpoint: OpenAISettings, *, provider: str | None = None,
+                    model: str | None = None, concurrent_calls: int = 1) -> Embedder:
+    """The configured embedder, or with `provider` and `model` one for a space another model built.
+
+    `endpoint` (OPENAI_*) is the fallback of the KBBOT_EMBEDDING_* endpoint. `concurrent_calls`: embeddings
+    that may run at once in this process (sizes each call's threads)."""
+    provider = provider or settings.embedding_provider
+    model = model or settings.resolved_model
+    if provider == "local":
+        return create_local_embedder(settings, model, concurrent_calls=concurrent_calls)
+    from retrieval.openai_adapter import EMBEDDINGS, create_client
+
+    own = endpoint.model_copy(update={"openai_api_key": settings.embedding_api_key or endpoint.openai_api_key,
+                                      "openai_base_url": settings.embedding_base_url or endpoint.openai_base_url})
+    client = create_client(EMBEDDINGS, own, timeout_s=_OPENAI_TIMEOUT_S, max_retries=_OPENAI_RETRIES)
+    return OpenAIEmbedder(model, client, batch_size=settings.embedding_batch_size)

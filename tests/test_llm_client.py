@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from retrieval import openai_adapter
 from retrieval.errors import ConfigError, LLMError
-from retrieval.llm.client import ChatClient, Deadline, create_openai_client
+from retrieval.llm.client import ChatClient, Deadline
 from retrieval.settings import load_settings
 from tests.fakes.openai_api import FakeOpenAI, Scripted, fake_openai  # noqa: F401 - fixture
 
@@ -123,9 +124,10 @@ def test_local_server_without_key_and_no_config_at_all(fake_openai: FakeOpenAI) 
     keyless = load_settings(_env_file=None, openai_base_url=fake_openai.url + "/v1")
     assert keyless.openai.enabled
     # Ollama/vLLM ignore the key; the SDK wants one
-    assert create_openai_client(keyless.openai, timeout_s=5).api_key == "unused"
+    chat = openai_adapter.CHAT
+    assert openai_adapter.create_client(chat, keyless.openai, timeout_s=5, max_retries=0).api_key == "unused"
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
-        create_openai_client(load_settings(_env_file=None).openai, timeout_s=5)
+        openai_adapter.create_client(chat, load_settings(_env_file=None).openai, timeout_s=5, max_retries=0)
 
 
 def test_lists_models(fake_openai: FakeOpenAI) -> None:

@@ -1,6 +1,6 @@
 """LLM answer synthesis over any OpenAI-compatible chat endpoint (OpenAI, Azure OpenAI, vLLM, Ollama).
 
-    client.py       the openai client from settings; calls with deadline, retries, clear errors
+    client.py       chat calls with a deadline and retries (client and error words: retrieval/openai_adapter.py)
     prompt.py       rules, fenced passages [1..k], thread context, token budget
     grounding.py    citation filter applied while streaming; quotes for the sources list
     synthesizer.py  LLMSynthesizer: route, stream, ground, fall back (tone -> base -> extractive)
@@ -13,14 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from retrieval.answer import QueryRewriter, Synthesizer
-from retrieval.llm.client import ChatClient, Deadline, create_openai_client
+from retrieval.llm.client import ChatClient, Deadline
 from retrieval.llm.prompt import PromptBuilder
 from retrieval.llm.synthesizer import LLMSynthesizer
 from retrieval.routing import ToneRouter
 from retrieval.settings import LLMSettings, SearchSettings
 
-__all__ = ["ChatClient", "Deadline", "LLMSynthesizer", "create_llm_synthesizer", "create_openai_client",
-           "create_rewriter", "create_router"]
+__all__ = ["ChatClient", "Deadline", "LLMSynthesizer", "create_llm_synthesizer", "create_rewriter", "create_router"]
 
 
 def create_router(settings: LLMSettings, tone_lookup: Callable[[], str | None] | None = None) -> ToneRouter:

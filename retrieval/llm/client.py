@@ -1,9 +1,10 @@
 """Chat completions against any OpenAI-compatible endpoint, with a deadline, bounded retries and errors a
 person can act on.
 
-One ``openai.OpenAI`` client is built per process (it pools connections). Its own retries are switched
-off: ``ChatClient`` retries itself so that every wait counts against the answer's budget, honours
-``Retry-After``, and never retries once text has been streamed (a retry would repeat it).
+One ``openai.OpenAI`` client is built per process by retrieval/openai_adapter.py, which also words
+the errors. The SDK's own retries are switched off: ``ChatClient`` retries itself so that every wait counts
+against the answer's budget, honours ``Retry-After``, and never retries once text has been streamed (a
+retry would repeat it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,18 @@ from urllib.parse import urlsplit
 import httpx2 as _http
 import openai
 
-from retrieval.errors import ConfigError, LLMError
+from retrieval.errors import LLMError
+from retrieval.openai_adapter import (
+    CAUGHT,
+    CHAT,
+    Call,
+    create_client,
+    describe,
+    endpoint_of,
+    error_message,
+    quota_exhausted,
+    retry_after,
+)
 from retrieval.settings import DEFAULTS, LLMSettings, OpenAISettings
 
 log = logging.getLogger(__name__)
@@ -30,18 +42,6 @@ _BACKOFF_BASE_S = 0.5
 _BACKOFF_CAP_S = 8.0
 # A call with less time than this left is not worth starting.
 _MIN_CALL_S = 0.2
-
-
-def create_openai_client(endpoint: OpenAISettings, *, timeout_s: float) -> openai.OpenAI:
-    """The process's client, from OPENAI_API_KEY / OPENAI_BASE_URL (read by Settings, .env included)."""
-    if endpoint.openai_api_key is not None:
-        api_key = endpoint.openai_api_key.get_secret_value()
-    elif endpoint.openai_base_url:
-        api_key = "unused"  # local servers (Ollama, vLLM) ignore the key, but the SDK insists on one
-    else:
-        raise ConfigError("LLM answers need OPENAI_API_KEY (and OPENAI_BASE_URL for a non-OpenAI endpoint).")
-    return openai.OpenAI(api_key=api_key, base_url=endpoint.openai_base_url or None,
-                         timeout=timeout_s, max_retries=0)
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,8 @@ class ChatClient:
     @classmethod
     def from_settings(cls, endpoint: OpenAISettings, settings: LLMSettings,
                       client: openai.OpenAI | None = None) -> ChatClient:
-        return cls(client or create_openai_client(endpoint, timeout_s=settings.llm_timeout_s),
+        # max_retries=0: this class retries itself, so every wait counts against the answer's budget.
+        return cls(client or create_client(CHAT, endpoint, timeout_s=settings.llm_timeout_s, max_retries=0),
                    timeout_s=settings.llm_timeout_s,
                    max_retries=settings.llm_max_retries, max_answer_tokens=settings.llm_max_answer_tokens,
                    temperature=settings.llm_temperature)
@@ -87,8 +88,7 @@ class ChatClient:
     @property
     def endpoint(self) -> str:
         """The base URL without credentials or query, safe for logs and messages."""
-        parts = urlsplit(str(self.client.base_url))
-        return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
+        return endpoint_of(self.client)
 
     def stream(self, model: str, messages: Sequence[Message], deadline: Deadline, *,
                max_tokens: int | None = None) -> Iterator[str]:
@@ -106,7 +106,7 @@ class ChatClient:
                 if deadline.remaining() <= 0:
                     raise LLMError(f"Model {model} was still writing when the answer's time budget ran out "
                                    "(KBBOT_LLM_ANSWER_BUDGET).")
-        except (openai.OpenAIError, _http.HTTPError) as exc:
+        except CAUGHT as exc:
             where = "mid-answer" if produced else "before answering"
             raise self._error(exc, model, f"The stream from {model} broke {where}") from exc
         finally:
@@ -123,7 +123,7 @@ class ChatClient:
     def list_models(self) -> list[str]:
         try:
             return sorted(model.id for model in self.client.models.list())
-        except openai.OpenAIError as exc:
+        except CAUGHT as exc:
             raise self._error(exc, "", "Listing the models") from exc
 
     # --- internals -------------------------------------------------------------------------------
@@ -150,18 +150,18 @@ class ChatClient:
                     continue
                 raise self._error(exc, model, f"Calling {model}") from exc
             except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as exc:
-                if isinstance(exc, openai.APITimeoutError) or _quota_exhausted(exc):
+                if isinstance(exc, openai.APITimeoutError) or quota_exhausted(exc):
                     # A timeout already cost a full KBBOT_LLM_TIMEOUT: the fallback model is the better
                     # use of what is left. An empty quota does not refill in seconds.
                     raise self._error(exc, model, f"Calling {model}") from exc
                 attempt += 1
-                delay = _backoff(attempt, _retry_after(exc))
+                delay = _backoff(attempt, retry_after(exc))
                 if attempt > self.max_retries or delay + _MIN_CALL_S >= deadline.remaining():
                     raise self._error(exc, model, f"Calling {model} ({attempt} attempts)") from exc
                 log.warning("%s from %s for %s; retry %d/%d in %.1fs", type(exc).__name__, self.endpoint,
                             model, attempt, self.max_retries, delay)
                 self._sleep(delay)
-            except openai.OpenAIError as exc:
+            except CAUGHT as exc:
                 raise self._error(exc, model, f"Calling {model}") from exc
 
     def _options(self, max_tokens: int | None) -> dict[str, Any]:
@@ -171,72 +171,13 @@ class ChatClient:
         return options
 
     def _error(self, exc: BaseException, model: str, action: str) -> LLMError:
-        return LLMError(f"{action}: {describe_error(exc, model, self.endpoint, self.timeout_s)}")
-
-
-def describe_error(exc: BaseException, model: str, endpoint: str, timeout_s: float) -> str:
-    """What went wrong, in words that say which setting to look at."""
-    if isinstance(exc, openai.AuthenticationError):
-        return f"the endpoint {endpoint} refused the API key (401). Check OPENAI_API_KEY."
-    if isinstance(exc, openai.PermissionDeniedError):
-        return f"this API key may not use model {model!r} (403): {_message(exc)}"
-    if isinstance(exc, openai.NotFoundError):
-        if _code(exc) == "model_not_found" or "model" in _message(exc).lower():
-            return (f"model {model!r} does not exist at {endpoint} or this key cannot use it. Set "
-                    "KBBOT_LLM_MODEL (or KBBOT_TONE_MODEL) to an available model: `kbbot llm check` lists them.")
-        return f"{endpoint} answered 404. Check OPENAI_BASE_URL (it usually ends in /v1)."
-    if isinstance(exc, openai.RateLimitError):
-        if _quota_exhausted(exc):
-            return f"the account's quota is used up (429 insufficient_quota): {_message(exc)}"
-        return "still rate-limited (429) after retries. Wait a minute, or raise the endpoint's limits."
-    if isinstance(exc, openai.BadRequestError):
-        if _code(exc) == "context_length_exceeded":
-            return (f"the prompt is too long for {model!r}: lower KBBOT_LLM_MAX_CONTEXT_TOKENS "
-                    "to fit its context window.")
-        return f"the endpoint refused the request (400): {_message(exc)}"
-    if isinstance(exc, (openai.APITimeoutError, _http.TimeoutException)):
-        return f"no reply from {model!r} within {timeout_s:g}s (KBBOT_LLM_TIMEOUT)."
-    if isinstance(exc, (openai.APIConnectionError, _http.TransportError)):
-        return f"cannot reach {endpoint}. Check OPENAI_BASE_URL and the network."
-    if isinstance(exc, openai.APIStatusError):
-        return f"the endpoint failed ({exc.status_code}): {_message(exc)}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _message(exc: BaseException) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return str(inner["message"])
-    return str(getattr(exc, "message", exc))
-
-
-def _code(exc: BaseException) -> str | None:
-    code = getattr(exc, "code", None)
-    if code:
-        return str(code)
-    body = getattr(exc, "body", None)
-    inner = body.get("error", body) if isinstance(body, dict) else None
-    return str(inner["code"]) if isinstance(inner, dict) and inner.get("code") else None
-
-
-def _quota_exhausted(exc: BaseException) -> bool:
-    return isinstance(exc, openai.RateLimitError) and _code(exc) == "insufficient_quota"
+        call = Call(CHAT, self.endpoint, model, self.timeout_s)
+        return LLMError(f"{action}: {describe(exc, call)}")
 
 
 def _complains_about_limit_field(exc: openai.BadRequestError) -> bool:
-    text = _message(exc)
+    text = error_message(exc)
     return "max_tokens" in text or "max_completion_tokens" in text
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: rare from these APIs, and the exponential backoff is a fine stand-in
 
 
 def _backoff(attempt: int, retry_after: float | None) -> float:

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-# The transport the openai SDK is built on: a stream can fail with its errors mid-iteration.
-import httpx2 as _http
 import openai
 
 from retrieval.errors import LLMError

@@ -53,6 +53,17 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def local_embedder(concurrent_calls: int = 1):  # type: ignore[no-untyped-def]
+    """all-MiniLM-L6-v2 on the runtime kbbot itself would use (KBBOT_EMBEDDING_BACKEND: ONNX Runtime by
+    default, `torch` for sentence-transformers; KBBOT_EMBEDDING_THREADS), as `kbbot ingest` builds it.
+    Both runtimes write the same space (cosine >= 0.9999998, BENCHMARKS.md), so the cache is shared."""
+    from retrieval.embeddings import create_local_embedder
+    from retrieval.settings import load_settings
+
+    return create_local_embedder(load_settings(_env_file=None).embeddings, "all-MiniLM-L6-v2",
+                                 concurrent_calls=concurrent_calls)
+
+
 def chunk_corpus(corpus: Path, embedder, max_tokens: int) -> list[dict]:  # type: ignore[no-untyped-def]
     """Every chunk of the corpus as kbbot's Indexer cuts it, with what gets embedded (`input`)."""
     from retrieval.chunking import chunk_article
@@ -73,15 +84,11 @@ def chunk_corpus(corpus: Path, embedder, max_tokens: int) -> list[dict]:  # type
 
 def build_aws_cache(stem: Path, *, aws_dir: Path = AWS_DIR, helper: bool = False) -> None:
     """Chunk the corpus the way `Indexer` does and embed every chunk and question once."""
-    from retrieval.embeddings import LocalEmbedder
     from retrieval.evaluation import load_labelled_queries
 
     corpus = aws_dir / "corpus.jsonl"
-    if threads := os.environ.get("KBBOT_BENCH_TORCH_THREADS"):
-        import torch
-
-        torch.set_num_threads(int(threads))  # 1 wastes less CPU when the 2 cores are shared with others
-    embedder = LocalEmbedder()
+    # KBBOT_EMBEDDING_THREADS=1 wastes less CPU when the 2 cores are shared with others.
+    embedder = local_embedder()
     max_tokens = min(MAX_TOKENS, embedder.max_tokens - 40)  # the Indexer's own rule
     chunks = chunk_corpus(corpus, embedder, max_tokens)
     log.info("chunked %s into %d chunks; embedding them", corpus, len(chunks))
@@ -132,7 +139,8 @@ def build_aws_cache(stem: Path, *, aws_dir: Path = AWS_DIR, helper: bool = False
     files.manifest.write_text(json.dumps({
         "corpus": str(corpus), "corpus_sha256": _sha256(corpus),
         "chunker_sha256": _sha256(REPO / "retrieval" / "chunking.py"), "max_tokens": max_tokens,
-        "model": f"{embedder.provider}/{embedder.model}", "dimension": int(vectors.shape[1]),
+        "model": f"{embedder.provider}/{embedder.model}", "runtime": getattr(embedder, "backend", None),
+        "dimension": int(vectors.shape[1]),
         "chunks": len(chunks), "articles": len({c["article"] for c in chunks}), "queries": len(queries),
         "embed_seconds": round(time.perf_counter() - started, 1),
     }, indent=2))
@@ -143,10 +151,8 @@ def build_aws_cache(stem: Path, *, aws_dir: Path = AWS_DIR, helper: bool = False
 def import_blocks_from_index(conninfo: str) -> int:
     """Fill missing cache blocks from a kbbot index of the same corpus (e.g. bench/ingest_aws.py's), so the
     vectors are not computed twice. A block is taken only when every chunk's embedded text matches."""
-    from retrieval.embeddings import LocalEmbedder
-
     stem = default_stem(MAX_TOKENS)
-    embedder = LocalEmbedder()
+    embedder = local_embedder()
     chunks = chunk_corpus(AWS_DIR / "corpus.jsonl", embedder, min(MAX_TOKENS, embedder.max_tokens - 40))
     with psycopg.connect(conninfo) as conn:
         rows = conn.execute(
@@ -178,7 +184,6 @@ def import_blocks_from_index(conninfo: str) -> int:
 def load_aws_partial() -> AwsChunks:
     """Only the blocks embedded so far (while the cache is being built): for runs that cannot wait, with
     the real share stated in their report."""
-    from retrieval.embeddings import LocalEmbedder
     from retrieval.evaluation import load_labelled_queries
 
     stem = default_stem(MAX_TOKENS)
@@ -188,14 +193,14 @@ def load_aws_partial() -> AwsChunks:
     listing, query_file = partial / "chunks.jsonl", partial / "queries.npy"
     embedder = None
     if not listing.is_file():
-        embedder = LocalEmbedder()
+        embedder = local_embedder()
         chunks = chunk_corpus(AWS_DIR / "corpus.jsonl", embedder, min(MAX_TOKENS, embedder.max_tokens - 40))
         listing.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in chunks), encoding="utf-8")
     with listing.open(encoding="utf-8") as fh:  # not splitlines(): texts hold U+2028 and friends
         chunks = [json.loads(line) for line in fh]
     queries = load_labelled_queries(AWS_DIR / "queries.jsonl", AWS_DIR / "qrels.tsv")
     if not query_file.is_file():
-        embedder = embedder or LocalEmbedder()
+        embedder = embedder or local_embedder()
         np.save(query_file, np.vstack([embedder.embed_query(q.text) for q in queries]).astype(np.float32))
     kept, parts = [], []
     for block_file in sorted(partial.glob(f"*-{EMBED_BLOCK}.npy")):

@@ -31,8 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from bench.common import local_embedder  # noqa: E402
 from retrieval.db import Database, embedded_url  # noqa: E402
-from retrieval.embeddings import LocalEmbedder  # noqa: E402
+from retrieval.embeddings import Embedder  # noqa: E402
 from retrieval.sources.filesystem import FilesystemSource  # noqa: E402
 from retrieval.sources.zendesk import ZendeskSource  # noqa: E402
 from retrieval.sync import Indexer  # noqa: E402
@@ -62,10 +63,10 @@ class Measure:
 class TimedEmbedder:
     """The real embedder, timing its calls (embedding cost is proportional to change either way)."""
 
-    def __init__(self, inner: LocalEmbedder) -> None:
+    def __init__(self, inner: Embedder) -> None:
         self.inner = inner
         self.provider, self.model = inner.provider, inner.model
-        self.max_tokens = inner.max_tokens
+        self.max_tokens = getattr(inner, "max_tokens", None)
         self.seconds = 0.0
 
     @property
@@ -146,7 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     rng = random.Random(2026)
-    embedder = TimedEmbedder(LocalEmbedder())
+    embedder = TimedEmbedder(local_embedder())
     embedder.inner.embed_documents(["warm up: load the model before anything is timed"])
     with tempfile.TemporaryDirectory(prefix="kbbot-bench-") as tmp, FakeZendesk() as fake:
         db = Database.from_url(embedded_url(Path(tmp)))

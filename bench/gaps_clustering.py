@@ -38,11 +38,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
-    from bench.common import emit, machine
-    from retrieval.embeddings import LocalEmbedder
+    from bench.common import emit, local_embedder, machine
 
     data = LabelledQuestions.read(QUESTIONS)
-    vectors = np.asarray(LocalEmbedder().embed_documents(data.texts), dtype=np.float32)
+    vectors = np.asarray(local_embedder().embed_documents(data.texts), dtype=np.float32)
     sweep = [scores(data.groups, vectors, t) for t in SWEEP]
     tune, held_out = _halves(data)
     tuned = max(SWEEP, key=lambda t: scores([data.groups[i] for i in tune], vectors[tune], t)["adjusted_rand_index"])

@@ -93,18 +93,17 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
 
-    from bench.common import bench_server, emit, machine, scratch_database, summarize_ms
+    from bench.common import bench_server, emit, local_embedder, machine, scratch_database, summarize_ms
     from bot.cli_gaps import report_json
     from retrieval.answer_log import AnswerLog
     from retrieval.db import Database
-    from retrieval.embeddings import LocalEmbedder
     from retrieval.gaps import GapFinder, nearest_from_searcher
     from retrieval.gaps_articles import articles_to_review
     from retrieval.search import Searcher
     from retrieval.sources.filesystem import FilesystemSource
     from retrieval.sync import Indexer
 
-    embedder = LocalEmbedder()
+    embedder = local_embedder()
     server = bench_server()
     with scratch_database(server, "gaps") as url:
         db = Database.from_url(url.render_as_string(hide_password=False), migrate=True)

@@ -100,9 +100,9 @@ def load_articles(limit: int | None = None) -> list:  # type: ignore[type-arg]
 
 def throughput(subset: int, rounds: int) -> dict:
     """(a): kbbot's ingest vs the bare embedder on the same chunk texts, rounds alternated."""
+    from bench.common import local_embedder
     from retrieval.chunking import chunk_article
     from retrieval.db import Database
-    from retrieval.embeddings import LocalEmbedder
     from retrieval.settings import load_settings
     from retrieval.sources.base import Source
     from retrieval.sync import Indexer
@@ -115,7 +115,7 @@ def throughput(subset: int, rounds: int) -> dict:
         def iter_articles(self):  # type: ignore[no-untyped-def]
             yield from articles
 
-    embedder = LocalEmbedder()
+    embedder = local_embedder()
     embedder.embed_documents(["warm up the model and the thread pool"] * 64)
     texts = [d.embedding_input(a.title) for a in articles
              for d in chunk_article(a.text, max_tokens=MAX_TOKENS, count_tokens=embedder.count_tokens)]
@@ -150,13 +150,13 @@ def throughput(subset: int, rounds: int) -> dict:
 
 def build_full_index(data_dir: Path) -> dict:
     """The whole corpus through kbbot's Indexer; vectors from the shared cache where available."""
+    from bench.common import local_embedder
     from retrieval.db import Database
-    from retrieval.embeddings import LocalEmbedder
     from retrieval.settings import load_settings
     from retrieval.sources import JsonlSource
     from retrieval.sync import Indexer
 
-    embedder = LocalEmbedder()
+    embedder = local_embedder()
     cache: dict[str, np.ndarray] = {}
     try:
         from bench.peers import cache_format

@@ -23,9 +23,8 @@ import json
 import logging
 from pathlib import Path
 
-from bench.common import REPO, bench_server, scratch_database
+from bench.common import REPO, bench_server, local_embedder, scratch_database
 from retrieval.db import Database
-from retrieval.embeddings import LocalEmbedder
 from retrieval.search import Searcher
 from retrieval.sources import FilesystemSource
 from retrieval.sync import Indexer
@@ -52,7 +51,7 @@ def main() -> None:
     parser.add_argument("--eval-dir", type=Path, default=DEMO_EVAL)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
-    embedder = LocalEmbedder()
+    embedder = local_embedder()
     groups: dict[str, dict[str, object]] = {}
     with scratch_database(bench_server(), "snapshot") as url:
         db = Database.from_url(url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))

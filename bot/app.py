@@ -15,12 +15,12 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 from bot.channel_profiles import ChannelProfiles
 from bot.dedupe import EventDeduper
 from bot.home import Block, HomeTab
+from bot.home_gaps import GapsParts, reviewer_gaps_blocks
 from bot.listeners import BotParts, register_listeners
 from bot.readers import ReaderResolver
 from bot.reindex import AdminCheck, Reindexer
 from bot.responder import Responder
 from bot.services import Services
-from retrieval.audiences import indexed_groups
 from retrieval.errors import ConfigError, KbbotError
 from retrieval.settings import Settings, SlackSettings
 
@@ -89,12 +89,12 @@ def build_parts(settings: SlackSettings, services: Services) -> BotParts:
     """The listeners' parts, each handed what it uses. The pipeline and the database are reached through
     `services` on first use, so the app starts (and says so in Slack) while the database is down."""
     admins = AdminCheck(settings.admin_users, settings.admin_groups)
-    readers = ReaderResolver(lambda: indexed_groups(services.database()))  # one cache of Slack's answers
+    readers = ReaderResolver.of_index(services.database)  # one cache of Slack's answers
 
-    def gaps(client: WebClient, user_id: str, home: HomeTab) -> list[Block]:
-        from bot.home_gaps import reviewer_gaps_blocks  # the clustering stack loads on a reviewer's first look
+    gaps_parts = GapsParts.of(services, readers)
 
-        return reviewer_gaps_blocks(services, admins, client, user_id, home)
+    def gaps(client: WebClient, user_id: str, is_admin: bool) -> list[Block]:
+        return reviewer_gaps_blocks(gaps_parts, client, user_id, is_admin=is_admin)
 
     return BotParts(
         responder=Responder(lambda: services.pipeline, services.answer_log, EventDeduper(services.database),

@@ -10,7 +10,7 @@ import click
 from bot.channel_profiles import ChannelProfile, ChannelProfiles
 from bot.readers import Place, ReaderResolver
 from retrieval.access import ReaderScope, describe_audience
-from retrieval.audiences import indexed_groups, reach
+from retrieval.audiences import reach
 
 
 def reader_scope(obj, user: str | None, channel: str | None) -> tuple[ReaderScope, ChannelProfile | None]:  # type: ignore[no-untyped-def]
@@ -26,7 +26,7 @@ def reader_scope(obj, user: str | None, channel: str | None) -> tuple[ReaderScop
                                    "(see docs/slack.md).")
     client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url,
                        timeout=15)
-    readers = ReaderResolver(lambda: indexed_groups(obj.database()))
+    readers = ReaderResolver.of_index(obj.database)
     profiles = ChannelProfiles.load(settings.channel_profiles_file)
     profile = profiles.for_channel(channel, readers.channel_name(client, channel)) if channel else None
     if channel is None or channel.startswith("D"):

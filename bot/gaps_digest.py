@@ -16,10 +16,10 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import text
 
-from bot.gaps_access import channel_scope
-from bot.home_gaps import ARTICLES_SHOWN, gaps_blocks, visible_replies
+from bot.home_gaps import ARTICLES_SHOWN, GapsParts, gaps_blocks, visible_replies
+from bot.readers import Place, ReaderResolver
 from bot.services import Services
-from retrieval.db import translate_errors
+from retrieval.db import Database, translate_errors
 from retrieval.errors import KbbotError
 from retrieval.expert_replies import ExpertReplies
 from retrieval.gaps import GapFinder, Viewer, nearest_from_searcher
@@ -31,38 +31,37 @@ DIGEST_GROUPS = 5
 DIGEST_BLOCKS = 50  # chat.postMessage's limit
 
 
-def _claim(services: Services, slot: str, channel: str) -> bool:
-    with translate_errors("Claiming the gaps digest"), services.database().engine.begin() as conn:
+def _claim(db: Database, slot: str, channel: str) -> bool:
+    with translate_errors("Claiming the gaps digest"), db.engine.begin() as conn:
         return conn.execute(text(
             "INSERT INTO gaps_digests (slot, channel) VALUES (:s, :c) ON CONFLICT (slot) DO NOTHING RETURNING slot"
         ), {"s": slot, "c": channel}).first() is not None
 
 
-def _finish(services: Services, slot: str, *, message_ts: str | None = None, error: str | None = None) -> None:
-    with translate_errors("Recording the gaps digest"), services.database().engine.begin() as conn:
+def _finish(db: Database, slot: str, *, message_ts: str | None = None, error: str | None = None) -> None:
+    with translate_errors("Recording the gaps digest"), db.engine.begin() as conn:
         conn.execute(text("UPDATE gaps_digests SET message_ts = :ts, error = :e WHERE slot = :s"),
                      {"s": slot, "ts": message_ts, "e": error})
 
 
-def post_digest(services: Services, client: WebClient, *, slot: str, now: datetime | None = None) -> str:
-    """Post the digest of `slot` (e.g. the scheduled fire time) unless another worker did; says what happened."""
-    schedule = services.settings.scheduler
-    channel = schedule.gaps_digest_channel
+def post_digest(parts: GapsParts, client: WebClient, *, channel: str | None, days: int, slot: str,
+                now: datetime | None = None) -> str:
+    """Post the digest of the `days` before `slot` (e.g. the scheduled fire time) to `channel` unless another
+    worker did; says what happened. It shows what every member of the channel may read."""
     if not channel:
         return "no digest channel configured (KBBOT_GAPS_DIGEST_CHANNEL)"
-    if not _claim(services, slot, channel):
+    db = parts.database()
+    if not _claim(db, slot, channel):
         return f"the digest of {slot} was already posted by another worker"
     now = now or datetime.now(UTC)
-    days = schedule.gaps_digest_days
     since = now - timedelta(days=days)
-    db = services.database()
-    viewer = Viewer.for_scope(db, channel_scope(services, client, channel))
+    viewer = Viewer.for_scope(db, parts.readers.scope(client, Place(channel, "channel", "")))
     visible = viewer.visible
-    report = GapFinder(db, services.embedder).report(
+    report = GapFinder(db, parts.embedder()).report(
         since=since, viewer=viewer, limit=DIGEST_GROUPS, now=now,
-        nearest=nearest_from_searcher(services.searcher()))
+        nearest=nearest_from_searcher(parts.searcher()))
     report.groups = report.groups[:DIGEST_GROUPS]
-    articles = articles_to_review(db, since=since, stale_after_days=services.settings.slack.stale_after_days,
+    articles = articles_to_review(db, since=since, stale_after_days=parts.stale_after_days,
                                   visible=visible, limit=ARTICLES_SHOWN, now=now)
     replies = visible_replies(ExpertReplies(db).pending(limit=5), visible)
     blocks = gaps_blocks(report, articles, replies, days=days, show_askers=False, buttons=False)[:DIGEST_BLOCKS]
@@ -74,9 +73,9 @@ def post_digest(services: Services, client: WebClient, *, slot: str, now: dateti
         error = exc.response.get("error") or str(exc)
         hint = " (invite the bot to the channel)" if error in ("not_in_channel", "channel_not_found") else ""
         log.error("posting the gaps digest to %s failed: %s%s", channel, error, hint)
-        _finish(services, slot, error=error)
+        _finish(db, slot, error=error)
         return f"failed: {error}{hint}"
-    _finish(services, slot, message_ts=posted.get("ts"))
+    _finish(db, slot, message_ts=posted.get("ts"))
     log.info("posted the gaps digest to %s: %s", channel, summary)
     return f"posted to {channel}: {summary}"
 
@@ -95,12 +94,14 @@ def last_fire_time(trigger: CronTrigger, now: datetime) -> datetime:
 
 
 class DigestJob:
-    """The scheduler's digest job: one Web API client, built on first use."""
+    """The scheduler's digest job: one Web API client and one cache of Slack's answers about readers."""
 
     def __init__(self, services: Services, trigger: CronTrigger) -> None:
         from bot.app import create_web_client
 
-        self.services = services
+        self.parts = GapsParts.of(services, ReaderResolver.of_index(services.database))
+        self.channel = services.settings.scheduler.gaps_digest_channel
+        self.days = services.settings.scheduler.gaps_digest_days
         self.trigger = trigger
         self.client = create_web_client(services.settings.slack)  # fails at start-up without SLACK_BOT_TOKEN
 
@@ -108,7 +109,8 @@ class DigestJob:
         """Never raises: the scheduler thread must survive a failed digest; the log says why."""
         try:
             slot = last_fire_time(self.trigger, datetime.now(self.trigger.timezone))
-            return post_digest(self.services, self.client, slot=slot.isoformat())
+            return post_digest(self.parts, self.client, channel=self.channel, days=self.days,
+                               slot=slot.isoformat())
         except KbbotError as exc:
             log.error("the gaps digest failed: %s", exc)
             return f"failed: {exc}"

@@ -220,8 +220,9 @@ def error_view(error_id: str) -> Block:
 class HomeTab:
     def __init__(self, database: Callable[[], Database], answer_log: Callable[[], AnswerLog],
                  admins: AdminCheck, readers: ReaderResolver, *, support_group: str | None = None,
-                 gaps: Callable[[WebClient, str, HomeTab], list[Block]] | None = None) -> None:
-        """`gaps` builds the reviewer's Gaps tab (bot/home_gaps.py) for a client, a user and this tab."""
+                 gaps: Callable[[WebClient, str, bool], list[Block]] | None = None) -> None:
+        """`gaps` builds the reviewer's Gaps tab (bot/home_gaps.py) for a client, a user and whether they
+        are an admin."""
         self.database = database
         self.answer_log = answer_log
         self.admins = admins
@@ -254,7 +255,8 @@ class HomeTab:
             week_ago = datetime.now(UTC) - timedelta(days=7)
             if review == "gaps" and self.gaps is not None:
                 return review_view(status=status, answers=[], counts=answers_log.counts(since=week_ago),
-                                   review=review, gaps=self.gaps(client, user_id, self))
+                                   review=review, gaps=self.gaps(client, user_id,
+                                                                      self.admins.is_admin(client, user_id)))
             answers = visible_to(db, scope, answers_log.recent(limit=REVIEW_LIMIT, review=review))
             return review_view(status=status, answers=answers, counts=answers_log.counts(since=week_ago),
                                review=review)

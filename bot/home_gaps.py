@@ -8,14 +8,24 @@ Askers are named only to admins. Groups citing an article the viewer may not rea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from slack_sdk import WebClient
 
 from bot.blocks import escape, link
+from bot.readers import Place, ReaderResolver
 from bot.reindex import who
+from retrieval.db import Database
+from retrieval.embeddings import Embedder
 from retrieval.expert_replies import ExpertReply
 from retrieval.gaps import GapGroup, GapsReport
 from retrieval.gaps_articles import ArticleToReview
+from retrieval.search import Searcher
+
+if TYPE_CHECKING:
+    from bot.services import Services
 
 Block = dict[str, Any]
 GROUPS_SHOWN = 8
@@ -25,6 +35,24 @@ HOME_DAYS = 30
 ACCEPT_ACTION = "gaps_accept"
 TEXT_CHARS = 2900  # of a section's 3000
 QUOTE_CHARS = 500
+
+
+@dataclass(frozen=True)
+class GapsParts:
+    """What the Gaps view and the weekly digest read. `database`, `embedder` and `searcher` are called when
+    a view is built (the database opens and the model loads on first use); `readers` says who may read what
+    (bot/readers.py, the resolver the answers use)."""
+
+    database: Callable[[], Database]
+    embedder: Callable[[], Embedder]
+    searcher: Callable[[], Searcher]
+    readers: ReaderResolver
+    stale_after_days: int
+
+    @classmethod
+    def of(cls, services: Services, readers: ReaderResolver) -> GapsParts:
+        return cls(database=services.database, embedder=lambda: services.embedder, searcher=services.searcher,
+                   readers=readers, stale_after_days=services.settings.slack.stale_after_days)
 
 
 def _section(text: str) -> Block:
@@ -112,22 +140,21 @@ def gaps_blocks(report: GapsReport, articles: Sequence[ArticleToReview], replies
     return blocks
 
 
-def reviewer_gaps_blocks(services: Any, admins: Any, client: Any, user_id: str, home: Any = None) -> list[Block]:
-    """The Gaps view's blocks for one reviewer (askers named only when they are an admin)."""
+def reviewer_gaps_blocks(parts: GapsParts, client: WebClient, user_id: str, *, is_admin: bool) -> list[Block]:
+    """The Gaps view's blocks for one reviewer: what they may read, as if the bot answered them in a DM
+    (askers named only when they are an admin)."""
     from datetime import UTC, datetime, timedelta
 
-    from bot.gaps_access import reviewer_scope
     from retrieval.expert_replies import ExpertReplies
     from retrieval.gaps import GapFinder, Viewer, nearest_from_searcher
     from retrieval.gaps_articles import articles_to_review
 
     since = datetime.now(UTC) - timedelta(days=HOME_DAYS)
-    db = services.database()
-    viewer = Viewer.for_scope(db, reviewer_scope(services, client, user_id, home),
-                              is_admin=admins.is_admin(client, user_id))
-    report = GapFinder(db, services.embedder).report(
-        since=since, viewer=viewer, limit=GROUPS_SHOWN, nearest=nearest_from_searcher(services.searcher()))
-    articles = articles_to_review(db, since=since, stale_after_days=services.settings.slack.stale_after_days,
+    db = parts.database()
+    viewer = Viewer.for_scope(db, parts.readers.scope(client, Place(user_id, "im", user_id)), is_admin=is_admin)
+    report = GapFinder(db, parts.embedder()).report(
+        since=since, viewer=viewer, limit=GROUPS_SHOWN, nearest=nearest_from_searcher(parts.searcher()))
+    articles = articles_to_review(db, since=since, stale_after_days=parts.stale_after_days,
                                   visible=viewer.visible, limit=ARTICLES_SHOWN)
     replies = ExpertReplies(db)
     shown = visible_replies([*replies.pending(limit=REPLIES_SHOWN), *replies.accepted(limit=3)], viewer.visible)

@@ -31,6 +31,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from retrieval.access import PUBLIC, ReaderScope
+from retrieval.audiences import indexed_groups
+from retrieval.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,11 @@ class ReaderResolver:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._groups = groups
         self._cache = _Cache(ttl_s, clock)
+
+    @classmethod
+    def of_index(cls, database: Callable[[], Database]) -> ReaderResolver:
+        """A resolver asking about the groups the index's articles are restricted to (read when needed)."""
+        return cls(lambda: indexed_groups(database()))
 
     # --- the entry point -----------------------------------------------------------------------------
     def scope(self, client: WebClient, place: Place) -> ReaderScope:

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from bot.cli import main
 from bot.gaps_digest import post_digest
-from bot.home_gaps import ACCEPT_ACTION
+from bot.home_gaps import ACCEPT_ACTION, GapsParts
 from retrieval.expert_replies import ExpertReplies
 from tests.fakes.slack_api import BOT_USER_ID
 from tests.slack_fixtures import *  # noqa: F403 - the fixtures
@@ -138,7 +138,14 @@ def test_the_weekly_digest_is_posted_once_per_slot(fake_slack, demo_database, em
         bot.services.answer_log().record_feedback(answer_id, EMPLOYEE, "down", "The carry-over cap changed",
                                                   "outdated")
         client = _client(bot)
-        outcome = post_digest(bot.services, client, slot="2026-12-07T09:00:00+00:00")
+        digest_parts = GapsParts.of(bot.services, bot.parts.home.readers)
+        schedule = bot.settings.scheduler
+
+        def digest_now() -> str:
+            return post_digest(digest_parts, client, channel=schedule.gaps_digest_channel,
+                               days=schedule.gaps_digest_days, slot="2026-12-07T09:00:00+00:00")
+
+        outcome = digest_now()
         assert outcome.startswith("posted to C0KBOWNERS"), outcome
         [post] = [c for c in bot.fake.calls_to("chat.postMessage") if c.params["channel"] == "C0KBOWNERS"]
         digest = json.dumps(post.params["blocks"], ensure_ascii=False)
@@ -147,7 +154,7 @@ def test_the_weekly_digest_is_posted_once_per_slot(fake_slack, demo_database, em
         assert "U0A" not in digest and EMPLOYEE not in digest  # no askers in a channel
         assert len(post.params["blocks"]) <= 50 and "questions without a good answer" in post.params["text"]
         # A second worker firing for the same slot posts nothing.
-        assert "already posted" in post_digest(bot.services, client, slot="2026-12-07T09:00:00+00:00")
+        assert "already posted" in digest_now()
         assert len([c for c in bot.fake.calls_to("chat.postMessage") if c.params["channel"] == "C0KBOWNERS"]) == 1
     finally:
         stop_bot(bot)

@@ -12,7 +12,7 @@ from types import FrameType
 import click
 
 from bot import terminal
-from bot.worker import SyncScheduler, run_sync
+from bot.worker import SyncParts, SyncScheduler, run_sync
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def worker(obj, once: bool, full: bool) -> None:  # type: ignore[no-untyped-def]
         raise click.UsageError("--full goes with --once; the scheduled full pass follows KBBOT_FULL_SYNC_CRON.")
     with _stop_on_signals() as stop:
         if once:
-            outcome = run_sync(obj.services, "full" if full else "incremental", trigger="worker",
+            outcome = run_sync(SyncParts.of(obj.services), "full" if full else "incremental", trigger="worker",
                                should_stop=stop.is_set)
             if outcome.run is not None:
                 terminal.print_run(outcome.run)
@@ -61,7 +61,7 @@ def worker(obj, once: bool, full: bool) -> None:  # type: ignore[no-untyped-def]
             raise SystemExit(1 if outcome.status == "failed" else 0)
         for source in obj.services.configured_sources():  # a broken sources file stops a fresh worker here
             log.info("will sync %s", source.describe())
-        scheduler = SyncScheduler(obj.services).start()
+        scheduler = SyncScheduler.of(obj.services).start()
         log.info("kbbot worker started: one sync at a time across every worker, replica and /reindex")
         try:
             while not stop.wait(1.0):

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -34,11 +34,16 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.services import Services
-from retrieval.db import translate_errors
+from retrieval.db import Database, translate_errors
 from retrieval.errors import ConfigError, KbbotError, SyncInProgressError
 from retrieval.runs import RunKind, SyncRun
+from retrieval.settings import EmbeddingSettings, SchedulerSettings
+from retrieval.sources import Source
 from retrieval.spaces import active_space
-from retrieval.sync import ProgressCallback
+from retrieval.sync import Indexer, ProgressCallback
+
+if TYPE_CHECKING:
+    from bot.gaps_digest import DigestJob
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +67,29 @@ def worker_identity() -> str:
     return f"worker {socket.gethostname()}:{os.getpid()}"
 
 
-def model_change_pending(services: Services) -> bool:
+@dataclass(frozen=True)
+class SyncParts:
+    """What a scheduled sync uses, each reached when a run starts (the sources file is re-read every run)."""
+
+    sources: Callable[[], list[Source]]
+    indexer: Callable[..., Indexer]  # (progress, should_stop=...) -> an Indexer of the configured model
+    database: Callable[[], Database]
+    embeddings: EmbeddingSettings  # the configured model: a run re-embeds while the index answers with another
+
+    @classmethod
+    def of(cls, services: Services) -> SyncParts:
+        return cls(services.configured_sources, services.indexer, services.database, services.settings.embeddings)
+
+
+def model_change_pending(db: Database, embeddings: EmbeddingSettings) -> bool:
     """True when the configured embedding model is not the one the index answers with."""
-    with translate_errors("Reading the embedding spaces"), services.database().engine.connect() as conn:
+    with translate_errors("Reading the embedding spaces"), db.engine.connect() as conn:
         space = active_space(conn)
-    embeddings = services.settings.embeddings
     return space is not None and (space.provider, space.model) != (embeddings.embedding_provider,
                                                                    embeddings.resolved_model)
 
 
-def run_sync(services: Services, kind: RunKind, *, trigger: str = "schedule",
+def run_sync(parts: SyncParts, kind: RunKind, *, trigger: str = "schedule",
              should_stop: Callable[[], bool] | None = None,
              progress: ProgressCallback | None = None) -> JobOutcome:
     """One sync of every configured source, as the scheduler runs it. Never raises: the outcome says what
@@ -80,16 +98,16 @@ def run_sync(services: Services, kind: RunKind, *, trigger: str = "schedule",
     if should_stop():
         return JobOutcome(kind, "stopped", "not started: the process is shutting down")
     try:
-        sources = services.configured_sources()
+        sources = parts.sources()
         if not sources:
             message = "no sources configured: set KBBOT_SOURCES_FILE or run `kbbot ingest PATH`"
             log.warning("scheduled %s sync: %s", kind, message)
             return JobOutcome(kind, "idle", message)
-        if kind == "incremental" and model_change_pending(services):
+        if kind == "incremental" and model_change_pending(parts.database(), parts.embeddings):
             log.info("the configured embedding model differs from the index's: running a full sync that "
                      "re-embeds alongside the current vectors and switches when complete")
             kind = "full"
-        run = services.indexer(progress, should_stop=should_stop).sync(
+        run = parts.indexer(progress, should_stop=should_stop).sync(
             sources, kind=kind, trigger=trigger, started_by=worker_identity())
     except SyncInProgressError as exc:
         log.info("skipped the scheduled %s sync: %s", kind, exc)
@@ -128,11 +146,12 @@ def _cron(line: str, setting: str, timezone: ZoneInfo) -> CronTrigger:
 
 
 class SyncScheduler:
-    """The scheduled syncs of one process (APScheduler 3, one worker thread)."""
+    """The scheduled syncs of one process (APScheduler 3, one worker thread), and the gaps digest when
+    `digest` is given."""
 
-    def __init__(self, services: Services, *, run_at_start: bool = True) -> None:
-        settings = services.settings.scheduler
-        self.services = services
+    def __init__(self, settings: SchedulerSettings, sync: SyncParts, *, digest: DigestJob | None = None,
+                 run_at_start: bool = True) -> None:
+        self.sync = sync
         self.outcomes: deque[JobOutcome] = deque(maxlen=50)
         self.ran = threading.Condition()  # notified after each run, with its outcome appended
         self._stopping = threading.Event()
@@ -153,11 +172,20 @@ class SyncScheduler:
         if settings.full_sync_cron.strip():
             trigger = _cron(settings.full_sync_cron, "KBBOT_FULL_SYNC_CRON", tz)
             self.scheduler.add_job(self._job, trigger, args=["full"], id=FULL_JOB)
+        if digest is not None:
+            self.scheduler.add_job(digest.run, digest.trigger, id=DIGEST_JOB)
+
+    @classmethod
+    def of(cls, services: Services, *, run_at_start: bool = True) -> SyncScheduler:
+        """The schedule the settings ask for; the digest job when KBBOT_GAPS_DIGEST_CHANNEL is set."""
+        settings = services.settings.scheduler
+        digest = None
         if settings.gaps_digest_channel:
             from bot.gaps_digest import DigestJob
 
+            tz = _timezone(settings.scheduler_timezone)
             digest = DigestJob(services, _cron(settings.gaps_digest_cron, "KBBOT_GAPS_DIGEST_CRON", tz))
-            self.scheduler.add_job(digest.run, digest.trigger, id=DIGEST_JOB)
+        return cls(settings, SyncParts.of(services), digest=digest, run_at_start=run_at_start)
 
     def start(self) -> SyncScheduler:
         self.scheduler.start()
@@ -176,7 +204,7 @@ class SyncScheduler:
         return self._stopping.is_set()
 
     def _job(self, kind: RunKind) -> None:
-        outcome = run_sync(self.services, kind, should_stop=self._stopping.is_set)
+        outcome = run_sync(self.sync, kind, should_stop=self._stopping.is_set)
         with self.ran:
             self.outcomes.append(outcome)
             self.ran.notify_all()
@@ -193,4 +221,4 @@ def _timezone(name: str) -> ZoneInfo:
 def start_scheduler(services: Services) -> SyncScheduler:
     """The scheduled syncs, started in background threads of this process (for `kbbot serve` with
     KBBOT_SCHEDULER_IN_SERVE); call `.stop()` on shutdown."""
-    return SyncScheduler(services).start()
+    return SyncScheduler.of(services).start()

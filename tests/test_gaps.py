@@ -154,14 +154,14 @@ def test_the_worker_schedules_the_digest_and_every_worker_agrees_on_its_slot(mak
 
     quiet = {"sync_interval_minutes": 0, "full_sync_cron": ""}
     settings = make_settings(gaps_digest_channel="C0KB", slack_bot_token="xoxb-test", **quiet)
-    jobs = {j.id: j for j in SyncScheduler(Services(settings), run_at_start=False).scheduler.get_jobs()}
+    jobs = {j.id: j for j in SyncScheduler.of(Services(settings), run_at_start=False).scheduler.get_jobs()}
     assert set(jobs) == {DIGEST_JOB}
     first = jobs[DIGEST_JOB].trigger.get_next_fire_time(None, datetime(2026, 12, 1, tzinfo=UTC))  # a Tuesday
     assert first == datetime(2026, 12, 7, 9, 0, tzinfo=UTC)  # crontab's 1 is Monday (APScheduler's would be Tuesday)
     with pytest.raises(ConfigError, match="SLACK_BOT_TOKEN"):
-        SyncScheduler(Services(make_settings(gaps_digest_channel="C0KB", **quiet)))
+        SyncScheduler.of(Services(make_settings(gaps_digest_channel="C0KB", **quiet)))
     with pytest.raises(ConfigError, match="KBBOT_GAPS_DIGEST_CRON"):
-        SyncScheduler(Services(make_settings(gaps_digest_channel="C0KB", slack_bot_token="xoxb-test",
+        SyncScheduler.of(Services(make_settings(gaps_digest_channel="C0KB", slack_bot_token="xoxb-test",
                                              gaps_digest_cron="every monday", **quiet)))
 
     tz = ZoneInfo("Europe/Lisbon")

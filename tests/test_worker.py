@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from bot.services import Services
-from bot.worker import SyncScheduler, run_sync
+from bot.worker import SyncParts, SyncScheduler, run_sync
 from retrieval.db import Database
 from retrieval.errors import ConfigError
 from retrieval.settings import Settings, load_settings
@@ -101,7 +101,7 @@ def test_the_scheduler_runs_a_sync_and_records_it(demo_database: Database, tmp_p
     sources = tmp_path / "sources.yml"
     sources.write_text(f"sources:\n  - name: demo\n    type: filesystem\n    options: {{path: {REPO / 'demo_kb'}}}\n")
     services = Services(settings_for(demo_database, tmp_path, sources, sync_interval_minutes=60))
-    scheduler = SyncScheduler(services)
+    scheduler = SyncScheduler.of(services)
     try:
         scheduler.start()
         with scheduler.ran:
@@ -127,7 +127,7 @@ def test_two_workers_at_once_one_runs_and_the_other_skips(
     hold = fake_zendesk.hold(r"/api/v2/help_center/en-us/articles\.json")
     first = Services(settings_for(database, tmp_path, sources))
     outcomes = []
-    thread = threading.Thread(target=lambda: outcomes.append(run_sync(first, "incremental")))
+    thread = threading.Thread(target=lambda: outcomes.append(run_sync(SyncParts.of(first), "incremental")))
     thread.start()
     try:
         assert hold.reached.wait(60), "the first worker never reached the help center"
@@ -166,7 +166,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
     assert runs(database)[-1][0] == "running"  # the dead process could not close its run
     services = Services(settings_for(database, tmp_path, sources))
     try:
-        outcome = run_sync(services, "incremental")
+        outcome = run_sync(SyncParts.of(services), "incremental")
     finally:
         services.close()
     assert outcome.status == "ran" and outcome.run is not None
@@ -205,7 +205,7 @@ def test_sigterm_lets_the_articles_in_hand_finish_then_the_next_run_continues(
 
     services = Services(settings_for(database, tmp_path, sources))
     try:
-        outcome = run_sync(services, "incremental")
+        outcome = run_sync(SyncParts.of(services), "incremental")
     finally:
         services.close()
     assert outcome.run is not None and (outcome.run.added, outcome.run.unchanged) == (10, 100)
@@ -216,9 +216,9 @@ def test_bad_schedules_name_the_setting(database: Database, tmp_path: Path) -> N
     sources = tmp_path / "sources.yml"
     sources.write_text("sources: []\n")
     with pytest.raises(ConfigError, match=r"KBBOT_SYNC_CRON='every 5 minutes' is not a crontab line"):
-        SyncScheduler(Services(settings_for(database, tmp_path, sources, sync_cron="every 5 minutes")))
+        SyncScheduler.of(Services(settings_for(database, tmp_path, sources, sync_cron="every 5 minutes")))
     with pytest.raises(ConfigError, match=r"KBBOT_SCHEDULER_TIMEZONE='Mars/Olympus' is not a timezone"):
-        SyncScheduler(Services(settings_for(database, tmp_path, sources, scheduler_timezone="Mars/Olympus")))
+        SyncScheduler.of(Services(settings_for(database, tmp_path, sources, scheduler_timezone="Mars/Olympus")))
 
 
 def test_with_nothing_configured_a_run_is_idle_and_says_why(database: Database, tmp_path: Path) -> None:
@@ -226,7 +226,7 @@ def test_with_nothing_configured_a_run_is_idle_and_says_why(database: Database, 
     sources.write_text("sources: []\n")
     services = Services(settings_for(database, tmp_path, sources))
     try:
-        outcome = run_sync(services, "incremental")
+        outcome = run_sync(SyncParts.of(services), "incremental")
     finally:
         services.close()
     assert outcome.status == "idle" and "KBBOT_SOURCES_FILE" in outcome.message

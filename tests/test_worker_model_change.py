@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from bot.services import Services
-from bot.worker import model_change_pending, run_sync
+from bot.worker import SyncParts, model_change_pending, run_sync
 from retrieval.answer import AskContext
 from retrieval.db import Database
 from retrieval.settings import load_settings
@@ -43,7 +43,7 @@ def test_answers_keep_working_while_a_new_model_builds_and_switch_when_done(
         embedding_api_key="test-key", full_sync_cron="")
     services = Services(settings)
     try:
-        assert model_change_pending(services)
+        assert model_change_pending(services.database(), settings.embeddings)
         searched = services.searcher().search(QUESTION)
         assert searched.space is not None and searched.space.model == "all-MiniLM-L6-v2"
         assert searched.hits and searched.hits[0].similarity and searched.hits[0].similarity > 0.5
@@ -61,7 +61,7 @@ def test_answers_keep_working_while_a_new_model_builds_and_switch_when_done(
                 assert [h.title for h in services.searcher().search(QUESTION).hits][:1] == \
                     [c.hit.title for c in before.citations][:1]
 
-        outcome = run_sync(services, "incremental", progress=ask_while_building)
+        outcome = run_sync(SyncParts.of(services), "incremental", progress=ask_while_building)
         assert outcome.kind == "full"  # a model change turns the scheduled run into a re-embed
         assert outcome.status == "ran" and outcome.run is not None and outcome.run.status == "succeeded"
         assert during == [("answered", "local/all-MiniLM-L6-v2", "openai/text-embedding-3-small")]
@@ -73,7 +73,7 @@ def test_answers_keep_working_while_a_new_model_builds_and_switch_when_done(
         after = services.searcher().search(QUESTION)  # the same searcher object follows the switch
         assert after.space is not None and after.space.model == "text-embedding-3-small"
         assert after.hits and after.query_vector is not None  # the configured model again: reused by answers
-        assert not model_change_pending(services)
+        assert not model_change_pending(services.database(), settings.embeddings)
         assert services.pipeline.answer(QUESTION, AskContext()).outcome in ("answered", "abstained")
     finally:
         services.close()
@@ -95,13 +95,14 @@ def test_an_interrupted_reembed_resumes_and_the_old_model_serves_meanwhile(
             if p.stage == "backfill":
                 stop["now"] = True
 
-        first = run_sync(services, "incremental", should_stop=lambda: stop["now"], progress=stop_after_first_batch)
+        first = run_sync(SyncParts.of(services), "incremental", should_stop=lambda: stop["now"],
+                         progress=stop_after_first_batch)
         assert first.status == "stopped" and first.run is not None and first.run.status == "interrupted"
         partial = spaces(demo_database)
         assert partial[0][1] == "active" and partial[1][1] == "building" and partial[1][2] > 0
         assert services.pipeline.answer(QUESTION, AskContext()).outcome == "answered"  # still the old model
 
-        second = run_sync(services, "incremental")
+        second = run_sync(SyncParts.of(services), "incremental")
         assert second.run is not None and second.run.status == "succeeded"
         assert second.run.chunks_embedded == partial[0][2] - partial[1][2]  # only what was missing
         assert [s[1] for s in spaces(demo_database)] == ["retired", "active"]

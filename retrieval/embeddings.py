@@ -157,11 +157,14 @@ class OpenAIEmbedder:
         timeout = client.timeout if isinstance(client.timeout, (int, float)) else None
         self._call = Call(EMBEDDINGS, endpoint_of(client), model, timeout)
         self._dimension: int | None = None
+        self._dimension_lock = threading.Lock()  # one probe call, however many threads ask first
 
     @property
     def dimension(self) -> int:
         if self._dimension is None:
-            self._dimension = int(self.embed_documents(["dimension probe"]).shape[1])
+            with self._dimension_lock:
+                if self._dimension is None:
+                    self._dimension = int(self.embed_documents(["dimension probe"]).shape[1])
         return self._dimension
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:

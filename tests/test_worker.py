@@ -17,10 +17,11 @@ import pytest
 from sqlalchemy import text
 
 from bot.services import Services
-from bot.worker import SyncParts, SyncScheduler, run_sync
+from bot.worker import JobOutcome, SyncParts, SyncScheduler, run_sync
 from retrieval.db import Database
 from retrieval.errors import ConfigError
 from retrieval.settings import Settings, load_settings
+from tests.fakes.json_api import Hold
 from tests.fakes.zendesk_api import FakeZendesk, fake_zendesk  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +37,15 @@ def settings_for(db: Database, tmp_path: Path, sources_file: Path, **overrides: 
                                  "sources_file": sources_file, "full_sync_cron": ""}
     values.update(overrides)
     return load_settings(_env_file=None, **values)
+
+
+def sync_once(settings: Settings) -> JobOutcome:
+    """One incremental run, as the scheduler or `kbbot worker --once` would start it in a fresh process."""
+    services = Services(settings)
+    try:
+        return run_sync(SyncParts.of(services), "incremental")
+    finally:
+        services.close()
 
 
 def zendesk_sources_file(tmp_path: Path, fake: FakeZendesk) -> Path:
@@ -145,14 +155,22 @@ def test_two_workers_at_once_one_runs_and_the_other_skips(
     assert [r[0] for r in runs(database)] == ["succeeded"]  # the skipped worker recorded no run
 
 
+def worker_waiting_for_page_two(fake: FakeZendesk, articles: int, database: Database, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Hold, subprocess.Popen[str]]:
+    """A `kbbot worker` process syncing `articles` from the fake help center, held before the second listing
+    page (100 articles a page) is served: the sources file, the hold and the process."""
+    seed_big(fake, articles)
+    monkeypatch.setenv(TOKEN_ENV, fake.token)
+    sources = zendesk_sources_file(tmp_path, fake)
+    second_page = fake.hold(r"/api/v2/help_center/en-us/articles\.json",
+                            when=lambda r: r.arg("page[after]") is not None)
+    return sources, second_page, worker_process(database, sources, tmp_path)
+
+
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
         fake_zendesk: FakeZendesk, database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seed_big(fake_zendesk, 130)  # two listing pages: 100, then 30
-    monkeypatch.setenv(TOKEN_ENV, fake_zendesk.token)
-    sources = zendesk_sources_file(tmp_path, fake_zendesk)
-    second_page = fake_zendesk.hold(r"/api/v2/help_center/en-us/articles\.json",
-                                    when=lambda r: r.arg("page[after]") is not None)
-    proc = worker_process(database, sources, tmp_path)
+    # Two listing pages: 100, then 30.
+    sources, second_page, proc = worker_waiting_for_page_two(fake_zendesk, 130, database, tmp_path, monkeypatch)
     try:
         assert second_page.reached.wait(180), "the worker never asked for the second page"
         written = count(database, "SELECT count(*) FROM articles")
@@ -164,11 +182,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
         if proc.poll() is None:
             proc.kill()
     assert runs(database)[-1][0] == "running"  # the dead process could not close its run
-    services = Services(settings_for(database, tmp_path, sources))
-    try:
-        outcome = run_sync(SyncParts.of(services), "incremental")
-    finally:
-        services.close()
+    outcome = sync_once(settings_for(database, tmp_path, sources))
     assert outcome.status == "ran" and outcome.run is not None
     assert (outcome.run.unchanged, outcome.run.added, outcome.run.failed) == (written, 130 - written, 0)
     assert [r[0] for r in runs(database)] == ["interrupted", "succeeded"]
@@ -177,12 +191,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
 
 def test_sigterm_lets_the_articles_in_hand_finish_then_the_next_run_continues(
         fake_zendesk: FakeZendesk, database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seed_big(fake_zendesk, 110)
-    monkeypatch.setenv(TOKEN_ENV, fake_zendesk.token)
-    sources = zendesk_sources_file(tmp_path, fake_zendesk)
-    second_page = fake_zendesk.hold(r"/api/v2/help_center/en-us/articles\.json",
-                                    when=lambda r: r.arg("page[after]") is not None)
-    proc = worker_process(database, sources, tmp_path)
+    sources, second_page, proc = worker_waiting_for_page_two(fake_zendesk, 110, database, tmp_path, monkeypatch)
     try:
         assert second_page.reached.wait(180), "the worker never asked for the second page"
         proc.send_signal(signal.SIGTERM)
@@ -203,11 +212,7 @@ def test_sigterm_lets_the_articles_in_hand_finish_then_the_next_run_continues(
     with database.engine.connect() as conn:
         assert conn.execute(text("SELECT checkpoint FROM sources")).scalar() is None  # not advanced
 
-    services = Services(settings_for(database, tmp_path, sources))
-    try:
-        outcome = run_sync(SyncParts.of(services), "incremental")
-    finally:
-        services.close()
+    outcome = sync_once(settings_for(database, tmp_path, sources))
     assert outcome.run is not None and (outcome.run.added, outcome.run.unchanged) == (10, 100)
     assert_index_consistent(database, 110)
 
@@ -224,11 +229,7 @@ def test_bad_schedules_name_the_setting(database: Database, tmp_path: Path) -> N
 def test_with_nothing_configured_a_run_is_idle_and_says_why(database: Database, tmp_path: Path) -> None:
     sources = tmp_path / "sources.yml"
     sources.write_text("sources: []\n")
-    services = Services(settings_for(database, tmp_path, sources))
-    try:
-        outcome = run_sync(SyncParts.of(services), "incremental")
-    finally:
-        services.close()
+    outcome = sync_once(settings_for(database, tmp_path, sources))
     assert outcome.status == "idle" and "KBBOT_SOURCES_FILE" in outcome.message
     assert runs(database) == []
 

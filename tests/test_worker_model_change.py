@@ -12,7 +12,7 @@ from bot.services import Services
 from bot.worker import SyncParts, model_change_pending, run_sync
 from retrieval.answer import AskContext
 from retrieval.db import Database
-from retrieval.settings import load_settings
+from retrieval.settings import Settings, load_settings
 from retrieval.status import index_status
 from retrieval.sync import Progress
 from tests.fakes.openai_api import FakeOpenAI, fake_openai  # noqa: F401
@@ -32,15 +32,19 @@ def question_embeddings(fake: FakeOpenAI) -> int:
     return sum(1 for r in fake.requests_to("POST", "/v1/embeddings") if QUESTION in str(r.json.get("input")))
 
 
-def test_answers_keep_working_while_a_new_model_builds_and_switch_when_done(
-        demo_database: Database, fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+def demo_kb_on_openai(db: Database, fake: FakeOpenAI, tmp_path: Path, **overrides: object) -> Settings:
+    """The demo KB (indexed with the local model) configured to embed with the fake OpenAI endpoint."""
     sources = tmp_path / "sources.yml"
     sources.write_text(f"sources:\n  - name: demo\n    type: filesystem\n    options: {{path: {REPO / 'demo_kb'}}}\n")
-    settings = load_settings(
-        _env_file=None, database_url=demo_database.engine.url.render_as_string(hide_password=False),
+    return load_settings(
+        _env_file=None, database_url=db.engine.url.render_as_string(hide_password=False),
         data_dir=tmp_path / "data", sources_file=sources, embedding_provider="openai",
-        embedding_model="text-embedding-3-small", embedding_base_url=fake_openai.url + "/v1",
-        embedding_api_key="test-key", full_sync_cron="")
+        embedding_base_url=fake.url + "/v1", embedding_api_key="test-key", full_sync_cron="", **overrides)
+
+
+def test_answers_keep_working_while_a_new_model_builds_and_switch_when_done(
+        demo_database: Database, fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    settings = demo_kb_on_openai(demo_database, fake_openai, tmp_path, embedding_model="text-embedding-3-small")
     services = Services(settings)
     try:
         assert model_change_pending(services.database(), settings.embeddings)
@@ -81,12 +85,7 @@ def test_answers_keep_working_while_a_new_model_builds_and_switch_when_done(
 
 def test_an_interrupted_reembed_resumes_and_the_old_model_serves_meanwhile(
         demo_database: Database, fake_openai: FakeOpenAI, tmp_path: Path) -> None:
-    sources = tmp_path / "sources.yml"
-    sources.write_text(f"sources:\n  - name: demo\n    type: filesystem\n    options: {{path: {REPO / 'demo_kb'}}}\n")
-    settings = load_settings(
-        _env_file=None, database_url=demo_database.engine.url.render_as_string(hide_password=False),
-        data_dir=tmp_path / "data", sources_file=sources, embedding_provider="openai",
-        embedding_base_url=fake_openai.url + "/v1", embedding_api_key="test-key", full_sync_cron="")
+    settings = demo_kb_on_openai(demo_database, fake_openai, tmp_path)
     services = Services(settings)
     try:
         stop = {"now": False}

@@ -96,14 +96,22 @@ def last_fire_time(trigger: CronTrigger, now: datetime) -> datetime:
 class DigestJob:
     """The scheduler's digest job: one Web API client and one cache of Slack's answers about readers."""
 
-    def __init__(self, services: Services, trigger: CronTrigger) -> None:
+    def __init__(self, parts: GapsParts, client: WebClient, trigger: CronTrigger, *, channel: str | None,
+                 days: int) -> None:
+        self.parts = parts
+        self.client = client
+        self.trigger = trigger
+        self.channel = channel
+        self.days = days
+
+    @classmethod
+    def of(cls, services: Services, trigger: CronTrigger) -> DigestJob:
         from bot.app import create_web_client
 
-        self.parts = GapsParts.of(services, ReaderResolver.of_index(services.database))
-        self.channel = services.settings.scheduler.gaps_digest_channel
-        self.days = services.settings.scheduler.gaps_digest_days
-        self.trigger = trigger
-        self.client = create_web_client(services.settings.slack)  # fails at start-up without SLACK_BOT_TOKEN
+        schedule = services.settings.scheduler
+        return cls(GapsParts.of(services, ReaderResolver.of_index(services.database)),
+                   create_web_client(services.settings.slack),  # fails at start-up without SLACK_BOT_TOKEN
+                   trigger, channel=schedule.gaps_digest_channel, days=schedule.gaps_digest_days)
 
     def run(self) -> str:
         """Never raises: the scheduler thread must survive a failed digest; the log says why."""

@@ -2,8 +2,10 @@
 come through here, so they answer the same way.
 
 Each part is built on first use, once, even when the first questions after a start arrive on several
-threads at once (`bot.lazy.built_once`). Consumers are handed the parts they use (`bot.app.build_parts`),
-not this object.
+threads at once (`bot.lazy.built_once`). Consumers are handed the parts they use, not this object: the
+Slack app's by `bot.app.build_parts`, the worker's by `SyncParts.of` and `SyncScheduler.of` (bot/worker.py),
+the Gaps view's and the digest's by `GapsParts.of` (bot/home_gaps.py). Only the CLI commands (wiring
+themselves) and the benchmarks use it directly.
 """
 
 from __future__ import annotations

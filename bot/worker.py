@@ -184,7 +184,7 @@ class SyncScheduler:
             from bot.gaps_digest import DigestJob
 
             tz = _timezone(settings.scheduler_timezone)
-            digest = DigestJob(services, _cron(settings.gaps_digest_cron, "KBBOT_GAPS_DIGEST_CRON", tz))
+            digest = DigestJob.of(services, _cron(settings.gaps_digest_cron, "KBBOT_GAPS_DIGEST_CRON", tz))
         return cls(settings, SyncParts.of(services), digest=digest, run_at_start=run_at_start)
 
     def start(self) -> SyncScheduler:

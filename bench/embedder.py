@@ -186,31 +186,79 @@ def ingest_and_quality(args: argparse.Namespace, report: dict) -> tuple:  # type
     return db, queries, settings, Path(tmp)
 
 
+def index_from_cache(args: argparse.Namespace) -> tuple:  # type: ignore[type-arg]
+    """The sub-corpus indexed once by kbbot's Indexer, vectors from the shared aws cache (no model run for
+    the passages it holds): for a latency-only run, which needs an index, not an ingest measurement."""
+    from bench.common import local_embedder
+    from bench.ingest_aws import CachedEmbedder as PrecomputedEmbedder
+    from bench.peers import cache_format
+    from retrieval.db import Database
+    from retrieval.settings import load_settings
+    from retrieval.sources.base import Source
+    from retrieval.sync import Indexer
+
+    articles, queries = sub_corpus(args.distractors, args.questions)
+
+    class ListSource(Source):
+        kind = "bench"
+
+        def iter_articles(self):  # type: ignore[no-untyped-def]
+            yield from articles
+
+    cached = cache_format.load()
+    wanted = {a.external_id for a in articles}
+    vectors = {c["input"]: cached.vectors[i] for i, c in enumerate(cached.chunks) if c["article"] in wanted}
+    tmp = tempfile.mkdtemp(prefix="kbbot-bench-embedder-")
+    settings = load_settings(_env_file=None, data_dir=Path(tmp))
+    db = Database.open(settings.storage)
+    embedder = PrecomputedEmbedder(local_embedder(), vectors)
+    run = Indexer(db, embedder, chunk_max_tokens=MAX_TOKENS).sync([ListSource("aws")])
+    print(f"indexed {run.added} articles, {run.chunks_embedded} passages ({embedder.misses} embedded)", flush=True)
+    return db, queries, settings, Path(tmp)
+
+
+LATENCY_VARIANTS = ("onnx", "onnx, no passage gate", "torch")
+
+
 def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> None:  # type: ignore[no-untyped-def]
+    """Question embedding latency while `busy` answer workers run the real pipeline on the same embedder.
+
+    The workers embed every candidate sentence afresh (no sentence cache: the worst case, each answer
+    keeps the cores busy with passage embeddings) and search PostgreSQL. A worker that fails stops the
+    benchmark instead of leaving a round measured on fewer workers than it says."""
     from retrieval.answer import AnswerPipeline, ExtractiveSynthesizer
-    from retrieval.embedding_cache import CachedEmbedder
     from retrieval.embeddings import create_local_embedder
     from retrieval.search import Searcher
 
     backends = {}
-    for backend in ("onnx", "torch"):
-        configured = settings.embeddings.model_copy(update={"embedding_backend": backend})
-        backends[backend] = create_local_embedder(configured, "all-MiniLM-L6-v2", concurrent_calls=4)
-        backends[backend].embed_query("warm up")
+    for variant in LATENCY_VARIANTS:
+        configured = settings.embeddings.model_copy(update={"embedding_backend": variant.split(",")[0]})
+        # As `kbbot serve` builds it with KBBOT_SLACK_WORKERS=4.
+        backends[variant] = create_local_embedder(configured, "all-MiniLM-L6-v2", concurrent_calls=4)
+        if variant.endswith("no passage gate"):
+            backends[variant].gate = None  # type: ignore[attr-defined]
+        backends[variant].embed_query("warm up")
+        backends[variant].embed_documents(["warm up the passage path"] * 8)
     texts = [q.text for q in queries]
     out: dict[str, dict] = {}
-    for busy in (0, 2, 4):
-        for backend in ("onnx", "torch") if busy != 2 else ("torch", "onnx"):
-            embedder = backends[backend]
-            pipeline = AnswerPipeline(Searcher(db, embedder), ExtractiveSynthesizer(CachedEmbedder(embedder)))
+    for level, busy in enumerate((0, 2, 4)):
+        order = LATENCY_VARIANTS[level % 3:] + LATENCY_VARIANTS[:level % 3]  # rotated per level
+        for variant in order:
+            embedder = backends[variant]
+            pipeline = AnswerPipeline(Searcher(db, embedder), ExtractiveSynthesizer(embedder))
             stop = threading.Event()
             answered = [0]
+            failures: list[BaseException] = []
 
-            def work(seed: int, pipeline=pipeline, stop=stop, answered=answered) -> None:  # type: ignore[no-untyped-def]
+            def work(seed: int, pipeline=pipeline, stop=stop, answered=answered,  # type: ignore[no-untyped-def]
+                     failures=failures) -> None:
                 rng = random.Random(seed)
-                while not stop.is_set():
-                    pipeline.answer(rng.choice(texts))
-                    answered[0] += 1
+                try:
+                    while not stop.is_set():
+                        pipeline.answer(rng.choice(texts))
+                        answered[0] += 1
+                except BaseException as exc:  # reported below: a dead worker voids the round
+                    failures.append(exc)
 
             workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(busy)]
             for w in workers:
@@ -218,18 +266,24 @@ def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> No
             time.sleep(1.0 if busy else 0.0)
             timings = []
             loads = [load()]
+            started = time.perf_counter()
             for i in range(args.latency_n):
-                started = time.perf_counter()
+                t0 = time.perf_counter()
                 embedder.embed_query(texts[i % len(texts)])
-                timings.append((time.perf_counter() - started) * 1000)
+                timings.append((time.perf_counter() - t0) * 1000)
                 time.sleep(0.05)
+            window = time.perf_counter() - started
             loads.append(load())
             stop.set()
             for w in workers:
                 w.join()
-            key = f"{backend}, {busy} busy"
+            if failures:
+                raise RuntimeError(f"{variant}, {busy} busy: an answer worker failed: {failures[0]!r}") from failures[0]
+            key = f"{variant}, {busy} busy"
             out[key] = {"p50_ms": round(percentile(timings, 50), 1), "p95_ms": round(percentile(timings, 95), 1),
-                        "threads": embedder.threads, "answers_during": answered[0], "load_avg_1m": loads}
+                        "max_ms": round(max(timings), 1), "threads": embedder.threads,
+                        "passage_slots": embedder.gate.slots if embedder.gate else None,  # type: ignore[attr-defined]
+                        "answers_per_s": round(answered[0] / window, 2), "load_avg_1m": loads}
             print(key, out[key], flush=True)
     report["question_embedding_latency"] = out
 
@@ -253,21 +307,28 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=100, help="fewer for a quick check of the script")
     parser.add_argument("--latency-n", type=int, default=60)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--only-latency", action="store_true",
+                        help="index the sub-corpus once from the shared aws vectors and measure (c) only")
     parser.add_argument("--json-out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if not (DATA / "corpus.jsonl").exists():
         print(f"skipped: {DATA} is absent")
         return
     report: dict = {"cores": os.cpu_count(), "started_load_avg": os.getloadavg()}
-    db, queries, settings, tmp = ingest_and_quality(args, report)
+    if args.only_latency:
+        db, queries, settings, tmp = index_from_cache(args)
+    else:
+        db, queries, settings, tmp = ingest_and_quality(args, report)
     try:
         if not args.skip_latency:
             latency(args, report, db, queries, settings)
     finally:
         db.close()
         stop_embedded_server(tmp)
+    # One results file: a partial run (--only-latency, --skip-latency) replaces its own keys only.
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+    previous = json.loads(args.json_out.read_text()) if args.json_out.is_file() else {}
+    args.json_out.write_text(json.dumps({**previous, **report}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

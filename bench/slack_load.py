@@ -4,7 +4,7 @@ Slack. Side by side in one run, the same app served by bolt's built-in developme
 single-threaded `http.server`), the server the issue rules out for production.
 
     nice -n 10 .venv/bin/python -m bench.slack_load [--kb demo|aws] [--events 200] [--rate 2]
-        [--retry-share 0.2] [--workers 8] [--only kbbot|dev]
+        [--retry-share 0.2] [--workers 8] [--only kbbot|dev] [--backends torch,onnx [--rounds 2]]
 
 Events arrive open-loop at `--rate` per second (`--rate 0`: all at once, a burst), each re-delivered as a
 Slack retry (`X-Slack-Retry-Num: 1`, half a second later) with probability `--retry-share`.
@@ -16,9 +16,13 @@ Measured per event, from the moment the request is sent:
 - duplicates: threads with more than one answer (target 0); errors: non-200 acks, error replies, missing
   answers (target 0).
 
+`--backends torch,onnx` runs `kbbot serve` once per local embedding runtime (KBBOT_EMBEDDING_BACKEND) on the
+same index and questions instead of the dev-server comparison, alternating the order over `--rounds`
+(issue 17: before/after ONNX Runtime in one run). `--json-out` saves the results.
+
 `--kb aws` uses the index of ../shared/data/aws-docs-qa (2,791 articles, ~40k passages) that
-bench/ingest_aws.py keeps in ~/.cache/kbbot-bench/aws (KBBOT_BENCH_DIR), indexing it with `kbbot ingest`
-if it is absent; `--kb demo` indexes the
+bench/ingest_aws.py keeps in ~/.cache/kbbot-bench/aws (KBBOT_BENCH_DIR), building it there if it is absent
+(kbbot's Indexer, vectors from the shared embedding cache of bench/common.py); `--kb demo` indexes the
 35-article demo KB into a temporary directory. Processes started here are stopped by pid at the end.
 """
 
@@ -49,7 +53,8 @@ from slack_sdk.signature import SignatureVerifier  # noqa: E402
 
 from tests.fakes.slack_api import BOT_USER_ID, TEAM_ID, FakeSlack  # noqa: E402
 
-KBBOT = REPO / ".venv" / "bin" / "kbbot"
+# The CLI of the interpreter running this (a worktree has no .venv of its own; PYTHONPATH picks the code).
+KBBOT = Path(sys.executable).parent / "kbbot"
 AWS_DIR = REPO.parent / "shared" / "data" / "aws-docs-qa"
 BENCH_DIR = Path(os.environ.get("KBBOT_BENCH_DIR", Path.home() / ".cache" / "kbbot-bench"))
 SECRET = "bench-signing-secret"
@@ -85,9 +90,10 @@ def prepare_index(kb: str, workdir: Path) -> tuple[Path, list[str]]:
             sys.exit(f"a sync of {data_dir} is running (started {status['running'].get('started_at')}): "
                      "run this benchmark when it ends")
         if status["articles"] == 0:
+            from bench.ingest_aws import build_full_index
+
             print(f"indexing {AWS_DIR / 'corpus.jsonl'} into {data_dir} (once) …", flush=True)
-            subprocess.run([str(KBBOT), "ingest", str(AWS_DIR / "corpus.jsonl"), "--name", "aws", "--json"],
-                           env=env, check=True, stdout=subprocess.DEVNULL)
+            print(json.dumps(build_full_index(data_dir)), flush=True)
         questions = [json.loads(line)["text"] for line in (AWS_DIR / "queries.jsonl").open()]
         return data_dir, questions
     data_dir = workdir / "data"
@@ -115,13 +121,15 @@ def dev_server_main(port: int) -> None:
 
 
 def start_server(kind: str, data_dir: Path, fake: FakeSlack, workers: int,
-                 log_path: Path) -> tuple[subprocess.Popen, int]:
+                 log_path: Path, backend: str | None = None) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "KBBOT_", "OPENAI_"))},
            "KBBOT_DATA_DIR": str(data_dir), "SLACK_BOT_TOKEN": "xoxb-bench", "SLACK_SIGNING_SECRET": SECRET,
            "SLACK_API_URL": fake.api_url, "PORT": str(port), "KBBOT_HOST": "127.0.0.1",
            "KBBOT_SLACK_WORKERS": str(workers), "KBBOT_LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1"}
+    if backend:
+        env["KBBOT_EMBEDDING_BACKEND"] = backend
     env.pop("DATABASE_URL", None)
     dev = [sys.executable, "-m", "bench.slack_load", "_dev", str(port)]
     command = [str(KBBOT), "serve"] if kind == "kbbot" else dev
@@ -287,6 +295,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="KBBOT_SLACK_WORKERS of the server")
     parser.add_argument("--only", choices=["kbbot", "dev"], help="Run one server only.")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--backends", help="comma-separated KBBOT_EMBEDDING_BACKEND values, e.g. torch,onnx: "
+                        "`kbbot serve` once per runtime instead of the dev-server comparison")
+    parser.add_argument("--rounds", type=int, default=1, help="with --backends: rounds, order alternated")
+    parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     if args.kb == "aws" and not AWS_DIR.exists():
         sys.exit(f"{AWS_DIR} is absent: use --kb demo")
@@ -294,25 +306,37 @@ def main() -> None:
     results = []
     try:
         data_dir, questions = prepare_index(args.kb, workdir)
-        for kind in [args.only] if args.only else ["kbbot", "dev"]:
+        runs: list[tuple[str, str | None]] = [(k, None) for k in ([args.only] if args.only else ["kbbot", "dev"])]
+        if args.backends:
+            names = args.backends.split(",")
+            runs = [("kbbot", b) for n in range(args.rounds) for b in (names if n % 2 == 0 else names[::-1])]
+        for number, (kind, backend) in enumerate(runs):
+            # Event ids unique across runs: the server remembers the deliveries it has seen in the database.
+            label = kind if not backend else f"{kind}{backend.replace('-', '')}{number}"
             with FakeSlack() as fake:
-                process, port = start_server(kind, data_dir, fake, args.workers, workdir / f"{kind}.log")
+                process, port = start_server(kind, data_dir, fake, args.workers, workdir / f"{kind}.log", backend)
                 try:
                     # One question first: the model and the database pool are warm in both servers.
-                    run_load(f"{kind}warm", port, fake, questions, events=1, rate=0, concurrency=1,
+                    run_load(f"{label}warm", port, fake, questions, events=1, rate=0, concurrency=1,
                              retry_share=0, seed=args.seed)
                     since = datetime.now(UTC)
-                    result = run_load(kind, port, fake, questions, events=args.events, rate=args.rate,
+                    result = run_load(label, port, fake, questions, events=args.events, rate=args.rate,
                                       concurrency=args.concurrency, retry_share=args.retry_share, seed=args.seed)
                 finally:
                     stop_server(process)
             result["stages"] = stage_breakdown(data_dir, since)
-            result["kb"] = args.kb
+            result["kb"], result["server"] = args.kb, kind
+            result["embedding_backend"] = backend or "default"
+            result["load_avg_1m_after"] = round(os.getloadavg()[0], 1)
             results.append(result)
             print(json.dumps(result), flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    if len(results) == 2:
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps({"args": vars(args) | {"json_out": str(args.json_out)},
+                                             "runs": results}, indent=2) + "\n")
+    if len(results) == 2 and not args.backends:
         a, b = results
         print(f"ack p99: kbbot serve {a['ack_p99_ms']} ms vs bolt dev server {b['ack_p99_ms']} ms "
               f"(x{b['ack_p99_ms'] / a['ack_p99_ms']:.1f}); full answer p95: {a['full_answer_p95_ms']} ms vs "

@@ -9,6 +9,7 @@ pgvector ranks them correctly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -21,7 +22,13 @@ import numpy as np
 
 from retrieval.errors import ConfigError, EmbeddingError
 from retrieval.settings import DEFAULTS, EmbeddingSettings, OpenAISettings
-from retrieval.threads import embedding_threads, prepare_torch_threads, set_torch_threads
+from retrieval.threads import (
+    PassageGate,
+    embedding_threads,
+    passage_gate,
+    prepare_torch_threads,
+    set_torch_threads,
+)
 
 if TYPE_CHECKING:
     import openai
@@ -85,11 +92,13 @@ class LocalEmbedder:
     backend = "torch"
 
     def __init__(self, model: str = "all-MiniLM-L6-v2",
-                 batch_size: int = DEFAULTS.embeddings.embedding_batch_size, threads: int | None = None) -> None:
+                 batch_size: int = DEFAULTS.embeddings.embedding_batch_size, threads: int | None = None,
+                 gate: PassageGate | None = None) -> None:
         _check_local_model(model)
         self.model = model
         self.batch_size = batch_size
         self.threads = threads or embedding_threads()
+        self.gate = gate  # passages wait for a slot, questions do not (retrieval/threads.py)
         self.max_tokens = 256  # all-MiniLM-L6-v2's max_seq_length
         self._loaded: Any = None
 
@@ -125,14 +134,16 @@ class LocalEmbedder:
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self._st.encode(
-            list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
-        )
+        with self.gate.passages() if self.gate else contextlib.nullcontext():
+            return self._encode(list(texts))
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        vectors = self._st.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                  convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embed_documents([text])[0]
+        return self._encode([text])[0]
 
     def count_tokens(self, text: str) -> int:
         return len(self._st.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -205,13 +216,14 @@ def create_local_embedder(settings: EmbeddingSettings, model: str, *, concurrent
     `concurrent_calls` embeddings run at once (see retrieval/threads.py)."""
     _check_local_model(model)
     threads = embedding_threads(concurrent_calls, configured=settings.embedding_threads)
+    gate = passage_gate(concurrent_calls, threads)
     backend = local_backend(settings)
     if backend == "torch":
-        return LocalEmbedder(model, batch_size=settings.embedding_batch_size, threads=threads)
+        return LocalEmbedder(model, batch_size=settings.embedding_batch_size, threads=threads, gate=gate)
     from retrieval.onnx_embedder import OnnxEmbedder
 
     return OnnxEmbedder(settings.model_cache_dir, quantized=backend == "onnx-int8",
-                        batch_size=settings.embedding_batch_size, threads=threads)
+                        batch_size=settings.embedding_batch_size, threads=threads, gate=gate)
 
 
 def create_embedder(settings: EmbeddingSettings, endpoint: OpenAISettings, *, provider: str | None = None,

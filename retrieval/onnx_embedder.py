@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from retrieval.errors import EmbeddingError
-from retrieval.threads import embedding_threads
+from retrieval.threads import PassageGate, embedding_threads
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +127,13 @@ class OnnxEmbedder:
     backend = "onnx"
 
     def __init__(self, cache_dir: Path, *, quantized: bool = False, batch_size: int = 64,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, gate: PassageGate | None = None) -> None:
         self.model = MODEL
         self.max_tokens = MAX_TOKENS
         self.batch_size = batch_size
         self.quantized = quantized
         self.threads = threads or embedding_threads()
+        self.gate = gate  # passages wait for a slot, questions do not (retrieval/threads.py)
         self._cache_dir = cache_dir
         self._lock = threading.Lock()
         self._session: Any = None
@@ -186,7 +187,11 @@ class OnnxEmbedder:
             return np.zeros((0, DIMENSION), dtype=np.float32)
         if self._session is None:
             self._load()
-        encodings = self._encoder.encode_batch(list(texts))
+        with self.gate.passages() if self.gate else contextlib.nullcontext():
+            return self._embed(list(texts))
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        encodings = self._encoder.encode_batch(texts)
         # Longest first, in batches of similar length: padding is computed like real tokens, so sorting
         # saves most of it (sentence-transformers sorts the same way).
         order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
@@ -208,7 +213,9 @@ class OnnxEmbedder:
         return self._session.run(None, {"input_ids": input_ids, "attention_mask": mask})[0]
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embed_documents([text])[0]
+        if self._session is None:
+            self._load()
+        return self._embed([text])[0]
 
     def count_tokens(self, text: str) -> int:
         if self._counter is None:

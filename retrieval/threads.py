@@ -9,7 +9,10 @@ one call at a time and gets all the cores. Idle threads sleep instead of spinnin
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
 
 
 def available_cores() -> int:
@@ -30,6 +33,35 @@ def embedding_threads(concurrent_calls: int = 1, *, configured: int | None = Non
     if configured is not None:
         return max(1, configured)
     return max(1, (cores or available_cores()) // max(1, concurrent_calls))
+
+
+class PassageGate:
+    """Lets at most `slots` passage embeddings run at once; question embeddings never wait for it.
+
+    A question's embedding is what an asker waits for (a few ms of compute), a passage batch (the
+    extractive answerer's sentences, an ingest slice) takes tens to hundreds of ms. When every core runs a
+    passage batch, the question gets a slice of a core at best (36 ms p95 idle, worse with 4 busy answer
+    workers, BENCHMARKS.md): holding the passage batches to the cores minus one call's threads keeps
+    those threads free for the next question.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = max(1, slots)
+        self._semaphore = threading.BoundedSemaphore(self.slots)
+
+    @contextlib.contextmanager
+    def passages(self) -> Iterator[None]:
+        with self._semaphore:
+            yield
+
+
+def passage_gate(concurrent_calls: int, threads: int, *, cores: int | None = None) -> PassageGate | None:
+    """The gate for a process running `concurrent_calls` embeddings of `threads` threads each, or None
+    when they all fit beside a question anyway (a CLI command, or cores to spare)."""
+    slots = (cores or available_cores()) - threads
+    if concurrent_calls <= 1 or concurrent_calls <= slots:
+        return None
+    return PassageGate(slots)
 
 
 def prepare_torch_threads() -> None:

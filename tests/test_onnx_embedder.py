@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import threading
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from retrieval.evaluation import evaluate, load_labelled_queries
 from retrieval.onnx_embedder import OnnxEmbedder, model_file
 from retrieval.search import Searcher
 from retrieval.settings import load_settings
-from retrieval.threads import embedding_threads
+from retrieval.threads import PassageGate, embedding_threads, passage_gate
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -129,6 +130,30 @@ def test_threads_follow_the_calls_that_run_at_once(tmp_path) -> None:  # type: i
     assert create_embedder(settings.embeddings, settings.openai, concurrent_calls=64).threads == 1
     fixed = load_settings(_env_file=None, data_dir=tmp_path, embedding_threads=3)
     assert create_embedder(fixed.embeddings, fixed.openai, concurrent_calls=4).threads == 3
+
+
+def test_passage_batches_leave_a_core_to_questions_when_calls_outnumber_cores(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert passage_gate(1, 2, cores=2) is None  # the CLI: one call at a time
+    assert passage_gate(4, 2, cores=8) is None  # 4 calls of 2 threads fit beside a question on 8 cores
+    gate = passage_gate(4, 1, cores=2)
+    assert gate is not None and gate.slots == 1  # `kbbot serve` with 4 workers on 2 cores
+    settings = load_settings(_env_file=None, data_dir=tmp_path, embedding_backend="onnx")
+    assert create_embedder(settings.embeddings, settings.openai).gate is None
+    assert create_embedder(settings.embeddings, settings.openai, concurrent_calls=64).gate is not None
+
+
+def test_questions_do_not_wait_for_the_passage_gate(onnx_settings) -> None:  # type: ignore[no-untyped-def]
+    gate = PassageGate(1)
+    gated = OnnxEmbedder(onnx_settings.model_cache_dir, gate=gate)
+    finished = threading.Event()
+    passages = threading.Thread(target=lambda: (gated.embed_documents(["a passage"]), finished.set()))
+    with gate.passages():  # another passage batch holds the only slot
+        passages.start()
+        question = gated.embed_query("a question")  # runs at once
+        assert not finished.wait(0.5)  # the passage batch waits for the slot
+    assert finished.wait(60)
+    passages.join()
+    assert np.allclose(question, gated.embed_documents(["a question"])[0], atol=1e-6)
 
 
 def test_sentence_cache_embeds_repeated_texts_once(onnx_fp32: OnnxEmbedder) -> None:

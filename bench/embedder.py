@@ -182,8 +182,26 @@ def ingest_and_quality(args: argparse.Namespace, report: dict) -> tuple:  # type
         "chunk_cosine_torch_onnx": {"mean": round(float(cosine.mean()), 7), "min": round(float(cosine.min()), 7)},
         "question_cosine_min": round(float((q_torch * q_onnx).sum(axis=1).min()), 7),
     }
+    report["quality"]["full_corpus_torch_index"] = full_corpus_switch(onnx)
     print(json.dumps(report["quality"], indent=2), flush=True)
     return db, queries, settings, Path(tmp)
+
+
+def full_corpus_switch(onnx) -> dict:  # type: ignore[no-untyped-def]
+    """The whole aws-docs-qa index (40k passages, the shared torch vectors of bench/common.py) searched with
+    the 100 questions embedded by torch (as cached) and by ONNX: the switch a deployment makes."""
+    from bench.peers import cache_format
+    from retrieval.evaluation import LabelledQuery
+
+    cached = cache_format.load()
+    queries = [LabelledQuery(q["id"], q["text"], q["relevant"]) for q in cached.queries]
+    articles = [c["article"] for c in cached.chunks]
+    q_onnx = np.stack([onnx.embed_query(q.text) for q in queries])
+    torch_q = quality_of(rank_articles(cached.vectors, articles, cached.query_vectors), queries)
+    onnx_q = quality_of(rank_articles(cached.vectors, articles, q_onnx), queries)
+    return {"passages": len(articles), "questions": len(queries), "torch_questions": torch_q,
+            "onnx_questions": onnx_q, "max_abs_delta": round(max(abs(onnx_q[m] - torch_q[m]) for m in torch_q), 4),
+            "question_cosine_min": round(float((cached.query_vectors * q_onnx).sum(axis=1).min()), 7)}
 
 
 def index_from_cache(args: argparse.Namespace) -> tuple:  # type: ignore[type-arg]

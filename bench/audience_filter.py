@@ -52,7 +52,8 @@ SMALL = "excludes_95pct"
 def pgvector_settings(conninfo: str) -> dict[str, str]:
     with psycopg.connect(conninfo) as conn:
         version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
-        tuples = conn.execute("SHOW hnsw.max_scan_tuples").fetchone()
+        conn.execute("LOAD 'vector'")  # its settings exist in a session once the library is loaded
+        tuples = conn.execute("SELECT current_setting('hnsw.max_scan_tuples', true)").fetchone()
     return {"version": version[0] if version else "?", "hnsw.max_scan_tuples": tuples[0] if tuples else "?",
             "hnsw.iterative_scan (filtered searches)": "relaxed_order"}
 

@@ -26,6 +26,7 @@ BLOCK_LIMIT = 50
 FALLBACK_TEXT_LIMIT = 3900  # well under Slack's 40,000; notifications show far less anyway
 QUOTE_LIMIT = 280
 SEARCHING_TEXT = "Searching the knowledge base…"
+SHARE_ACTION = "share_answer"  # bot/share.py
 
 
 @dataclass(frozen=True)
@@ -185,11 +186,15 @@ def _button(action_id: str, label: str, value: str, style: str | None = None) ->
     return button
 
 
-def action_buttons(answer_id: int | None, *, can_escalate: bool) -> list[Block]:
+def action_buttons(answer_id: int | None, *, can_escalate: bool, can_share: bool = False) -> list[Block]:
+    """👍 / 👎 (with an answer id to attach them to), Ask a human, and on a private answer Share in channel
+    (bot/share.py; it needs the logged answer)."""
     elements = []
     if answer_id is not None:
         elements += [_button("feedback_up", "👍 Helpful", str(answer_id)),
                      _button("feedback_down", "👎 Not helpful", str(answer_id))]
+        if can_share:
+            elements.append(_button(SHARE_ACTION, "📣 Share in channel", str(answer_id)))
     if can_escalate:
         elements.append(_button("ask_human", "🙋 Ask a human", str(answer_id or ""), "primary"))
     if not elements:
@@ -220,10 +225,12 @@ def answer_text_mrkdwn(answer: Answer) -> str:
 # --- whole messages ------------------------------------------------------------------------------
 
 def render_answer(answer: Answer, *, answer_id: int | None, can_escalate: bool, stale_after_days: int,
-                  now: datetime | None = None, include_text: bool = True) -> list[SlackMessage]:
+                  now: datetime | None = None, include_text: bool = True,
+                  can_share: bool = False) -> list[SlackMessage]:
     """The answer as one or more messages (more only when it exceeds 50 blocks).
 
-    `include_text=False` renders only what follows a streamed answer (sources, notes, buttons)."""
+    `include_text=False` renders only what follows a streamed answer (sources, notes, buttons); `can_share`
+    adds Share in channel (a private answer)."""
     now = now or datetime.now(UTC)
     body = answer_text_mrkdwn(answer)
     blocks: list[Block] = []
@@ -236,7 +243,8 @@ def render_answer(answer: Answer, *, answer_id: int | None, can_escalate: bool, 
     blocks += sources_blocks(answer, now=now, stale_after_days=stale_after_days)
     if answer.note:
         blocks.append(_context(f":information_source: {escape(answer.note)}"))
-    actions = action_buttons(answer_id, can_escalate=can_escalate)
+    actions = action_buttons(answer_id, can_escalate=can_escalate,
+                             can_share=can_share and answer.outcome == "answered")
     return _paginate(blocks, actions, fallback=body)
 
 

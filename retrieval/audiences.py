@@ -5,7 +5,9 @@ Audiences themselves are defined in retrieval/access.py; this module holds the S
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import text
 
@@ -58,17 +60,39 @@ def reach(db: Database, scope: ReaderScope) -> list[Reach]:
     return [Reach(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
 
+@dataclass(frozen=True)
+class CitedArticle:
+    """What an answer's cited article is today: who may read it, and when its source last changed it."""
+
+    audience: tuple[str, ...]
+    updated_at: datetime | None
+
+
+def cited_articles(db: Database, article_ids: Iterable[int | None]) -> dict[int, CitedArticle]:
+    """The articles that still exist among `article_ids`, by id (a deleted one is absent: unknown audience)."""
+    wanted = sorted({i for i in article_ids if i is not None})
+    if not wanted:
+        return {}
+    with translate_errors("Reading the cited articles' audiences"), db.engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, audience, source_updated_at FROM articles WHERE id = ANY(:ids)"),
+                            {"ids": wanted}).all()
+    return {int(r[0]): CitedArticle(tuple(r[1]), r[2]) for r in rows}
+
+
+def answer_article_ids(answer: LoggedAnswer) -> list[int | None]:
+    """Every article a logged answer showed: its citations and the nearest articles of an abstention."""
+    nearest = answer.metadata.get("nearest") or []
+    return [c.article_id for c in answer.citations] + [n.get("article_id") for n in nearest if isinstance(n, dict)]
+
+
+def unreadable_articles(scope: ReaderScope, ids: Iterable[int | None], known: dict[int, CitedArticle]) -> int:
+    """How many of `ids` the scope may not read; a deleted article (None or absent) counts as unreadable."""
+    return sum(1 for i in ids if i is None or i not in known or not scope.may_read(known[i].audience))
+
+
 def visible_to(db: Database, scope: ReaderScope, answers: list[LoggedAnswer]) -> list[LoggedAnswer]:
     """The logged answers whose every cited (or offered nearest) article `scope` may read today: a reviewer
     never sees, through the review, what they could not have been answered with. An article deleted since
     (no id left) hides its answer: its audience is unknown."""
-    def article_ids(a: LoggedAnswer) -> list[int | None]:
-        nearest = a.metadata.get("nearest") or []
-        return [c.article_id for c in a.citations] + [n.get("article_id") for n in nearest if isinstance(n, dict)]
-
-    wanted = sorted({i for a in answers for i in article_ids(a) if i is not None})
-    with translate_errors("Reading the cited articles' audiences"), db.engine.connect() as conn:
-        audience = dict(conn.execute(text("SELECT id, audience FROM articles WHERE id = ANY(:ids)"),
-                                     {"ids": wanted}).all()) if wanted else {}
-    return [a for a in answers
-            if all(i is not None and i in audience and scope.may_read(audience[i]) for i in article_ids(a))]
+    known = cited_articles(db, (i for a in answers for i in answer_article_ids(a)))
+    return [a for a in answers if unreadable_articles(scope, answer_article_ids(a), known) == 0]

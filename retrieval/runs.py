@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -36,12 +36,17 @@ class RunCounts:
     unchanged: int = 0
     failed: int = 0
     chunks_embedded: int = 0
-    errors: list[dict[str, str]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
 
-    def record_error(self, where: str, message: str) -> None:
+    def record_error(self, where: str, message: str, *, audience: Sequence[str] | None = None) -> None:
+        """`audience`: the article's, when the error is about one (empty when unknown or held back), so a
+        viewer in Slack sees its name and message only if they may read it; None for a source's error."""
         self.failed += 1
         if len(self.errors) < MAX_RECORDED_ERRORS:
-            self.errors.append({"where": where, "error": message})
+            error: dict[str, Any] = {"where": where, "error": message}
+            if audience is not None:
+                error["audience"] = list(audience)
+            self.errors.append(error)
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class SyncRun:
     unchanged: int
     failed: int
     chunks_embedded: int
-    errors: list[dict[str, str]]
+    errors: list[dict[str, Any]]
     sources: list[str]
 
     @property

@@ -213,7 +213,8 @@ class Indexer:
                     if item.external_id:
                         seen.add(item.external_id)
                         failed.add(item.external_id)
-                    counts.record_error(item.location or source.name, item.message)
+                    # An article the source could not deliver: who may read it is unknown, so nobody in Slack.
+                    counts.record_error(item.location or source.name, item.message, audience=())
                     log.warning("skipped article: %s", item, extra={ARTICLE_ERROR_LOG_FLAG: True})
                     continue
                 if seen_hash.get(item.external_id) == item.hash:
@@ -272,10 +273,11 @@ class Indexer:
                                    count_tokens=self.embedder.count_tokens)
         except Exception as exc:  # a chunker bug must cost one article, not the run
             log.exception("chunking %s failed", article.external_id)
-            counts.record_error(article.external_id, f"could not be split into passages: {exc}")
+            counts.record_error(article.external_id, f"could not be split into passages: {exc}",
+                                audience=article.audience or ())
             return None
         if not drafts:
-            counts.record_error(article.external_id, "has no text to index")
+            counts.record_error(article.external_id, "has no text to index", audience=article.audience or ())
             return None
         if article.path:
             drafts = [dataclasses.replace(d, heading_path=(*article.path, *d.heading_path)) for d in drafts]
@@ -307,7 +309,7 @@ class Indexer:
             vectors = self._embed(texts, space, counts)
         except EmbeddingError as exc:
             for p in pending:
-                counts.record_error(p.article.external_id, str(exc))
+                counts.record_error(p.article.external_id, str(exc), audience=p.article.audience or ())
             log.error("embedding a batch of %d articles failed: %s", len(pending), exc)
             return {p.article.external_id for p in pending}
         cursor = 0
@@ -330,7 +332,7 @@ class Indexer:
                     with translate_errors(f"Writing article {p.article.external_id}"):
                         store.apply_articles([write])
                 except KbbotError as exc:
-                    counts.record_error(p.article.external_id, str(exc))
+                    counts.record_error(p.article.external_id, str(exc), audience=p.article.audience or ())
                     log.error("writing %s failed: %s", p.article.external_id, exc)
                     failed.add(p.article.external_id)
         for p in pending:

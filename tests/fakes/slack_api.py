@@ -10,8 +10,16 @@ chat.postEphemeral, chat.startStream, chat.appendStream, chat.stopStream, assist
 assistant.threads.setSuggestedPrompts, assistant.threads.setTitle, conversations.replies, conversations.info,
 conversations.members, views.publish, views.open. Any other method gets Slack's ``unknown_method``.
 
-``POST /response/{id}`` stands for a slash command's ``response_url`` (``fake.response_url(id)``); the
-posts are kept in ``fake.responses[id]``.
+``POST /response/{id}`` stands for the ``response_url`` of a slash command or a button click
+(``fake.response_url(id)``); the posts are kept in ``fake.responses[id]``.
+
+Ephemeral messages (``chat.postEphemeral``: only ``user`` sees them, in ``channel`` and optionally a thread)
+are kept in ``fake.ephemeral``, never in the channel's history (``conversations.replies`` does not return
+them, as on Slack). Slack refuses one for a user outside the channel (``user_not_in_channel``, checked
+when ``fake.members`` lists the channel). A click on an ephemeral message carries a ``response_url`` bound
+to it (``fake.response_url(id, ephemeral=message)``): as Slack documents, a post with
+``"replace_original": true`` replaces that message, ``"delete_original": true`` removes it, and any other
+post adds a new ephemeral message for the same user (``"response_type": "in_channel"`` posts publicly).
 
 Tests control:
 - ``fake.users[user_id] = {...}`` (e.g. ``{"is_admin": True}``, a guest ``{"is_restricted": True}``, someone
@@ -78,6 +86,8 @@ class FakeSlack:
         self.channels: dict[str, JSON] = {}
         self.members: dict[str, list[str]] = {}
         self.messages: dict[str, list[JSON]] = {}  # channel -> messages, in ts order
+        self.ephemeral: list[JSON] = []  # {channel, user, thread_ts, text, blocks, message_ts}
+        self._response_targets: dict[str, JSON] = {}  # response_url key -> the ephemeral message it acts on
         self._scripts: dict[str, list[SlackReply]] = {}
         self._lock = threading.Condition()
         self._ts = itertools.count(1)
@@ -103,8 +113,23 @@ class FakeSlack:
     def api_url(self) -> str:
         return self.url + "/api/"
 
-    def response_url(self, key: str) -> str:
+    def response_url(self, key: str, *, ephemeral: JSON | None = None) -> str:
+        if ephemeral is not None:
+            with self._lock:
+                self._response_targets[key] = ephemeral
         return f"{self.url}/response/{key}"
+
+    def ephemeral_for(self, user: str, channel: str | None = None) -> list[JSON]:
+        """The ephemeral messages `user` sees now (in `channel`), oldest first."""
+        with self._lock:
+            return [dict(m) for m in self.ephemeral
+                    if m["user"] == user and (channel is None or m["channel"] == channel)]
+
+    def wait_for_ephemeral(self, user: str, predicate: Callable[[JSON], Any], timeout: float = 30.0) -> JSON:
+        """The first ephemeral message `user` sees that satisfies `predicate`, waiting for it."""
+        def found(_calls: list[Call]) -> JSON | None:
+            return next((m for m in self.ephemeral_for(user) if predicate(m)), None)
+        return self.wait_for(found, timeout)
 
     # --- test controls ---------------------------------------------------------------------------
     def script(self, method: str, *replies: SlackReply) -> None:
@@ -169,7 +194,30 @@ class FakeSlack:
     def _record_response(self, key: str, body: JSON) -> None:
         with self._lock:
             self.responses.setdefault(key, []).append(body)
+            target = self._response_targets.get(key)
+            if target is not None:
+                self._respond_to_ephemeral(target, body)
             self._lock.notify_all()
+
+    def _respond_to_ephemeral(self, target: JSON, body: JSON) -> None:
+        """What Slack does with a response_url post from a click on an ephemeral message (lock held)."""
+        original = next((m for m in self.ephemeral if m["message_ts"] == target["message_ts"]), None)
+        if body.get("delete_original"):
+            if original is not None:
+                self.ephemeral.remove(original)
+            return
+        if body.get("replace_original") and original is not None:
+            original.update(text=body.get("text", ""), blocks=body.get("blocks") or [])
+            return
+        if body.get("response_type") == "in_channel":
+            self.messages.setdefault(target["channel"], []).append({
+                "type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID, "text": body.get("text", ""),
+                "blocks": body.get("blocks") or [], "ts": self.new_ts(),
+                **({"thread_ts": body["thread_ts"]} if body.get("thread_ts") else {})})
+            return
+        self.ephemeral.append({"channel": target["channel"], "user": target["user"],
+                               "thread_ts": target.get("thread_ts"), "text": body.get("text", ""),
+                               "blocks": body.get("blocks") or [], "message_ts": self.new_ts()})
 
     def handle(self, method: str, p: JSON) -> JSON:
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
@@ -262,7 +310,20 @@ class FakeSlack:
         return {"ok": True, "channel": p["channel"], "ts": p["ts"]}
 
     def _m_chat_postEphemeral(self, p: JSON) -> JSON:
-        return {"ok": True, "message_ts": self.new_ts()}
+        if not p.get("channel") or not p.get("user"):
+            return {"ok": False, "error": "channel_not_found" if not p.get("channel") else "user_not_found"}
+        problem = self._check_message(p)
+        if problem:
+            return {"ok": False, "error": problem}
+        with self._lock:
+            members = self.members.get(p["channel"])
+            if members is not None and p["user"] not in members and not p["channel"].startswith("D"):
+                return {"ok": False, "error": "user_not_in_channel"}
+            message = {"channel": p["channel"], "user": p["user"], "thread_ts": p.get("thread_ts"),
+                       "text": p.get("text", ""), "blocks": p.get("blocks") or [], "message_ts": self.new_ts()}
+            self.ephemeral.append(message)
+            self._lock.notify_all()
+        return {"ok": True, "message_ts": message["message_ts"]}
 
     def _m_chat_startStream(self, p: JSON) -> JSON:
         message = self.add_message(p["channel"], BOT_USER_ID, _chunk_text(p), thread_ts=p.get("thread_ts"),

@@ -12,7 +12,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
-from bot.channel_profiles import ChannelProfiles
+from bot.channel_profiles import ChannelProfiles, tone_disagreements
 from bot.dedupe import EventDeduper
 from bot.home import Block, HomeTab
 from bot.home_gaps import GapsParts, reviewer_gaps_blocks
@@ -21,6 +21,7 @@ from bot.readers import ReaderResolver
 from bot.reindex import AdminCheck, Reindexer
 from bot.responder import Responder
 from bot.services import Services
+from bot.share import Sharer
 from retrieval.errors import ConfigError, KbbotError
 from retrieval.settings import Settings, SlackSettings
 
@@ -90,6 +91,12 @@ def build_parts(settings: SlackSettings, services: Services) -> BotParts:
     `services` on first use, so the app starts (and says so in Slack) while the database is down."""
     admins = AdminCheck(settings.admin_users, settings.admin_groups)
     readers = ReaderResolver.of_index(services.database)  # one cache of Slack's answers
+    profiles = ChannelProfiles.load(settings.channel_profiles_file)
+    llm = services.settings.llm
+    disagreement = tone_disagreements(profiles, llm.tone_routing, llm.tone_channels)
+    if disagreement:
+        log.warning(disagreement)
+    deduper = EventDeduper(services.database)
 
     gaps_parts = GapsParts.of(services, readers)
 
@@ -97,13 +104,14 @@ def build_parts(settings: SlackSettings, services: Services) -> BotParts:
         return reviewer_gaps_blocks(gaps_parts, client, user_id, is_admin=is_admin)
 
     return BotParts(
-        responder=Responder(lambda: services.pipeline, services.answer_log, EventDeduper(services.database),
-                            readers, profiles=ChannelProfiles.load(settings.channel_profiles_file),
-                            can_escalate=settings.support_group is not None,
+        responder=Responder(lambda: services.pipeline, services.answer_log, deduper, readers, profiles=profiles,
+                            database=services.database, can_escalate=settings.support_group is not None,
                             stale_after_days=settings.stale_after_days, workers=settings.slack_workers),
         reindexer=Reindexer(services.configured_sources, services.indexer, services.database, admins),
         home=HomeTab(services.database, services.answer_log, admins, readers,
                      support_group=settings.support_group, gaps=gaps),
+        sharer=Sharer(services.answer_log, services.database, readers, profiles, deduper,
+                      can_escalate=settings.support_group is not None, stale_after_days=settings.stale_after_days),
         answer_log=services.answer_log,
         database=services.database,
         support_group=settings.support_group,

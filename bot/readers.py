@@ -5,10 +5,10 @@
   (`is_ext_shared`, `is_shared` without `is_org_shared`, a pending share) or has a guest or an external
   member (checked member by member, up to MAX_MEMBERS_CHECKED; a larger channel without a profile is
   answered from `public`).
-- A DM or the messages tab is read by the asker: guests (`is_restricted`, `is_ultra_restricted`) and users
-  of another organisation (another team, `is_stranger`) hold `public`; a full member holds `everyone` and
-  the Slack user groups they belong to, among those any indexed article is restricted to
-  (`usergroups.users.list`).
+- A DM, the messages tab or a private (ephemeral) reply in a channel is read by the asker: guests
+  (`is_restricted`, `is_ultra_restricted`) and users of another organisation (another team, `is_stranger`)
+  hold `public`; a full member holds `everyone` and the Slack user groups they belong to, among those any
+  indexed article is restricted to (`usergroups.users.list`).
 - A group DM is read by its members: the tokens they all hold.
 
 Slack's answers are cached for `ttl_s` (group membership, guest flags and channel settings change rarely, and
@@ -53,7 +53,7 @@ class Place:
     """Where an answer is read: the channel, its kind, who asked, and a declared audience (profile)."""
 
     channel: str
-    kind: str  # "channel", "im", "assistant"
+    kind: str  # "channel", "im", "assistant", or "private" (an ephemeral reply in a channel: the asker's)
     asker: str
     declared: tuple[str, ...] | None = None  # the channel profile's audience
 
@@ -65,10 +65,10 @@ class _Cache:
         self._items: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: str, load: Callable[[], Any], *, ttl_s: float | None = None) -> Any:
+    def get(self, key: str, load: Callable[[], Any], *, ttl_s: float | None = None, fresh: bool = False) -> Any:
         with self._lock:
             hit = self._items.get(key)
-            if hit is not None and hit[0] > self.clock():
+            if hit is not None and hit[0] > self.clock() and not fresh:
                 return hit[1]
         value = load()  # outside the lock: a slow Slack call must not block other readers
         with self._lock:
@@ -93,12 +93,13 @@ class ReaderResolver:
         return cls(lambda: indexed_groups(database()))
 
     # --- the entry point -----------------------------------------------------------------------------
-    def scope(self, client: WebClient, place: Place) -> ReaderScope:
-        """The scope every reader of an answer at `place` holds; `public` (degraded) if Slack cannot say."""
+    def scope(self, client: WebClient, place: Place, *, fresh: bool = False) -> ReaderScope:
+        """The scope every reader of an answer at `place` holds; `public` (degraded) if Slack cannot say.
+        `fresh`: the channel's settings and members asked of Slack now, not cached (Share in channel)."""
         try:
-            if place.kind in ("im", "assistant"):
+            if place.kind in ("im", "assistant", "private"):
                 return self.user_scope(client, place.asker)
-            return self.channel_scope(client, place.channel, place.declared, asker=place.asker)
+            return self.channel_scope(client, place.channel, place.declared, asker=place.asker, fresh=fresh)
         except ReaderUnknown as exc:
             log.warning("could not tell who reads %s (%s): answering from public articles only",
                         place.channel, exc)
@@ -120,8 +121,8 @@ class ReaderResolver:
 
     # --- one channel -------------------------------------------------------------------------------
     def channel_scope(self, client: WebClient, channel: str, declared: tuple[str, ...] | None, *,
-                      asker: str | None = None) -> ReaderScope:
-        info = self._channel(client, channel)
+                      asker: str | None = None, fresh: bool = False) -> ReaderScope:
+        info = self._channel(client, channel, fresh=fresh)
         if info.get("is_im"):
             other = info.get("user")
             if not other:
@@ -135,7 +136,7 @@ class ReaderResolver:
         # checked now, not when the list is next read.
         if asker and self.user_scope(client, asker).tokens == {PUBLIC}:
             return ReaderScope.public(f"{channel} has guests or people of another organisation ({asker})")
-        members = self._members(client, channel)
+        members = self._members(client, channel, fresh=fresh)
         if info.get("is_mpim"):
             scope = ReaderScope.member(self._indexed_groups(), f"the members of {channel}")
             for member in members:
@@ -196,13 +197,13 @@ class ReaderResolver:
     def _indexed_groups(self) -> list[str]:
         return self._cache.get("indexed-groups", lambda: list(self._groups()))
 
-    def _channel(self, client: WebClient, channel: str) -> dict[str, Any]:
+    def _channel(self, client: WebClient, channel: str, *, fresh: bool = False) -> dict[str, Any]:
         def load() -> dict[str, Any]:
             return dict(self._call("conversations.info",
                                    lambda: client.conversations_info(channel=channel))["channel"])
-        return self._cache.get(f"channel:{channel}", load)
+        return self._cache.get(f"channel:{channel}", load, fresh=fresh)
 
-    def _members(self, client: WebClient, channel: str) -> list[str]:
+    def _members(self, client: WebClient, channel: str, *, fresh: bool = False) -> list[str]:
         def load() -> list[str]:
             members: list[str] = []
             cursor = None
@@ -214,4 +215,4 @@ class ReaderResolver:
                 if not cursor:
                     break
             return members
-        return self._cache.get(f"members:{channel}", load, ttl_s=MEMBERS_TTL_S)
+        return self._cache.get(f"members:{channel}", load, ttl_s=MEMBERS_TTL_S, fresh=fresh)

@@ -5,6 +5,9 @@ thread follow-ups.
     read the thread's earlier turns -> run the answer pipeline, streaming when it streams ->
     log the answer -> post it (or replace the placeholder) -> on any failure, say so with an error id.
 
+In a channel whose profile says `reply_privately`, every message goes to the asker alone (ephemeral, not
+streamed) and the answer carries a "Share in channel" button (bot/share.py).
+
 Every path ends in a message the asker sees; nothing fails silently.
 """
 
@@ -24,11 +27,14 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import blocks
-from bot.channel_profiles import ChannelProfiles
+from bot.channel_profiles import ChannelProfile, ChannelProfiles
 from bot.dedupe import EventDeduper
 from bot.readers import DEGRADED_NOTE, Place, ReaderResolver
+from retrieval.access import ReaderScope
 from retrieval.answer import AnswerPipeline, AskContext, Turn
 from retrieval.answer_log import AnswerLog, Asked
+from retrieval.audiences import visible_to
+from retrieval.db import Database
 from retrieval.errors import DatabaseError, EmbeddingError, EmptyQuestionError, KbbotError, LLMError
 from retrieval.settings import DEFAULTS
 from retrieval.types import Answer
@@ -36,6 +42,7 @@ from retrieval.types import Answer
 log = logging.getLogger(__name__)
 
 MAX_HISTORY_TURNS = 10
+_ALL = "*"  # in `_hidden_answers`: every earlier answer of the thread
 _MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
 _FALLBACK_ERRORS = {"msg_too_long", "invalid_blocks", "invalid_blocks_format", "too_many_blocks"}
 
@@ -88,14 +95,16 @@ class Responder:
 
     def __init__(self, pipeline: Callable[[], AnswerPipeline], answer_log: Callable[[], AnswerLog],
                  deduper: EventDeduper, readers: ReaderResolver, *, profiles: ChannelProfiles | None = None,
+                 database: Callable[[], Database] | None = None,
                  can_escalate: bool = False, stale_after_days: int = DEFAULTS.slack.stale_after_days,
                  workers: int = DEFAULTS.slack.slack_workers) -> None:
         """`pipeline` and `answer_log` are called when a question needs them: the model loads and the
         database opens on first use (and a database that was down is reached again when it is back).
         Who reads each answer decides what it may use (`readers`, bot/readers.py); `profiles` declare
-        channels."""
+        channels; `database` is where a follow-up's earlier answers' sources are checked against them."""
         self.pipeline = pipeline
         self.answer_log = answer_log
+        self.database = database
         self.readers = readers
         self.profiles = profiles or ChannelProfiles()
         self.deduper = deduper
@@ -111,7 +120,8 @@ class Responder:
         Returns the pending answer, or None when nothing more is to be done (a retry, or handled here)."""
         if not self.deduper.claim(question.event_id):
             return None
-        delivery = _Delivery(client, question)
+        profile = self._profile(client, question)
+        delivery = _Delivery(client, question, private=profile is not None and profile.reply_privately)
         try:
             if not question.text:
                 delivery.post_final([blocks.render_notice(HELP_TEXT)])
@@ -124,7 +134,7 @@ class Responder:
         except Exception as exc:
             self._fail(question, delivery, exc)
             return None
-        future = self._pool.submit(self._complete, question, delivery)
+        future = self._pool.submit(self._complete, question, delivery, profile)
         self._in_flight.add(future)
         future.add_done_callback(self._in_flight.discard)
         return future
@@ -137,25 +147,32 @@ class Responder:
         """Stop taking questions; with `wait`, finish the ones in flight."""
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
-    def _complete(self, question: Question, delivery: _Delivery) -> None:
+    def _profile(self, client: WebClient, question: Question) -> ChannelProfile | None:
+        """The channel profile that applies (channels only: a DM or the messages tab has none)."""
+        if question.channel_kind != "channel" or not self.profiles.profiles:
+            return None
+        return self.profiles.for_channel(question.channel, self.readers.channel_name(client, question.channel))
+
+    def _complete(self, question: Question, delivery: _Delivery, profile: ChannelProfile | None) -> None:
         try:
-            history = self._history(delivery.client, question) if question.is_follow_up else ()
-            self._answer(question, delivery, history)
+            self._answer(question, delivery, profile)
         except EmptyQuestionError:
             delivery.post_final([blocks.render_notice(HELP_TEXT)])
         except Exception as exc:  # every failure must reach the asker, whatever its kind
             self._fail(question, delivery, exc)
 
     # --- the happy path --------------------------------------------------------------------------
-    def _answer(self, question: Question, delivery: _Delivery, history: tuple[Turn, ...]) -> None:
-        profile = self.profiles.for_channel(question.channel, self.readers.channel_name(delivery.client,
-                                                                                         question.channel))
-        place = Place(question.channel, question.channel_kind, question.asker,
-                      declared=profile.audience if profile and question.channel_kind == "channel" else None)
+    def _answer(self, question: Question, delivery: _Delivery, profile: ChannelProfile | None) -> None:
+        # A private reply is read by the asker alone: their own scope, as in a DM.
+        place = Place(question.channel, "private" if delivery.private else question.channel_kind, question.asker,
+                      declared=profile.audience if profile else None)
         scope = self.readers.scope(delivery.client, place)
-        log.info("answering %s in %s for %s", question.event_id or "-", question.channel, scope.describe())
+        log.info("answering %s in %s for %s%s", question.event_id or "-", question.channel, scope.describe(),
+                 " (privately)" if delivery.private else "")
+        history = self._history(delivery.client, question, scope) if question.is_follow_up else ()
         context = AskContext(history=history, channel=question.channel, user=question.asker, audience=scope,
-                             sources=profile.sources if profile and profile.sources else None)
+                             sources=profile.sources if profile and profile.sources else None,
+                             tone=profile.tone if profile else None)
         final: Answer | None = None
         pending: list[str] = []
         streamed: list[str] = []
@@ -163,6 +180,8 @@ class Responder:
             if isinstance(event, Answer):
                 final = event
                 break
+            if delivery.private:
+                continue  # an ephemeral message can be neither streamed nor updated: it is sent whole
             streamed.append(event)
             pending.append(event)
             if delivery.streamer is None and len(pending) >= 2:
@@ -174,10 +193,10 @@ class Responder:
             raise KbbotError("the answer pipeline ended without an answer")
         if scope.degraded:
             final = dataclasses.replace(final, note=" ".join(filter(None, (final.note, DEGRADED_NOTE))))
-        answer_id = self._log(question, final)
+        answer_id = self._log(question, final, private=delivery.private)
         messages = blocks.render_answer(final, answer_id=answer_id, can_escalate=self.can_escalate,
                                         stale_after_days=self.stale_after_days,
-                                        include_text=delivery.streamer is None)
+                                        include_text=delivery.streamer is None, can_share=delivery.private)
         if delivery.streamer is not None:
             delivery.stop_stream(messages)
             if "".join(streamed).strip() != final.text.strip():
@@ -197,9 +216,12 @@ class Responder:
         log.info("answered %s in %s/%s: outcome=%s model=%s %s", question.event_id or "-", question.channel,
                  question.thread_ts, final.outcome, final.model, delivery.latency_ms())
 
-    def _log(self, question: Question, answer: Answer) -> int | None:
+    def _log(self, question: Question, answer: Answer, *, private: bool = False) -> int | None:
+        asked = self._asked(question)
+        if private:
+            asked.metadata["private"] = True  # answered to the asker alone; Share in channel may publish it
         try:
-            return self.answer_log().record(self._asked(question), answer)
+            return self.answer_log().record(asked, answer)
         except KbbotError as exc:
             # The asker still gets the answer; only its feedback buttons are lost.
             log.error("could not log the answer to %s: %s", question.event_id, exc)
@@ -227,8 +249,10 @@ class Responder:
             log.error("could not tell the asker about error %s: %s", error_id, post_exc)
 
     # --- thread history --------------------------------------------------------------------------
-    def _history(self, client: WebClient, question: Question) -> tuple[Turn, ...]:
-        """The thread's earlier turns, oldest first, for follow-up rewriting."""
+    def _history(self, client: WebClient, question: Question, scope: ReaderScope) -> tuple[Turn, ...]:
+        """The thread's earlier turns, oldest first, for follow-up rewriting. An earlier answer citing an
+        article `scope` may not read (the channel's readers changed since, or the article's audience did)
+        is left out: the rewriter and the LLM must not carry its text into this answer."""
         try:
             response = client.conversations_replies(channel=question.channel, ts=question.thread_ts,
                                                     limit=50)
@@ -237,12 +261,16 @@ class Responder:
                         question.thread_ts, exc.response.get("error"))
             return ()
         turns: list[Turn] = []
+        hidden = self._hidden_answers(question, scope)
         for message in response.get("messages", []):
             ts = message.get("ts", "")
             if _ts_key(ts) >= _ts_key(question.message_ts):
                 continue
             own = question.bot_user_id is not None and message.get("user") == question.bot_user_id
-            if own:
+            if own and (ts in hidden or _ALL in hidden):
+                log.info("thread %s: an earlier answer cites articles outside %s; left out of the context",
+                         question.thread_ts, scope.describe())
+            elif own:
                 text = blocks.history_text(message.get("blocks"), message.get("text", ""))
                 if text and blocks.SEARCHING_TEXT not in text:
                     turns.append(Turn("assistant", text))
@@ -252,6 +280,20 @@ class Responder:
                     turns.append(Turn("user", text))
         return tuple(turns[-MAX_HISTORY_TURNS:])
 
+    def _hidden_answers(self, question: Question, scope: ReaderScope) -> set[str]:
+        """The message ts of this thread's logged answers that `scope` may not read today."""
+        if self.database is None:
+            return set()
+        try:
+            answers = self.answer_log().in_thread(question.channel, question.thread_ts)
+            readable = {a.id for a in visible_to(self.database(), scope, answers)}
+        except KbbotError as exc:
+            # Unknown which are readable: answer without the bot's earlier turns rather than risk them.
+            log.warning("thread %s: could not check earlier answers' sources (%s); leaving them out",
+                        question.thread_ts, exc)
+            return {_ALL}
+        return {a.message_ts for a in answers if a.id not in readable and a.message_ts}
+
 
 def _ts_key(ts: str) -> tuple[int, int]:
     seconds, _, micros = ts.partition(".")
@@ -259,11 +301,14 @@ def _ts_key(ts: str) -> tuple[int, int]:
 
 
 class _Delivery:
-    """The messages of one answer in one thread: placeholder, stream, final message(s)."""
+    """The messages of one answer in one thread: placeholder, stream, final message(s). `private`: every
+    one of them ephemeral, to the asker alone (Slack cannot update those: the answer follows the
+    placeholder as a new message)."""
 
-    def __init__(self, client: WebClient, question: Question) -> None:
+    def __init__(self, client: WebClient, question: Question, *, private: bool = False) -> None:
         self.client = client
         self.question = question
+        self.private = private
         self.placeholder_ts: str | None = None
         self.final_ts: str | None = None
         self.streamer: Any = None
@@ -287,6 +332,10 @@ class _Delivery:
 
     def post_placeholder(self) -> None:
         message = blocks.render_placeholder()
+        if self.private:
+            self._post(message)
+            self.mark_visible()
+            return
         response = self.client.chat_postMessage(channel=self.question.channel, thread_ts=self.question.thread_ts,
                                                 text=message.text, blocks=message.blocks)
         self.placeholder_ts = response["ts"]
@@ -344,6 +393,10 @@ class _Delivery:
 
     def _post_all(self, messages: list[blocks.SlackMessage]) -> None:
         first, *rest = messages
+        if self.private:
+            for message in messages:
+                self._post(message)
+            return
         if self.placeholder_ts is not None:
             self.client.chat_update(channel=self.question.channel, ts=self.placeholder_ts, text=first.text,
                                     blocks=first.blocks)
@@ -356,6 +409,11 @@ class _Delivery:
 
     def _post(self, message: blocks.SlackMessage) -> str:
         kwargs: dict[str, Any] = {"blocks": message.blocks} if message.blocks else {}
+        if self.private:
+            # An ephemeral message's ts names nothing in the thread: it is not recorded as the answer's.
+            self.client.chat_postEphemeral(channel=self.question.channel, user=self.question.asker,
+                                           thread_ts=self.question.thread_ts, text=message.text, **kwargs)
+            return ""
         response = self.client.chat_postMessage(channel=self.question.channel,
                                                 thread_ts=self.question.thread_ts, text=message.text, **kwargs)
         return str(response["ts"])

@@ -31,7 +31,6 @@ from retrieval.types import Answer, Citation, SearchHit
 
 log = logging.getLogger(__name__)
 
-PRIVATE_NOTE = "Only you can see this answer."
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ def answer_from_log(logged: LoggedAnswer, known: dict[int, CitedArticle]) -> Ans
             score=c.score or 0.0, similarity=c.similarity)
         citations.append(Citation(c.number, hit, c.quote or ""))
     # The asker's private notes (e.g. "only public articles") say nothing true about the channel's copy.
-    note = str(logged.metadata.get("note") or "").replace(DEGRADED_NOTE, "").replace(PRIVATE_NOTE, "").strip()
+    note = str(logged.metadata.get("note") or "").replace(DEGRADED_NOTE, "").strip()
     return Answer(logged.question, logged.answer_text or "", citations, logged.outcome,  # type: ignore[arg-type]
                   logged.model or "", rewritten_question=logged.rewritten_question, note=note or None)
 
@@ -79,14 +78,14 @@ class Sharer:
             return ShareOutcome(False, "That answer is no longer in the log, so I can't share it.")
         if logged.asker != user:
             return ShareOutcome(False, "Only the person who asked can share this answer.")
-        if logged.metadata.get("shared_ts"):
-            return ShareOutcome(False, "This answer is already shared in the thread.")
+        if logged.metadata.get("shared_ts") or not logged.metadata.get("private"):
+            return ShareOutcome(False, "This answer is already in the thread.")
         if logged.outcome != "answered":
             return ShareOutcome(False, "There is no answer to share; ask in the channel to let others help.")
         profile = self.profiles.for_channel(channel, self.readers.channel_name(client, channel))
         place = Place(channel, "channel", user, declared=profile.audience if profile else None)
         scope = self.readers.scope(client, place, fresh=True)
-        ids = answer_article_ids(logged)
+        ids = list(dict.fromkeys(answer_article_ids(logged)))  # each cited article once
         known = cited_articles(self.database(), ids)
         hidden = unreadable_articles(scope, ids, known)
         if hidden:
@@ -95,8 +94,9 @@ class Sharer:
             why = ("I could not check with Slack who reads this channel now, so only answers from public "
                    "articles can be shared." if scope.degraded else
                    f"This channel is read with {scope.describe()}.")
-            return ShareOutcome(False, f"I didn't share this answer: {hidden} of its {len(ids)} sources may not "
-                                       f"be read by everyone in this channel. {why} It stays visible to you only.")
+            return ShareOutcome(False, f"I didn't share this answer: {hidden} of the {len(ids)} articles it cites "
+                                       f"may not be read by everyone in this channel. {why} It stays visible to "
+                                       "you only.")
         attempt = int(logged.metadata.get("share_failures") or 0)
         if not self.deduper.claim(f"share:{answer_id}:{attempt}"):
             return ShareOutcome(False, "This answer is already being shared in the thread.")
@@ -107,6 +107,8 @@ class Sharer:
             raise
         self.answer_log().add_metadata(answer_id, {"shared_by": user, "shared_ts": ts,
                                                    "shared_at": datetime.now(UTC).isoformat()})
+        # The thread's copy is the answer's message now: follow-ups and feedback map to it.
+        self.answer_log().set_delivery(answer_id, message_ts=ts)
         log.info("answer %s shared in %s/%s by %s", answer_id, channel, logged.thread_ts, user)
         return ShareOutcome(True, "You shared this answer in the thread.")
 

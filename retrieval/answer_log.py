@@ -205,6 +205,11 @@ class AnswerLog:
                 "SELECT EXISTS (SELECT 1 FROM answers WHERE channel = :c AND thread_ts = :t)"
             ), {"c": channel, "t": thread_ts}).scalar_one()
 
+    def in_thread(self, channel: str, thread_ts: str) -> list[LoggedAnswer]:
+        """The answers given in one thread, oldest first (a follow-up checks their sources)."""
+        return self._load(f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE channel = :c AND thread_ts = :t "
+                          "AND outcome <> 'error' ORDER BY id", {"c": channel, "t": thread_ts})
+
     def get(self, answer_id: int) -> LoggedAnswer | None:
         found = self._load(f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE id = :id", {"id": answer_id})
         return found[0] if found else None

@@ -141,6 +141,23 @@ class SlackRequests:
                          "type": "button", "action_ts": str(time.time())}],
         })
 
+    def click_ephemeral(self, action_id: str, value: str, *, message: dict[str, Any]) -> str:
+        """A `block_actions` payload from a button on an ephemeral message (`fake.ephemeral` entry): Slack
+        sends no `message` for those, marks the container ephemeral, and binds the response_url to it.
+        Returns the response_url's key (`fake.wait_for_response(key)`)."""
+        key = f"ephemeral-action-{next(_ids)}"
+        user, channel = message["user"], message["channel"]
+        self.interaction({
+            "type": "block_actions", "user": {"id": user, "username": user.lower(), "team_id": TEAM_ID},
+            "container": {"type": "message", "message_ts": message["message_ts"], "channel_id": channel,
+                          "is_ephemeral": True, "thread_ts": message.get("thread_ts")},
+            "trigger_id": f"{next(_ids)}.1.trigger", "channel": {"id": channel, "name": channel.lower()},
+            "response_url": self.fake.response_url(key, ephemeral=message),
+            "actions": [{"action_id": action_id, "block_id": f"answer_actions:{value}", "value": value,
+                         "type": "button", "action_ts": str(time.time())}],
+        })
+        return key
+
 
 
 @dataclass

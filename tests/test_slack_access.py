@@ -1,13 +1,14 @@
 """Who reads an answer, through the real Bolt app over HTTP and the fake Slack Web API (users.info,
 usergroups.users.list, conversations.info/members): for each reader (member, group member, guest, external
-user, Slack failing) and place (internal channel, channel with a profile, shared channel, DM, messages tab),
-an HR-only article is cited exactly when every reader of the answer may see it, and otherwise its title,
-URL and text are in no call the fake received."""
+user, Slack failing) and place (internal channel, channel with a profile, shared channel, DM, messages tab,
+a private reply and its "Share in channel" button), an HR-only article is cited exactly when every reader of
+the answer may see it, and otherwise its title, URL and text are in no call the fake received."""
 
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,19 @@ READERS = {
 }
 
 
+PRIVATE, HR_PRIVATE = "C0PRIVATE", "C0HRPRIVATE"
+PROFILES = f"""\
+channels:
+  - channel: C0HRTEAM
+    audience: [{HR_GROUP}]
+  - channel: {PRIVATE}
+    reply_privately: true
+  - channel: {HR_PRIVATE}
+    audience: [{HR_GROUP}]
+    reply_privately: true
+"""
+
+
 @pytest.fixture
 def restricted_db(demo_database: Database, embedder, tmp_path: Path) -> Database:  # type: ignore[no-untyped-def]
     kb = tmp_path / "hr-only"
@@ -53,7 +67,7 @@ def restricted_db(demo_database: Database, embedder, tmp_path: Path) -> Database
 @pytest.fixture
 def access_bot(fake_slack: FakeSlack, restricted_db: Database, embedder, tmp_path: Path):  # type: ignore[no-untyped-def]
     profiles = tmp_path / "channels.yml"
-    profiles.write_text("channels:\n  - channel: C0HRTEAM\n    audience: [S0HR]\n", encoding="utf-8")
+    profiles.write_text(PROFILES, encoding="utf-8")
     for user, flags in READERS.values():
         fake_slack.users[user] = flags
     fake_slack.usergroups[HR_GROUP] = ["U0HRPERSON", "U0HRLEAD"]
@@ -87,10 +101,39 @@ def _text(message: dict[str, Any]) -> str:
     return message.get("text", "") + json.dumps(message.get("blocks") or [])
 
 
-def leaked(fake: FakeSlack) -> list[str]:
-    """Restricted markers found in any call the fake received (all parameters, blocks included)."""
-    sent = json.dumps([c.params for c in fake.calls])
+def leaked(fake: FakeSlack, *, except_private_to: str | None = None) -> list[str]:
+    """Restricted markers found in any call the fake received (all parameters, blocks included) and any
+    post to a response_url; `except_private_to`: leaving out the ephemeral messages to that user."""
+    calls = [c.params for c in fake.calls
+             if not (c.method == "chat.postEphemeral" and c.params.get("user") == except_private_to)]
+    sent = json.dumps([calls, fake.responses])
     return [m for m in SECRET_MARKERS if m in sent]
+
+
+def ask_privately(bot: BotUnderTest, user: str, channel: str = PRIVATE, question: str = QUESTION) -> dict[str, Any]:
+    """Ask in a channel whose profile replies privately; the ephemeral answer `user` got."""
+    ts, _ = bot.mention(question, user=user, channel=channel)
+    message = bot.fake.wait_for_ephemeral(user, lambda m: m["channel"] == channel and m["thread_ts"] == ts
+                                          and "Searching the knowledge base" not in m["text"])
+    bot.parts.responder.wait_idle(30)
+    return message
+
+
+def share_value(message: dict[str, Any]) -> str | None:
+    """The Share in channel button's value (the answer id), if the message has one."""
+    return next((e["value"] for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]
+                 if e["action_id"] == "share_answer"), None)
+
+
+def share(bot: BotUnderTest, message: dict[str, Any]) -> dict[str, Any]:
+    """Click Share in channel on a private answer; what the click's response_url was sent."""
+    key = bot.click_ephemeral("share_answer", str(share_value(message)), message=message)
+    return bot.fake.wait_for_response(key)[-1]
+
+
+def channel_posts(fake: FakeSlack, channel: str) -> str:
+    return json.dumps([c.params for c in fake.calls if c.method == "chat.postMessage"
+                       and c.params.get("channel") == channel])
 
 
 # (place, reader) -> may the answer cite the HR article? Only when every reader may see it.
@@ -167,3 +210,98 @@ def test_admins_check_a_readers_view_from_the_command_line(fake_slack: FakeSlack
     assert "hr-only: 1 articles readable, 1 not" in shared.output
     member = runner.invoke(main, ["access", "--user", "U0HRPERSON", "--json"], env=env)
     assert json.loads(member.output)["tokens"] == ["S0HR", "everyone", "public"]
+
+
+def test_private_replies_answer_the_asker_alone_and_share_only_what_the_whole_channel_may_read(
+        access_bot: BotUnderTest) -> None:
+    """The "ephemeral + share" place of the matrix: the private answer is read by the asker alone (their
+    own scope, as in a DM); Share posts it in the thread only if every member may read its sources."""
+    fake = access_bot.fake
+    fake.members[PRIVATE] = [u for u, _ in READERS.values()] + ["U0HRLEAD"]  # guests too: they may ask
+    for reader, (user, _flags) in READERS.items():
+        before = len(fake.calls)
+        private = ask_privately(access_bot, user)
+        assert not [c for c in fake.calls[before:] if c.method in ("chat.postMessage", "chat.startStream")
+                    and c.params.get("channel") == PRIVATE], reader  # nothing in the channel for everyone
+        text = _text(private)
+        if reader == "group member":
+            assert SECRET_TITLE in text and SECRET_URL in text
+            reply = share(access_bot, private)  # the channel has guests: public articles only
+            assert re.match(r"I didn't share this answer: \d of the \d articles it cites may not", reply["text"])
+            assert "public articles only" in reply["text"] and reply["replace_original"] is False
+        else:
+            assert not [m for m in SECRET_MARKERS if m in text], reader
+            if share_value(private) is not None:  # answered from public articles: those may be shared
+                assert share(access_bot, private)["text"] == "You shared this answer in the thread."
+    assert leaked(fake, except_private_to="U0HRPERSON") == []
+    assert SECRET_TITLE not in channel_posts(fake, PRIVATE)
+
+
+def test_share_rechecks_who_reads_the_channel_at_the_click(access_bot: BotUnderTest) -> None:
+    fake = access_bot.fake
+    fake.members[HR_PRIVATE] = ["U0HRPERSON", "U0HRLEAD"]  # an HR channel: its profile says so
+    first = ask_privately(access_bot, "U0HRPERSON", HR_PRIVATE)
+    assert SECRET_TITLE in _text(first)
+    reply = share(access_bot, first)
+    assert reply == {"text": "You shared this answer in the thread.", "response_type": "ephemeral",
+                     "replace_original": True}
+    assert not [m for m in fake.ephemeral_for("U0HRPERSON", HR_PRIVATE) if SECRET_TITLE in _text(m)]
+    shared = access_bot.fake.thread(HR_PRIVATE, first["thread_ts"])
+    assert len(shared) == 2 and SECRET_TITLE in _text(shared[-1]) and "<@U0HRPERSON> shared" in _text(shared[-1])
+    again = share(access_bot, first)
+    assert again["text"] == "This answer is already in the thread."
+    assert len(access_bot.fake.thread(HR_PRIVATE, first["thread_ts"])) == 2  # not posted twice
+
+    # A guest joins after the answer was written (and within the member list's cache time): the click asks
+    # Slack again, so the answer is not shared, and the guest never sees the title.
+    second = ask_privately(access_bot, "U0HRPERSON", HR_PRIVATE)
+    assert SECRET_TITLE in _text(second)
+    fake.members[HR_PRIVATE].append("U0GUEST")
+    before = len(fake.calls)
+    reply = share(access_bot, second)
+    assert reply["text"].startswith("I didn't share this answer: 1 of the 1 articles it cites may not be read by")
+    assert "public articles only" in reply["text"] and not [m for m in SECRET_MARKERS if m in json.dumps(reply)]
+    assert len(access_bot.fake.thread(HR_PRIVATE, second["thread_ts"])) == 1  # the question alone
+    assert not [m for m in SECRET_MARKERS if m in json.dumps([c.params for c in fake.calls[before:]])]
+
+
+@pytest.mark.parametrize("failing", ["conversations.info", "conversations.members", "users.info"])
+def test_share_fails_closed_when_slack_cannot_say_who_reads_the_channel(
+        access_bot: BotUnderTest, failing: str) -> None:
+    fake = access_bot.fake
+    fake.members[HR_PRIVATE] = ["U0HRPERSON", "U0HRLEAD"]
+    private = ask_privately(access_bot, "U0HRPERSON", HR_PRIVATE)
+    assert SECRET_TITLE in _text(private)
+    fake.users["U0NEWCOMER"] = {}
+    fake.members[HR_PRIVATE].append("U0NEWCOMER")  # someone not yet asked about: users.info is called
+    fake.script(failing, *[SlackReply.error("internal_error")] * 5)
+    reply = share(access_bot, private)
+    assert reply["text"].startswith("I didn't share this answer")
+    assert "I could not check with Slack who reads this channel now" in reply["text"]
+    assert leaked(fake, except_private_to="U0HRPERSON") == []
+
+
+def test_a_follow_up_leaves_out_earlier_answers_its_readers_may_no_longer_see(access_bot: BotUnderTest) -> None:
+    """An HR channel's answer cites the HR article; then a guest joins. A follow-up in that thread is
+    answered from public articles, and the earlier answer's text is not handed to the answerer."""
+    fake = access_bot.fake
+    fake.members["C0HRTEAM"] = ["U0HRPERSON", "U0HRLEAD"]
+    ts, _ = access_bot.mention(QUESTION, user="U0HRPERSON", channel="C0HRTEAM")
+    assert SECRET_TITLE in _text(access_bot.final_answer("C0HRTEAM", ts)[-1])
+    pipeline = access_bot.parts.responder.pipeline()
+    seen: list[Any] = []
+    original = pipeline.stream
+
+    def recording(question: str, context: Any = None) -> Any:
+        seen.append(context)
+        return original(question, context)
+
+    pipeline.stream = recording  # type: ignore[method-assign]
+    fake.members["C0HRTEAM"].append("U0GUEST")  # the guest asks: always checked, whatever the cached list says
+    before = len(fake.calls)
+    access_bot.message("and the upper bound of Q7?", user="U0GUEST", channel="C0HRTEAM", thread_ts=ts)
+    reply = _text(access_bot.final_answer("C0HRTEAM", ts, count=2)[-1])
+    assert seen and seen[-1].audience.tokens == {"public"}
+    assert [t.role for t in seen[-1].history] == ["user"]  # the question only: the HR answer left out
+    new = json.dumps([c.params for c in fake.calls[before:]])
+    assert not [m for m in SECRET_MARKERS if m in new], reply

@@ -107,7 +107,7 @@ def build_parts(settings: SlackSettings, services: Services) -> BotParts:
         responder=Responder(lambda: services.pipeline, services.answer_log, deduper, readers, profiles=profiles,
                             database=services.database, can_escalate=settings.support_group is not None,
                             stale_after_days=settings.stale_after_days, workers=settings.slack_workers),
-        reindexer=Reindexer(services.configured_sources, services.indexer, services.database, admins),
+        reindexer=Reindexer(services.configured_sources, services.indexer, services.database, admins, readers),
         home=HomeTab(services.database, services.answer_log, admins, readers,
                      support_group=settings.support_group, gaps=gaps),
         sharer=Sharer(services.answer_log, services.database, readers, profiles, deduper,

@@ -4,6 +4,11 @@ Slack lets a command's `response_url` be used 5 times in 30 minutes, so a run sa
 progress updates (replacing each other), and the summary. Live progress of a long run is always one
 `/reindex status` away (it reads the run's heartbeat from PostgreSQL, so it works from any replica).
 Exclusivity is the sync's PostgreSQL advisory lock: a second run from any replica is refused.
+
+What a run reports follows access (retrieval/access.py): an error about an article names it only to someone
+who may read that article (the run recorded its audience; an article the source could not deliver has none
+known, so it is named to nobody in Slack; `kbbot status` on the server names them all). Admins also see how
+many articles are held back (indexed, never answered) and why.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from typing import Any, Literal
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.readers import Place, ReaderResolver
 from bot.responder import new_error_id
+from retrieval.access import ReaderScope
 from retrieval.db import Database
 from retrieval.errors import KbbotError, SyncInProgressError
 from retrieval.runs import SyncRun
@@ -88,7 +95,19 @@ class AdminCheck:
         return False
 
 
-def summary_text(run: SyncRun) -> str:
+def visible_errors(run: SyncRun, scope: ReaderScope | None) -> tuple[list[dict[str, Any]], int]:
+    """(the run's errors `scope` may see, how many others): a source's error is for everyone, an article's
+    only for its audience. An error without a recorded audience that is not a source's (a run logged before
+    audiences were recorded) is hidden: its article's audience is unknown. `scope` None: the operator."""
+    if scope is None:
+        return list(run.errors), 0
+    shown = [e for e in run.errors
+             if ("audience" in e and scope.may_read(e["audience"]))
+             or ("audience" not in e and e.get("where") in run.sources)]
+    return shown, len(run.errors) - len(shown)
+
+
+def summary_text(run: SyncRun, scope: ReaderScope | None = None) -> str:
     icon = {"succeeded": ":white_check_mark:", "partial": ":warning:"}.get(run.status, ":x:")
     duration = f" in {run.duration_s:.1f} s" if run.duration_s is not None else ""
     lines = [
@@ -96,10 +115,14 @@ def summary_text(run: SyncRun) -> str:
         f"updated, {run.removed} removed, {run.unchanged} unchanged, {run.failed} failed; "
         f"{run.chunks_embedded} chunks embedded."
     ]
-    for error in run.errors[:5]:
+    errors, hidden = visible_errors(run, scope)
+    for error in errors[:5]:
         lines.append(f"• `{error.get('where', '?')}`: {error.get('error', '')}")
-    if len(run.errors) > 5:
-        lines.append(f"…and {len(run.errors) - 5} more (`kbbot status` lists them).")
+    if len(errors) > 5:
+        lines.append(f"…and {len(errors) - 5} more (`kbbot status` lists them).")
+    if hidden:
+        lines.append(f"{hidden} {'error is' if hidden == 1 else 'errors are'} about articles you may not read "
+                     "(or whose audience is unknown): `kbbot status` on the server lists them.")
     return "\n".join(lines)
 
 
@@ -121,11 +144,13 @@ class _Budget:
 
 class Reindexer:
     def __init__(self, sources: Callable[[], list[Source]], indexer: Callable[[ProgressCallback], Indexer],
-                 database: Callable[[], Database], admins: AdminCheck, *, progress_every_s: float = 15.0,
-                 progress_posts: int = 2) -> None:
+                 database: Callable[[], Database], admins: AdminCheck, readers: ReaderResolver, *,
+                 progress_every_s: float = 15.0, progress_posts: int = 2) -> None:
         """`sources` lists what to sync (re-read at each command), `indexer` builds an Indexer reporting to
-        the given callback, `database` is where `/reindex status` reads."""
+        the given callback, `database` is where `/reindex status` reads, `readers` what the person reading
+        a report may see (errors about articles are named to their audience only)."""
         self.sources = sources
+        self.readers = readers
         self.indexer = indexer
         self.database = database
         self.admins = admins
@@ -140,19 +165,25 @@ class Reindexer:
             if action == "help":
                 respond(text=USAGE, response_type="ephemeral")
             elif action == "status":
-                respond(text=self.status_text(), response_type="ephemeral")
+                admin = self.admins.is_admin(client, user_id)
+                respond(text=self.status_text(self._scope(client, user_id), admin=admin), response_type="ephemeral")
             elif not self.admins.is_admin(client, user_id):
                 respond(text=":lock: Sorry, only knowledge-base admins can run `/reindex`. Ask one of them, "
                         "or use `/reindex status` to see when the index was last refreshed.",
                         response_type="ephemeral")
             else:
-                self._start(action, user_id, respond)
+                self._start(action, user_id, self._scope(client, user_id), respond)
         except KbbotError as exc:
             error_id = new_error_id()
             log.error("/reindex %s by %s failed [error id %s]: %s", action, user_id, error_id, exc)
             respond(text=f":x: {exc} (error id `{error_id}`)", response_type="ephemeral")
 
-    def _start(self, kind: Literal["incremental", "full"], user_id: str, respond: Respond) -> None:
+    def _scope(self, client: WebClient, user_id: str) -> ReaderScope:
+        """What the person asking may read (a report reaches them alone, ephemeral)."""
+        return self.readers.scope(client, Place(user_id, "private", user_id))
+
+    def _start(self, kind: Literal["incremental", "full"], user_id: str, scope: ReaderScope,
+               respond: Respond) -> None:
         # No look at sync_runs first: a row left `running` by a crashed process would refuse forever.
         # The sync's advisory lock decides, and its refusal names who holds it.
         sources = self.sources()
@@ -160,12 +191,12 @@ class Reindexer:
             respond(text=":warning: No sources are configured yet: run `kbbot ingest PATH` (or set "
                     "KBBOT_SOURCES_FILE) first.", response_type="ephemeral")
             return
-        thread = threading.Thread(target=self._run, args=(kind, user_id, sources, respond),
+        thread = threading.Thread(target=self._run, args=(kind, user_id, sources, scope, respond),
                                   name=f"reindex-{user_id}", daemon=True)
         self.threads.append(thread)
         thread.start()
 
-    def _run(self, kind: Literal["incremental", "full"], user_id: str, sources: list[Any],
+    def _run(self, kind: Literal["incremental", "full"], user_id: str, sources: list[Any], scope: ReaderScope,
              respond: Respond) -> None:
         budget = _Budget(self.progress_posts, self.progress_every_s)
         started = False
@@ -188,7 +219,7 @@ class Reindexer:
 
         try:
             run = self.indexer(on_progress).sync(sources, kind=kind, trigger="slack", started_by=user_id)
-            _safe(respond, text=summary_text(run), response_type="ephemeral", replace_original=False)
+            _safe(respond, text=summary_text(run, scope), response_type="ephemeral", replace_original=False)
             log.info("/reindex by %s: %s", user_id, summary_text(run).splitlines()[0])
         except SyncInProgressError as exc:
             _safe(respond, text=in_progress_text(exc), response_type="ephemeral")
@@ -202,7 +233,9 @@ class Reindexer:
             _safe(respond, text=f":x: Reindex failed unexpectedly ({type(exc).__name__}); the bot's log has "
                   f"the details under error id `{error_id}`.", response_type="ephemeral")
 
-    def status_text(self) -> str:
+    def status_text(self, scope: ReaderScope, *, admin: bool = False) -> str:
+        """The running or last sync and the index size, as `scope` may see it; admins also read how many
+        articles are held back and why (counts and reasons only: never which articles)."""
         status = index_status(self.database())
         lines = []
         if status.running is not None:
@@ -214,11 +247,15 @@ class Reindexer:
         if status.last_run is not None:
             lines.append(f"Last sync, finished {status.last_run.finished_at:%Y-%m-%d %H:%M UTC} "
                          f"by {who(status.last_run.started_by)}:")
-            lines.append(summary_text(status.last_run))
+            lines.append(summary_text(status.last_run, scope))
         elif status.running is None:
             lines.append("No sync has run yet.")
         lines.append(f"Index: {status.articles} articles, {status.chunks} passages, model "
                      f"`{status.model or 'none'}`.")
+        if admin and status.held_back:
+            lines.append(f":no_entry: {status.held_back_articles} articles are held back (indexed, never answered "
+                         "until their restriction maps to Slack groups):")
+            lines += [f"• `{source}`: {count} ({reason})" for source, reason, count in status.held_back[:10]]
         return "\n".join(lines)
 
     def join(self, timeout: float | None = None) -> None:

@@ -305,3 +305,54 @@ def test_a_follow_up_leaves_out_earlier_answers_its_readers_may_no_longer_see(ac
     assert [t.role for t in seen[-1].history] == ["user"]  # the question only: the HR answer left out
     new = json.dumps([c.params for c in fake.calls[before:]])
     assert not [m for m in SECRET_MARKERS if m in new], reply
+
+
+def test_reindex_status_names_an_article_only_to_its_audience_and_shows_admins_what_is_held_back(
+        access_bot: BotUnderTest, embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from retrieval.errors import EmbeddingError
+    from tests.helpers import CountingEmbedder
+    from tests.slack_fixtures import ADMIN
+
+    class TimingOut(CountingEmbedder):
+        """The embeddings endpoint times out on one article's passages (the rest embed)."""
+
+        def embed_documents(self, texts):  # type: ignore[no-untyped-def]
+            if any("Mirelta" in t for t in texts):
+                raise EmbeddingError("the embeddings endpoint timed out")
+            return super().embed_documents(texts)
+
+    drafts = tmp_path / "hr-drafts"
+    drafts.mkdir()
+    (drafts / "salary-bands-draft.md").write_text(
+        f"---\ntitle: {SECRET_TITLE} (draft)\naudience: [{HR_GROUP}]\n---\nThe Mirelta committee meets in May.\n",
+        encoding="utf-8")  # its embedding fails: an error about an HR article
+    (drafts / "salary-bands-old.md").write_text(f"---\ntitle: Old\naudience: [{HR_GROUP}]\n---\n",
+                                                encoding="utf-8")  # unreadable (empty): its audience is unknown
+    review = tmp_path / "hr-review"
+    review.mkdir()
+    (review / "pay-review.md").write_text("---\ntitle: Pay review\naudience: hr-team\n---\nThe review is in May.\n",
+                                          encoding="utf-8")  # not an audience: held back
+    indexer = Indexer(access_bot.db, embedder, chunk_max_tokens=200)
+    assert indexer.sync([FilesystemSource("hr-review", review)]).failed == 0
+    run = Indexer(access_bot.db, TimingOut(embedder), chunk_max_tokens=200).sync(
+        [FilesystemSource("hr-drafts", drafts)])
+    assert run.failed == 2 and sorted(e["audience"] for e in run.errors) == [[], [HR_GROUP]]
+    fake = access_bot.fake
+    fake.users[ADMIN] = {}
+
+    def status(user: str) -> str:
+        key = f"status-{user}"
+        access_bot.command("status", user=user, response_key=key)
+        return fake.wait_for_response(key)[-1]["text"]
+
+    hr = status("U0HRPERSON")
+    assert "salary-bands-draft.md" in hr and "timed out" in hr and "held back" not in hr
+    assert "salary-bands-old" not in hr and "1 error is about articles you may not read" in hr  # unknown: nobody
+    for user in ("U0MEMBER", "U0GUEST", ADMIN):
+        text = status(user)
+        assert "2 errors are about articles you may not read" in text, user
+        assert not [m for m in SECRET_MARKERS if m in text], user
+    admin = status(ADMIN)
+    assert "1 articles are held back" in admin and "`hr-review`: 1 (its front matter" in admin
+    assert "Pay review" not in admin  # counts and reasons, never which articles
+    assert "held back" not in status("U0MEMBER")

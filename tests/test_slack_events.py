@@ -289,3 +289,30 @@ def test_a_streamed_draft_the_answerer_withdraws_is_replaced_by_the_final_answer
         assert _answers(bot)[0]["outcome"] == "abstained"
     finally:
         stop_bot(bot)
+
+
+def test_a_channel_profile_chooses_the_tone_model_and_a_contradicting_tone_list_is_named_once(  # type: ignore[no-untyped-def]
+        fake_slack, demo_database, embedder, tmp_path, fake_openai, caplog) -> None:
+    tone = "ft:gpt-4o-mini-2024-07-18:northwind:support-tone:abc123"
+    fake_openai.models.add(tone)
+    fake_openai.chat_responder = lambda messages, model: "Open the VPN client and sign in with SSO [1]."
+    profiles = tmp_path / "channels.yml"
+    profiles.write_text("channels:\n  - channel: C0LEGAL\n    tone: false\n  - name: support-*\n    tone: true\n",
+                        encoding="utf-8")
+    fake_slack.channels["C0SUP"] = {"name": "support-eu"}
+    with caplog.at_level("WARNING", logger="bot.app"):
+        bot = start_bot(fake_slack, demo_database, embedder, tmp_path, openai_base_url=fake_openai.url + "/v1",
+                        openai_api_key="sk-test", llm_model="gpt-4o-mini", tone_model=tone,
+                        tone_routing="channels", tone_channels=["C0LEGAL", "C0IT"], channel_profiles_file=profiles)
+    try:
+        [warning] = [r.getMessage() for r in caplog.records if "KBBOT_TONE_CHANNELS" in r.getMessage()]
+        assert "C0LEGAL (profile " in warning and "The profile wins" in warning
+        for channel in ("C0LEGAL", "C0SUP", "C0IT", "C0OTHER"):
+            ts, _ = bot.mention(VPN, channel=channel)
+            bot.final_answer(channel, ts)
+        bot.parts.responder.wait_idle(30)
+        models = {row["channel"]: row["model"] for row in _answers(bot)}
+        # The profiles decide their channels; the list is the fallback for the others.
+        assert models == {"C0LEGAL": "gpt-4o-mini", "C0SUP": tone, "C0IT": tone, "C0OTHER": "gpt-4o-mini"}
+    finally:
+        stop_bot(bot)

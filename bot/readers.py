@@ -4,7 +4,8 @@
   only), else `everyone`, narrowed to `public` when the channel is shared with another organisation
   (`is_ext_shared`, `is_shared` without `is_org_shared`, a pending share) or has a guest or an external
   member (checked member by member, up to MAX_MEMBERS_CHECKED; a larger channel without a profile is
-  answered from `public`).
+  answered from `public`). A profile's Slack groups are checked, not trusted: a group stays in the scope
+  only if every member is in it (a channel too large to check keeps `everyone`).
 - A DM, the messages tab or a private (ephemeral) reply in a channel is read by the asker: guests
   (`is_restricted`, `is_ultra_restricted`) and users of another organisation (another team, `is_stranger`)
   hold `public`; a full member holds `everyone` and the Slack user groups they belong to, among those any
@@ -150,9 +151,21 @@ class ReaderResolver:
         if len(members) > MAX_MEMBERS_CHECKED and declared is None:
             return ReaderScope.public(f"{channel} has more than {MAX_MEMBERS_CHECKED} members to check for "
                                       "guests: give it a channel profile")
+        declared_groups = set(scope.groups)
         for member in members[:MAX_MEMBERS_CHECKED]:
-            if self.user_scope(client, member).tokens == {PUBLIC}:
+            member_scope = self.user_scope(client, member)
+            if member_scope.tokens == {PUBLIC}:
                 return ReaderScope.public(f"{channel} has guests or people of another organisation")
+            if declared_groups:
+                # A profile's groups are checked, not trusted: every member must be in one of them.
+                scope = scope.intersect(member_scope, scope.reason)
+        if declared_groups and len(members) > MAX_MEMBERS_CHECKED:
+            scope = ReaderScope.member([], f"{channel}'s profile names groups, but its {len(members)}+ members "
+                                           "are too many to check against them")
+        elif declared_groups and set(scope.groups) != declared_groups:
+            missing = ", ".join(sorted(declared_groups - set(scope.groups)))
+            scope = ReaderScope(scope.tokens, f"{channel}'s profile names {missing}, but not every member is in "
+                                              "it", scope.degraded)
         return scope
 
     def channel_name(self, client: WebClient, channel: str) -> str | None:

@@ -258,7 +258,7 @@ class LLMSettings(_Group):
     tone_channels: CsvList = Field(
         default_factory=list,
         description="Comma-separated Slack channel ids routed to the tone model (`dm` = direct "
-        "messages, `cli` = the command line).",
+        "messages, `cli` = the command line); a channel profile's `tone` wins over it (docs/slack.md).",
     )
     tone_share: float = Field(
         0.5, ge=0.0, le=1.0,
@@ -306,8 +306,8 @@ class SlackSettings(_Group):
         "when often cited, listed in the gaps report's articles to review).",
     )
     channel_profiles_file: Path | None = Field(
-        None, description="YAML file of channel profiles: each channel's audience, sources and whether it "
-        "is a help channel (docs/slack.md).",
+        None, description="YAML file of channel profiles: each channel's audience, sources, whether it "
+        "is a help channel, replies privately, and uses the tone model (docs/slack.md).",
     )
 
 

@@ -40,6 +40,8 @@ PROFILES = f"""\
 channels:
   - channel: C0HRTEAM
     audience: [{HR_GROUP}]
+  - name: "hr-team-*"
+    audience: [{HR_GROUP}]
   - channel: {PRIVATE}
     reply_privately: true
   - channel: {HR_PRIVATE}
@@ -80,8 +82,11 @@ def ask(bot: BotUnderTest, place: str, user: str) -> str:
     """Ask QUESTION as `user` at `place`; the bot's final message text (with its blocks)."""
     fake = bot.fake
     if place in ("internal channel", "profiled channel", "shared channel"):
-        channel = {"internal channel": "C0INTERNAL", "profiled channel": "C0HRTEAM",
+        # One channel per reader: the member list of each is read once (Slack's is cached for a minute).
+        channel = {"internal channel": "C0INTERNAL", "profiled channel": f"C0HRT{user[2:]}",
                    "shared channel": "C0SHARED"}[place]
+        if place == "profiled channel":
+            fake.channels[channel] = {"name": f"hr-team-{user[2:].lower()}"}
         fake.members[channel] = [user, "U0HRLEAD"]
         if place == "shared channel":
             fake.channels[channel] = {"is_shared": True, "is_ext_shared": True}
@@ -136,9 +141,9 @@ def channel_posts(fake: FakeSlack, channel: str) -> str:
                        and c.params.get("channel") == channel])
 
 
-# (place, reader) -> may the answer cite the HR article? Only when every reader may see it.
-CITED = {("profiled channel", "member"), ("profiled channel", "group member"),
-         ("DM", "group member"), ("messages tab", "group member")}
+# (place, reader) -> may the answer cite the HR article? Only when every reader may see it: the profiled
+# channel is declared HR's, and answers from HR articles only while every member is in the group.
+CITED = {("profiled channel", "group member"), ("DM", "group member"), ("messages tab", "group member")}
 PLACES = ("internal channel", "profiled channel", "shared channel", "DM", "messages tab")
 
 
@@ -259,7 +264,7 @@ def test_share_rechecks_who_reads_the_channel_at_the_click(access_bot: BotUnderT
     fake.members[HR_PRIVATE].append("U0GUEST")
     before = len(fake.calls)
     reply = share(access_bot, second)
-    assert reply["text"].startswith("I didn't share this answer: 1 of the 1 articles it cites may not be read by")
+    assert re.match(r"I didn't share this answer: \d of the \d articles it cites may not be read by", reply["text"])
     assert "public articles only" in reply["text"] and not [m for m in SECRET_MARKERS if m in json.dumps(reply)]
     assert len(access_bot.fake.thread(HR_PRIVATE, second["thread_ts"])) == 1  # the question alone
     assert not [m for m in SECRET_MARKERS if m in json.dumps([c.params for c in fake.calls[before:]])]

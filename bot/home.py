@@ -175,9 +175,21 @@ def _intro() -> list[Block]:
     ]
 
 
+def _held_back_block(status: IndexStatus | None) -> list[Block]:
+    """Reviewers' line on what is indexed but never answered, and why: counts and reasons, never which."""
+    if status is None or not status.held_back:
+        return []
+    reasons = "; ".join(f"{escape(source[:80])}: {count} ({escape(reason[:200])})"
+                        for source, reason, count in status.held_back[:5])
+    return [_context(f":no_entry: *{status.held_back_articles}* articles are held back (indexed, never answered "
+                     f"until their restriction maps to Slack groups): {reasons}"[:SOURCE_TEXT_BUDGET])]
+
+
 def review_view(*, status: IndexStatus | None, answers: list[LoggedAnswer], counts: dict[str, int],
-                review: ReviewFilter, now: datetime | None = None, gaps: list[Block] | None = None) -> Block:
-    blocks = _intro() + _status_blocks(status, now, details=True)
+                review: ReviewFilter, now: datetime | None = None, gaps: list[Block] | None = None,
+                hidden: int = 0) -> Block:
+    """`hidden`: answers of the list left out because they cite articles the reviewer may not read."""
+    blocks = _intro() + _status_blocks(status, now, details=True) + _held_back_block(status)
     blocks += [
         {"type": "header", "text": {"type": "plain_text", "text": "Answer review", "emoji": True}},
         _context(f"Last 7 days: *{counts.get('total', 0)}* questions: {counts.get('answered', 0)} answered, "
@@ -193,8 +205,11 @@ def review_view(*, status: IndexStatus | None, answers: list[LoggedAnswer], coun
     ]
     if gaps is not None:
         blocks += gaps
-    elif not answers:
+    elif not answers and not hidden:
         blocks.append(_section("_Nothing here yet._" if review == "all" else "_No answers match this filter._"))
+    if hidden and gaps is None:
+        blocks.append(_context(f":lock: {hidden} answer{'' if hidden == 1 else 's'} not shown: "
+                               f"{'it cites' if hidden == 1 else 'they cite'} articles you may not read."))
     for a in answers:
         blocks += answer_blocks(a)
     return {"type": "home", "private_metadata": review, "blocks": blocks[:100]}
@@ -257,8 +272,9 @@ class HomeTab:
                 return review_view(status=status, answers=[], counts=answers_log.counts(since=week_ago),
                                    review=review, gaps=self.gaps(client, user_id,
                                                                       self.admins.is_admin(client, user_id)))
-            answers = visible_to(db, scope, answers_log.recent(limit=REVIEW_LIMIT, review=review))
+            recent = answers_log.recent(limit=REVIEW_LIMIT, review=review)
+            answers = visible_to(db, scope, recent)
             return review_view(status=status, answers=answers, counts=answers_log.counts(since=week_ago),
-                               review=review)
+                               review=review, hidden=len(recent) - len(answers))
         own = visible_to(db, scope, answers_log.recent(limit=OWN_LIMIT, asker=user_id))
         return personal_view(status=status, answers=own)

@@ -361,3 +361,36 @@ def test_reindex_status_names_an_article_only_to_its_audience_and_shows_admins_w
     assert "1 articles are held back" in admin and "`hr-review`: 1 (its front matter" in admin
     assert "Pay review" not in admin  # counts and reasons, never which articles
     assert "held back" not in status("U0MEMBER")
+
+
+def test_app_home_review_lists_only_answers_whose_articles_the_reviewer_may_read(
+        access_bot: BotUnderTest, embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.slack_fixtures import ADMIN, SUPPORT_GROUP
+
+    fake = access_bot.fake
+    review = tmp_path / "hr-review"
+    review.mkdir()
+    (review / "pay-review.md").write_text("---\ntitle: Pay review\naudience: hr-team\n---\nThe review is in May.\n",
+                                          encoding="utf-8")  # not an audience: held back
+    Indexer(access_bot.db, embedder, chunk_max_tokens=200).sync([FilesystemSource("hr-review", review)])
+    ask(access_bot, "DM", "U0HRPERSON")  # cites the HR article
+    ask(access_bot, "DM", "U0MEMBER")  # cannot: answers without it (or abstains)
+    fake.users[ADMIN] = {}
+    fake.usergroups[SUPPORT_GROUP] = ["U0HRLEAD"]  # a reviewer who is in HR
+
+    def home(user: str) -> str:
+        before = len([c for c in fake.calls_to("views.publish") if c.params["user_id"] == user])
+        access_bot.event({"type": "app_home_opened", "user": user, "channel": f"D0{user[2:]}", "tab": "home"})
+        calls = fake.wait_for(lambda _: [c for c in fake.calls_to("views.publish")
+                                         if c.params["user_id"] == user][before:])
+        return json.dumps(calls[-1].params["view"], ensure_ascii=False)
+
+    admin = home(ADMIN)
+    assert "Answer review" in admin and "1 answer not shown: it cites articles you may not read" in admin
+    assert not [m for m in SECRET_MARKERS if m in admin]
+    assert "*1* articles are held back" in admin and "hr-review: 1 (its front matter" in admin
+    assert "Pay review" not in admin
+    hr_reviewer = home("U0HRLEAD")
+    assert SECRET_TITLE in hr_reviewer and "not shown" not in hr_reviewer
+    own = home("U0MEMBER")  # not a reviewer: their own questions only, and no held-back line
+    assert "Answer review" not in own and "held back" not in own and not [m for m in SECRET_MARKERS if m in own]

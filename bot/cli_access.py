@@ -31,6 +31,8 @@ def reader_scope(obj, user: str | None, channel: str | None) -> tuple[ReaderScop
     profile = profiles.for_channel(channel, readers.channel_name(client, channel)) if channel else None
     if channel is None or channel.startswith("D"):
         place = Place(channel or "DM", "im", str(user))
+    elif user and profile is not None and profile.reply_privately:
+        place = Place(channel, "private", user)  # the answer goes to the asker alone: their own scope
     else:
         place = Place(channel, "channel", user or "", declared=profile.audience if profile else None)
     return readers.scope(client, place), profile
@@ -60,7 +62,9 @@ def access(obj, user: str | None, channel: str | None, as_json: bool) -> None:  
         click.echo(f"Channel profile {profile.where}: audience "
                    f"{describe_audience(profile.audience) if profile.audience else '(Slack decides)'}"
                    f", sources {', '.join(profile.sources) if profile.sources else 'all'}"
-                   f"{', answers without @mention' if profile.answer_without_mention else ''}.")
+                   f"{', answers without @mention' if profile.answer_without_mention else ''}"
+                   f"{', replies privately (Share checks the whole channel)' if profile.reply_privately else ''}"
+                   f"{'' if profile.tone is None else ', tone model ' + ('on' if profile.tone else 'off')}.")
     for r in reached:
         held = f", {r.held_back} held back for everyone" if r.held_back else ""
         click.echo(f"  {r.source}: {r.readable} articles readable, {r.restricted} not{held}")

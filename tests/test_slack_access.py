@@ -216,6 +216,19 @@ def test_admins_check_a_readers_view_from_the_command_line(fake_slack: FakeSlack
     member = runner.invoke(main, ["access", "--user", "U0HRPERSON", "--json"], env=env)
     assert json.loads(member.output)["tokens"] == ["S0HR", "everyone", "public"]
 
+    profiles = tmp_path / "channels.yml"
+    profiles.write_text(PROFILES, encoding="utf-8")
+    env["KBBOT_CHANNEL_PROFILES_FILE"] = str(profiles)
+    fake_slack.users["U0MEMBER"] = {}
+    fake_slack.members.update({"C0HRTEAM": ["U0HRPERSON", "U0MEMBER"], PRIVATE: ["U0HRPERSON", "U0MEMBER"]})
+    hr_team = runner.invoke(main, ["access", "--channel", "C0HRTEAM"], env=env)
+    assert "C0HRTEAM's profile names S0HR, but not every member is in it" in hr_team.output, hr_team.output
+    private = runner.invoke(main, ["ask", QUESTION, "--as-user", "U0HRPERSON", "--channel", PRIVATE, "--json"],
+                            env=env)  # a private reply: the asker's own view
+    assert private.exit_code == 0 and SECRET_TITLE in json.dumps(json.loads(private.output)["citations"])
+    described = runner.invoke(main, ["access", "--channel", PRIVATE], env=env)
+    assert "replies privately (Share checks the whole channel)" in described.output
+
 
 def test_private_replies_answer_the_asker_alone_and_share_only_what_the_whole_channel_may_read(
         access_bot: BotUnderTest) -> None:

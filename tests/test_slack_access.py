@@ -407,3 +407,14 @@ def test_app_home_review_lists_only_answers_whose_articles_the_reviewer_may_read
     assert SECRET_TITLE in hr_reviewer and "not shown" not in hr_reviewer
     own = home("U0MEMBER")  # not a reviewer: their own questions only, and no held-back line
     assert "Answer review" not in own and "held back" not in own and not [m for m in SECRET_MARKERS if m in own]
+
+
+@pytest.mark.parametrize("failing", ["users.info", "usergroups.users.list"])
+def test_a_private_reply_uses_public_articles_and_says_so_when_slack_cannot_say_who_asks(
+        access_bot: BotUnderTest, failing: str) -> None:
+    fake = access_bot.fake
+    fake.members[PRIVATE] = ["U0HRPERSON", "U0HRLEAD"]
+    fake.script(failing, *[SlackReply.error("internal_error")] * 20)
+    private = ask_privately(access_bot, "U0HRPERSON")
+    assert "answered from public articles only" in _text(private)
+    assert leaked(fake) == []  # not even in the asker's own private reply

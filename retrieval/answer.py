@@ -21,12 +21,13 @@ from typing import Protocol
 
 import numpy as np
 
+from retrieval.abstention import AbstentionGate, Evidence
 from retrieval.access import ReaderScope
-from retrieval.chunking import split_sentences
 from retrieval.embeddings import Embedder
 from retrieval.errors import EmptyQuestionError
 from retrieval.search import Retriever
 from retrieval.settings import DEFAULTS
+from retrieval.support import ScoredUnit, Support, is_procedure_question, score_support
 from retrieval.types import Answer, Citation, SearchHit
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class AskContext:
     # terminal, unfiltered. Slack always sets it.
     audience: ReaderScope | None = None
     tone: bool | None = None  # the channel profile's tone decision (retrieval/routing.py); None: the rule's
+    support: Support | None = None  # set by the pipeline: how each unit of the passages supports the question
 
 
 class QueryRewriter(Protocol):
@@ -80,67 +82,112 @@ class Synthesizer(Protocol):
         ...
 
 
+# How far below the best unit a procedure may be and still anchor the answer to a "how do I" question.
+PROCEDURE_SLACK = 0.12
+# Another article's sentence joins the answer only when it is nearly as well supported as the best.
+OTHER_ARTICLE_MARGIN = 0.03
+
+
 class ExtractiveSynthesizer:
-    """Best supporting sentences of the passages, each followed by its [n] marker."""
+    """The passages' own words that answer the question, each piece followed by its [n] marker.
+
+    The best-supported unit (retrieval/support.py) anchors the answer: a step of a procedure brings the
+    whole procedure, in order, with its lead-in; a table row is quoted with its column names; a lead-in
+    ending in a colon brings the list it introduces. Up to `max_pieces - 1` further units are added only
+    when they are nearly as well supported (`margin`) and above `min_unit_similarity`: a short answer
+    beats one padded with neighbouring facts.
+    """
 
     name = "extractive"
 
-    def __init__(self, embedder: Embedder, *, max_sentences: int = 3, per_passage: int = 2,
-                 passages: int = 4, min_sentence_similarity: float = 0.25) -> None:
+    def __init__(self, embedder: Embedder, *, max_pieces: int = 3, passages: int = 8,
+                 min_unit_similarity: float = 0.35, margin: float = 0.1, max_steps: int = 10) -> None:
         self.embedder = embedder
-        self.max_sentences = max_sentences
-        self.per_passage = per_passage
+        self.max_pieces = max_pieces
         self.passages = passages
-        self.min_sentence_similarity = min_sentence_similarity
+        self.min_unit_similarity = min_unit_similarity
+        self.margin = margin
+        self.max_steps = max_steps
 
     def stream(self, question: str, passages: Sequence[SearchHit], *, context: AskContext,
                question_vector: np.ndarray | None) -> Iterator[str | Answer]:
-        answer = self.compose(question, passages, question_vector)
+        answer = self.compose(question, passages, question_vector, context.support)
         yield answer.text
         yield answer
 
-    def compose(self, question: str, passages: Sequence[SearchHit],
-                question_vector: np.ndarray | None) -> Answer:
-        candidates: list[tuple[int, int, str]] = []  # (passage index, position, sentence)
-        for p_index, hit in enumerate(passages[: self.passages]):
-            for position, sentence in enumerate(_sentences(hit.text)):
-                candidates.append((p_index, position, sentence))
-        if not candidates:
+    def compose(self, question: str, passages: Sequence[SearchHit], question_vector: np.ndarray | None,
+                support: Support | None = None) -> Answer:
+        passages = list(passages[: self.passages])
+        if support is None:
+            qvec = question_vector if question_vector is not None else self.embedder.embed_query(question)
+            support = score_support(question, qvec, passages, self.embedder)
+        support = support.within(passages)
+        anchor = support.best
+        if anchor is None or anchor.similarity < self.min_unit_similarity:
             return Answer(question, "", [], "abstained", self.name, nearest=list(passages))
-        qvec = question_vector if question_vector is not None else self.embedder.embed_query(question)
-        vectors = self.embedder.embed_documents([s for _, _, s in candidates])
-        similarity = vectors @ np.asarray(qvec, dtype=np.float32)
-        # A gentle prior for better-ranked passages: retrieval already weighed title and headings.
-        scores = similarity - 0.02 * np.array([p for p, _, _ in candidates], dtype=np.float32)
-        chosen: list[int] = []
-        per_passage: dict[int, int] = {}
-        for i in np.argsort(-scores):
-            p_index, _, sentence = candidates[i]
-            if len(chosen) >= self.max_sentences:
+        best_score = anchor.score
+        if is_procedure_question(question):
+            # "How do I…" wants the steps: a procedure nearly as well supported as the best unit wins.
+            steps = [u for u in support.units if u.unit.ordered and u.similarity >= self.min_unit_similarity
+                     and u.score >= anchor.score - PROCEDURE_SLACK]
+            anchor = max(steps, key=lambda u: u.score, default=anchor)
+        # Heading-like fragments and pointers never answer; a lead-in ending in ":" brings its list.
+        bar = max(self.min_unit_similarity, best_score - self.margin)
+        pieces = [self._expand(anchor, support.units)]
+        taken = {id(u) for u in pieces[0]}
+        for candidate in sorted(support.units, key=lambda u: -u.score):
+            if len(pieces) >= self.max_pieces or candidate.score < bar:
                 break
-            if chosen and similarity[i] < self.min_sentence_similarity:
-                break
-            if per_passage.get(p_index, 0) >= self.per_passage:
+            if id(candidate) in taken or candidate.unit.fragment or candidate.similarity < self.min_unit_similarity:
                 continue
-            if any(_near_duplicate(sentence, candidates[j][2]) for j in chosen):
+            if candidate.unit.ordered and candidate.unit.block != anchor.unit.block:
+                continue  # one step of another procedure means nothing alone
+            if (candidate.hit.article_id != anchor.hit.article_id
+                    and candidate.score < best_score - OTHER_ARTICLE_MARGIN):
+                continue  # another article is cited only when it is about as relevant
+            if any(_near_duplicate(candidate.unit.rendered, u.unit.rendered) for p in pieces for u in p):
                 continue
-            chosen.append(int(i))
-            per_passage[p_index] = per_passage.get(p_index, 0) + 1
-        # Read in document order: by passage rank, then position inside the passage.
-        chosen.sort(key=lambda i: (candidates[i][0], candidates[i][1]))
+            piece = self._expand(candidate, support.units)
+            if any(id(u) in taken for u in piece):
+                continue
+            pieces.append(piece)
+            taken.update(id(u) for u in piece)
+        # The anchor first (the answer), then the rest in reading order.
+        pieces[1:] = sorted(pieces[1:], key=lambda p: (p[0].rank, p[0].unit.position))
         numbers: dict[int, int] = {}
         quotes: dict[int, list[str]] = {}
-        parts = []
-        for i in chosen:
-            p_index, _, sentence = candidates[i]
-            number = numbers.setdefault(p_index, len(numbers) + 1)
-            quotes.setdefault(p_index, []).append(sentence)
-            parts.append(f"{_as_statement(sentence)} [{number}]")
+        by_rank: dict[int, SearchHit] = {}
+        parts: list[str] = []
+        for piece in pieces:
+            rank = piece[0].rank
+            by_rank[rank] = piece[0].hit
+            number = numbers.setdefault(rank, len(numbers) + 1)
+            quotes.setdefault(rank, []).extend(u.unit.quote for u in piece)
+            parts.append(_render(piece, number))
         citations = [
-            Citation(number, passages[p_index], " … ".join(quotes[p_index]))
-            for p_index, number in sorted(numbers.items(), key=lambda item: item[1])
+            Citation(number, by_rank[rank], " … ".join(quotes[rank]))
+            for rank, number in sorted(numbers.items(), key=lambda item: item[1])
         ]
-        return Answer(question, " ".join(parts), citations, "answered", self.name)
+        text = ""
+        for part in parts:
+            text += part if not text else ("\n" if "\n" in part or "\n" in text[-200:] else " ") + part
+        return Answer(question, text, citations, "answered", self.name)
+
+    def _expand(self, unit: ScoredUnit, units: Sequence[ScoredUnit]) -> list[ScoredUnit]:
+        """What a unit brings along: its procedure and lead-in, or the list its lead-in introduces."""
+        same_passage = [u for u in units if u.rank == unit.rank]
+        block = unit.unit.block
+        if block is None:
+            return [unit]
+        members = [u for u in same_passage if u.unit.block == block and not u.unit.lead_in]
+        lead_in = [u for u in same_passage if u.unit.block == block and u.unit.lead_in]
+        if unit.unit.lead_in or (unit.unit.ordered and members):
+            if len(members) > self.max_steps:  # a long list: the steps around the anchor
+                at = members.index(unit) if unit in members else 0
+                start = max(0, min(at - self.max_steps // 2, len(members) - self.max_steps))
+                members = members[start:start + self.max_steps]
+            return lead_in + members
+        return [unit]
 
 
 class AnswerPipeline:
@@ -148,18 +195,22 @@ class AnswerPipeline:
 
     def __init__(self, searcher: Retriever, synthesizer: Synthesizer, *, top_k: int = DEFAULTS.search.top_k,
                  min_relevance: float = DEFAULTS.search.min_relevance, nearest_articles: int = 3,
-                 rewriter: QueryRewriter | None = None) -> None:
+                 rewriter: QueryRewriter | None = None, candidates: int = 8,
+                 gate: AbstentionGate | None = None) -> None:
         self.searcher = searcher
         self.synthesizer = synthesizer
         self.top_k = top_k
         self.min_relevance = min_relevance
         self.nearest_articles = nearest_articles
         self.rewriter = rewriter
+        self.candidates = candidates
+        self.gate = gate or AbstentionGate(threshold=min_relevance)
 
     def with_synthesizer(self, synthesizer: Synthesizer) -> AnswerPipeline:
         """The same retrieval and gate with another answerer (evaluations compare answerers this way)."""
         return AnswerPipeline(self.searcher, synthesizer, top_k=self.top_k, min_relevance=self.min_relevance,
-                              nearest_articles=self.nearest_articles, rewriter=self.rewriter)
+                              nearest_articles=self.nearest_articles, rewriter=self.rewriter,
+                              candidates=self.candidates, gate=self.gate)
 
     def answer(self, question: str, context: AskContext | None = None) -> Answer:
         final: Answer | None = None
@@ -181,23 +232,39 @@ class AnswerPipeline:
         started = time.perf_counter()
         rewritten = self._rewrite(question, context)
         rewrite_ms = (time.perf_counter() - started) * 1000
-        result = self.searcher.search(rewritten or question, k=self.top_k, sources=context.sources,
+        # More candidates than the answerer is given: the passage holding the answer (a table, the steps)
+        # often ranks just below the top few, and passages below the bar are dropped anyway.
+        result = self.searcher.search(rewritten or question, k=max(self.top_k, self.candidates),
+                                      sources=context.sources,
                                       audience=context.audience)
         timings = {"embed_question": result.timings_ms.get("embed", 0.0),
                    "retrieve": result.timings_ms.get("search", 0.0)}
         if rewritten:
             timings["rewrite"] = rewrite_ms
         hits = result.hits
-        best = max((h.similarity or 0.0 for h in hits), default=0.0)
-        if best < self.min_relevance:
-            log.debug("abstaining: best similarity %.3f < %.3f", best, self.min_relevance)
-            yield Answer(question, ABSTAIN_TEXT, [], "abstained", "none",
-                         nearest=_distinct_articles(hits, self.nearest_articles), rewritten_question=rewritten,
-                         timings_ms={**timings, "total": (time.perf_counter() - started) * 1000})
+        asked = rewritten or question
+        embedder = self.searcher.embedder
+        qvec = result.query_vector if result.query_vector is not None else embedder.embed_query(asked)
+        support = score_support(asked, qvec, hits, embedder)
+        evidence = Evidence.of(hits, support)
+        timings["support"] = (time.perf_counter() - started) * 1000 - sum(timings.values())
+        if not self.gate.answers(evidence):
+            log.debug("abstaining: confidence %.3f < %.3f (%s)", self.gate.confidence(evidence),
+                      self.gate.threshold, evidence.as_dict())
+            answer = Answer(question, ABSTAIN_TEXT, [], "abstained", "none",
+                            nearest=_distinct_articles(hits, self.nearest_articles),
+                            rewritten_question=rewritten,
+                            timings_ms={**timings, "total": (time.perf_counter() - started) * 1000})
+            yield answer
             return
         synth_started = time.perf_counter()
+        # Never give the answerer (so never cite) a passage below the relevance bar. The extractive
+        # answerer reads all candidates (it quotes only the best units); a model gets top_k.
+        relevant = support.relevant(hits, self.min_relevance)
+        relevant = relevant[: getattr(self.synthesizer, "passages", self.top_k)]
+        context = dataclasses.replace(context, support=support.within(relevant))
         final: Answer | None = None
-        for event in self.synthesizer.stream(question, hits, context=context,
+        for event in self.synthesizer.stream(question, relevant, context=context,
                                              question_vector=result.query_vector):
             if isinstance(event, Answer):
                 final = event
@@ -237,22 +304,31 @@ def _distinct_articles(hits: Sequence[SearchHit], limit: int) -> list[SearchHit]
     return out
 
 
-_LIST_MARKER = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])\s+")
 _WORDS = re.compile(r"\w+")
-
-
-def _sentences(text: str) -> list[str]:
-    out = []
-    for start, end in split_sentences(text):
-        sentence = _LIST_MARKER.sub("", text[start:end]).strip()
-        if len(_WORDS.findall(sentence)) >= 5:  # headings and fragments make poor answers
-            out.append(sentence)
-    return out
 
 
 def _near_duplicate(a: str, b: str) -> bool:
     wa, wb = set(_WORDS.findall(a.lower())), set(_WORDS.findall(b.lower()))
     return bool(wa and wb) and len(wa & wb) / min(len(wa), len(wb)) > 0.8
+
+
+def _render(piece: Sequence[ScoredUnit], number: int) -> str:
+    """A piece as the answer says it: a list as a Markdown list (numbered when it was), else statements."""
+    items = [u for u in piece if u.unit.kind == "item"]
+    if len(items) < 2 and len(piece) == 1:
+        return " ".join(_as_statement(_statement_text(u)) for u in piece) + f" [{number}]"
+    lines = [_statement_text(u) for u in piece if u.unit.kind != "item"]
+    for n, u in enumerate(items, 1):
+        lines.append(f"{n}. {_statement_text(u)}" if u.unit.ordered else f"- {_statement_text(u)}")
+    return "\n".join(lines) + f" [{number}]"
+
+
+def _statement_text(unit: ScoredUnit) -> str:
+    """Rows read with their column names; sentences and items keep the passage's Markdown."""
+    if unit.unit.kind == "row":
+        return unit.unit.rendered
+    lines = [" ".join(line.split()) for line in unit.unit.quote.split("\n") if line.strip()]
+    return "\n   ".join(lines)  # a nested list stays a list, indented under its step
 
 
 def _as_statement(sentence: str) -> str:

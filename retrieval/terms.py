@@ -4,6 +4,9 @@ a plural `s` dropped, identifiers (c5d.12xlarge, print@northwind.example) kept w
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+
+import snowballstemmer
 
 _MARKUP = re.compile(r"[*_`]|\[\d+\]")
 _TOKEN = re.compile(r"[\w.+@%]*\w|\w")
@@ -25,4 +28,17 @@ def tokens(text: str) -> list[str]:
 
 
 def content_tokens(text: str) -> list[str]:
-    return [t for t in tokens(text) if t not in STOPWORDS]
+    return [t for t in tokens(text) if t not in STOPWORDS and (len(t) > 1 or t.isdigit())]
+
+
+_STEMMER = snowballstemmer.stemmer("english")
+
+
+@lru_cache(maxsize=65536)
+def _stem(word: str) -> str:
+    return str(_STEMMER.stemWord(word))
+
+
+def stems(text: str) -> list[str]:
+    """Content words reduced to their English stems ("enroll", "enrolling", "enrollment" -> "enrol")."""
+    return [_stem(t) for t in content_tokens(text)]

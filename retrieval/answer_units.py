@@ -1,0 +1,157 @@
+"""The pieces an extractive answer is made of: sentences, list items and table rows of a passage.
+
+A passage is read line by line. Markdown table rows become one unit each, rendered with the header's column
+names ("City: Toronto, Canada; Daily rate: CAD 85") so a row reads as a statement on its own; list items are
+units grouped in a block (a numbered block is a procedure: its steps are quoted together and in order); a
+sentence ending in a colon right before a list is that list's lead-in; other text is split into sentences.
+Each unit keeps its exact text in the passage, so a citation quotes what the passage says.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from retrieval.chunking import split_sentences
+
+UnitKind = Literal["sentence", "item", "row"]
+
+_LIST_ITEM = re.compile(r"^(\s*)(?:[-*+]|(\d{1,3})[.)])\s+(.*)$")
+_TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+_WORD = re.compile(r"\w+")
+_MARKUP = re.compile(r"\*\*|__|`")
+_CHECKBOX = re.compile(r"^\[[ xX]\]\s+")
+# "See the article on X", "For details, read Y": a pointer elsewhere, not an answer.
+_POINTER = re.compile(r"^(?:see|read|for (?:more|details))\b|\bsee the [\w\s-]{0,40}\barticle\b|\bsee \*",
+                      re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Unit:
+    kind: UnitKind
+    quote: str  # exactly as in the passage (what a citation shows)
+    rendered: str  # how the answer says it
+    position: int  # order inside the passage
+    block: int | None = None  # list or table the unit belongs to
+    ordered: bool = False  # an item of a numbered list (a step)
+    lead_in: bool = False  # a sentence ending in ":" that introduces the next block
+
+    @property
+    def words(self) -> int:
+        return len(_WORD.findall(self.rendered))
+
+    @property
+    def fragment(self) -> bool:
+        """Heading-like, a dangling colon or a pointer: cannot answer alone (a table row's cells may be short)."""
+        if self.kind == "row":
+            return False
+        return (self.words < 4 or self.rendered.isupper() or (self.quote.rstrip().endswith(":") and not self.lead_in)
+                or bool(_POINTER.search(self.rendered)))
+
+
+def passage_units(text: str) -> list[Unit]:
+    units: list[Unit] = []
+    lines = text.split("\n")
+    offsets = [0]
+    for line in lines[:-1]:
+        offsets.append(offsets[-1] + len(line) + 1)
+    block = 0
+    i = 0
+    paragraph: list[str] = []
+
+    def flush_paragraph(before_block: bool) -> None:
+        if not paragraph:
+            return
+        joined = "\n".join(paragraph)
+        spans = split_sentences(joined)
+        for n, (start, end) in enumerate(spans):
+            sentence = joined[start:end].strip()
+            is_lead_in = before_block and n == len(spans) - 1 and sentence.endswith(":")
+            units.append(Unit("sentence", sentence, _plain(sentence), len(units),
+                              block=block + 1 if is_lead_in else None, lead_in=is_lead_in))
+        paragraph.clear()
+
+    while i < len(lines):
+        line = lines[i]
+        if line.lstrip().startswith("#"):  # a heading inside the passage: context, not an answer
+            flush_paragraph(before_block=False)
+            i += 1
+            continue
+        if line.lstrip().startswith("|"):
+            flush_paragraph(before_block=True)
+            block += 1
+            i = _table(lines, i, block, units)
+            continue
+        if _LIST_ITEM.match(line):
+            flush_paragraph(before_block=True)
+            block += 1
+            i = _list(lines, i, block, units, offsets, text)
+            continue
+        if line.strip():
+            paragraph.append(line)
+        else:
+            flush_paragraph(before_block=False)
+        i += 1
+    flush_paragraph(before_block=False)
+    return units
+
+
+def _table(lines: list[str], i: int, block: int, units: list[Unit]) -> int:
+    rows = []
+    while i < len(lines) and lines[i].lstrip().startswith("|"):
+        rows.append(lines[i].strip())
+        i += 1
+    header: list[str] = []
+    if len(rows) >= 2 and _TABLE_SEPARATOR.match(rows[1]):
+        header = _cells(rows[0])
+        rows = rows[2:]
+    for row in rows:
+        if _TABLE_SEPARATOR.match(row):
+            continue
+        cells = _cells(row)
+        if not any(cells):
+            continue
+        if header and len(header) == len(cells):
+            parts = [f"{h}: {c}" if h else c for h, c in zip(header, cells, strict=True) if c]
+        else:
+            parts = [c for c in cells if c]
+        units.append(Unit("row", row, _plain("; ".join(parts)), len(units), block=block))
+    return i
+
+
+def _list(lines: list[str], i: int, block: int, units: list[Unit], offsets: list[int], text: str) -> int:
+    first = _LIST_ITEM.match(lines[i])
+    assert first is not None
+    indent = len(first.group(1))
+    ordered = first.group(2) is not None
+    span: list[int] = []  # [start of the item's text, end of its last line]
+
+    def flush() -> None:
+        if span:
+            quote = text[span[0]:span[1]].strip()
+            units.append(Unit("item", quote, _plain(_CHECKBOX.sub("", quote)), len(units), block=block,
+                              ordered=ordered))
+            span.clear()
+
+    while i < len(lines):
+        line = lines[i]
+        match = _LIST_ITEM.match(line)
+        if match and len(match.group(1)) <= indent:
+            flush()
+            span[:] = [offsets[i] + match.start(3), offsets[i] + len(line)]
+        elif span and line.strip() and (line.startswith((" ", "\t")) or match):
+            span[1] = offsets[i] + len(line)  # a continuation or a nested item: part of this one
+        else:
+            break
+        i += 1
+    flush()
+    return i
+
+
+def _cells(row: str) -> list[str]:
+    return [c.strip() for c in row.strip().strip("|").split("|")]
+
+
+def _plain(text: str) -> str:
+    return " ".join(_MARKUP.sub("", text).split())

@@ -1,10 +1,11 @@
 """Calibrate the abstention gate (retrieval/abstention.py) on answerable and unanswerable questions of the
 demo KB and aws-docs-qa, and compare it with the best passage's cosine similarity alone.
 
-    nice -n 5 .venv/bin/python -m bench.calibrate_abstention [--json-out bench/results/abstention.json]
+    nice -n 5 .venv/bin/python -m bench.answer_quality   # (or this module: the same run)
 
 Needs the demo index (`make demo` fills KBBOT_DATA_DIR) and the aws index (~/.cache/kbbot-bench/aws, built
-by bench/answer_quality.py or bench/ingest_aws.py); a part whose index or data is missing is skipped.
+first when missing, or a reduced one while the shared embedding cache is incomplete: see
+bench/answer_quality.py); a part whose index or data is missing is skipped.
 Answerable: demo_eval/queries.jsonl and aws-docs-qa's 100 questions; unanswerable: demo_eval/unanswerable.jsonl
 and bench/sets/aws-unanswerable.jsonl (written for this project: off-topic, HR questions, other clouds and
 Amazon retail). For every question it records the gate's evidence, then searches a grid of gate weights and
@@ -14,30 +15,13 @@ unanswerable) on every set with the most room, and reports each set's rates at i
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 AWS = REPO.parent / "shared" / "data" / "aws-docs-qa"
-BENCH_DIR = Path(os.environ.get("KBBOT_BENCH_DIR", Path.home() / ".cache" / "kbbot-bench"))
 ANSWER_TARGET, ABSTAIN_TARGET = 0.95, 0.90
-
-
-def evidence_for(services, questions: list[str]) -> list[dict[str, float]]:  # type: ignore[no-untyped-def]
-    from retrieval.abstention import Evidence
-    from retrieval.support import score_support
-
-    searcher, pipeline = services.searcher(), services.pipeline
-    out = []
-    for question in questions:
-        result = searcher.search(question, k=max(pipeline.top_k, pipeline.candidates))
-        support = score_support(question, result.query_vector, result.hits, searcher.embedder)
-        out.append(asdict(Evidence.of(result.hits, support)))
-    return out
 
 
 def rates(gate, answerable: list[dict], unanswerable: list[dict]) -> tuple[float, float]:  # type: ignore[no-untyped-def, type-arg]
@@ -82,39 +66,10 @@ def calibrate(sets: dict[str, dict[str, list[dict]]]) -> dict:  # type: ignore[t
 
 
 def main() -> None:
-    from bot.services import Services
-    from retrieval.errors import KbbotError
-    from retrieval.settings import load_settings
+    """One run measures both: bench/answer_quality.py asks every question once and calibrates here."""
+    from bench.answer_quality import main as measure_and_calibrate
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "abstention.json")
-    args = parser.parse_args()
-
-    def texts(path: Path) -> list[str]:
-        return [json.loads(line)["text"] for line in path.open(encoding="utf-8") if line.strip()]
-
-    sets: dict[str, dict[str, list[dict]]] = {}  # type: ignore[type-arg]
-    try:
-        services = Services(load_settings())
-        sets["demo"] = {"answerable": evidence_for(services, texts(REPO / "demo_eval" / "queries.jsonl")),
-                        "unanswerable": evidence_for(services, texts(REPO / "demo_eval" / "unanswerable.jsonl"))}
-        services.close()
-    except KbbotError as exc:
-        print(f"demo part skipped: {exc}")
-    if (AWS / "queries.jsonl").exists() and (BENCH_DIR / "aws").exists():
-        services = Services(load_settings(_env_file=None, data_dir=BENCH_DIR / "aws"))
-        own = REPO / "bench" / "sets" / "aws-unanswerable.jsonl"
-        sets["aws"] = {"answerable": evidence_for(services, texts(AWS / "queries.jsonl")),
-                       "unanswerable": evidence_for(services, texts(own))}
-        services.close()
-    else:
-        print("aws part skipped: build the aws index first (bench/answer_quality.py)")
-    report = calibrate(sets)
-    report["questions"] = {name: {k: len(v) for k, v in data.items()} for name, data in sets.items()}
-    report["evidence"] = sets
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps({k: v for k, v in report.items() if k != "evidence"}, indent=2))
+    measure_and_calibrate()
 
 
 if __name__ == "__main__":

@@ -48,6 +48,12 @@ class AbstentionGate:
     unit_weight: float = 0.5
     coverage_weight: float = 0.0
 
+    @classmethod
+    def from_defaults(cls, threshold: float | None = None) -> AbstentionGate:
+        from retrieval.settings import DEFAULTS
+
+        return cls(threshold=DEFAULTS.search.min_relevance if threshold is None else threshold)
+
     def confidence(self, evidence: Evidence) -> float:
         return ((1 - self.unit_weight) * evidence.top_similarity + self.unit_weight * evidence.best_unit
                 + self.coverage_weight * (evidence.coverage - 1))

@@ -13,6 +13,8 @@ from retrieval.evaluation import evaluate, load_labelled_queries
 from retrieval.search import Searcher
 
 DEMO_EVAL = Path(__file__).resolve().parents[1] / "demo_eval"
+# What the shipped gate reaches on the demo sets (BENCHMARKS.md, Session 5): a regression fails here.
+ANSWERED_AT_LEAST, ABSTAINED_AT_LEAST = 0.95, 0.9
 
 
 @pytest.fixture
@@ -71,26 +73,17 @@ def test_unrelated_question_abstains_with_nearest_articles(pipeline: AnswerPipel
     assert set(answer.timings_ms) == {"embed_question", "retrieve", "total"}  # nothing was synthesized
 
 
-def test_abstention_threshold_separates_demo_questions(demo_database, embedder) -> None:
-    """The shipped threshold answers the labelled questions and abstains on the off-topic ones."""
+def test_abstention_gate_separates_demo_questions(pipeline: AnswerPipeline) -> None:
+    """The shipped gate answers the labelled questions and abstains on the unanswerable ones, near-miss
+    company questions included (calibrated in bench/answer_quality.py)."""
     import json
 
-    from retrieval.settings import DEFAULTS
-
-    threshold = DEFAULTS.search.min_relevance
-    searcher = Searcher(demo_database, embedder)
     answerable = load_labelled_queries(DEMO_EVAL / "queries.jsonl", DEMO_EVAL / "qrels.tsv")
-    unanswerable = [json.loads(line) for line in (DEMO_EVAL / "unanswerable.jsonl").open()]
-
-    def best(question: str) -> float:
-        return max(h.similarity or 0 for h in searcher.search(question, k=5).hits)
-
-    # 39 of the 40 answerable questions pass the gate; 33 of the 55 off-topic ones are stopped by it (the
-    # others are near a real article: the synthesizer or the asker's judgement has to catch them).
-    assert [q.id for q in answerable if best(q.text) < threshold] == ["q35"]
-    assert [u["_id"] for u in unanswerable if best(u["text"]) >= threshold] == [
-        "u05", "u10", "u12", "u15", "u23", "u25", "u28", "u29", "u30", "u32", "u33", "u35", "u37", "u38", "u40",
-        "u41", "u43", "u44", "u51", "u52", "u54", "u55"]
+    unanswerable = [json.loads(line)["text"] for line in (DEMO_EVAL / "unanswerable.jsonl").open()]
+    assert len(unanswerable) >= 50
+    answered = sum(pipeline.answer(q.text).outcome == "answered" for q in answerable) / len(answerable)
+    abstained = sum(pipeline.answer(q).outcome == "abstained" for q in unanswerable) / len(unanswerable)
+    assert answered >= ANSWERED_AT_LEAST and abstained >= ABSTAINED_AT_LEAST, (answered, abstained)
 
 
 def test_empty_question_is_refused(pipeline: AnswerPipeline) -> None:

@@ -204,7 +204,7 @@ class AnswerPipeline:
         self.nearest_articles = nearest_articles
         self.rewriter = rewriter
         self.candidates = candidates
-        self.gate = gate or AbstentionGate(threshold=min_relevance)
+        self.gate = gate or AbstentionGate()
 
     def with_synthesizer(self, synthesizer: Synthesizer) -> AnswerPipeline:
         """The same retrieval and gate with another answerer (evaluations compare answerers this way)."""

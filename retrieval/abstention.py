@@ -52,7 +52,6 @@ class AbstentionGate:
 
     @classmethod
     def from_defaults(cls, threshold: float | None = None) -> AbstentionGate:
-        from retrieval.settings import DEFAULTS
 
         return cls(threshold=cls.threshold if threshold is None else threshold)
 

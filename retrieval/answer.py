@@ -82,8 +82,11 @@ class Synthesizer(Protocol):
         ...
 
 
-# How far below the best unit a procedure may be and still anchor the answer to a "how do I" question.
+# How far below the best unit a procedure may be and still anchor the answer to a "how do I" question:
+# further when it sits in the best unit's own article (the article holds the steps the asker wants; the
+# best unit there is often context such as "when you need it" that merely shares the question's words).
 PROCEDURE_SLACK = 0.12
+PROCEDURE_SLACK_SAME_ARTICLE = 0.3
 # Another article's sentence joins the answer only when it is nearly as well supported as the best.
 OTHER_ARTICLE_MARGIN = 0.03
 
@@ -128,8 +131,12 @@ class ExtractiveSynthesizer:
         best_score = anchor.score
         if is_procedure_question(question):
             # "How do I…" wants the steps: a procedure nearly as well supported as the best unit wins.
+            def slack(u: ScoredUnit) -> float:
+                same = u.hit.article_id == anchor.hit.article_id
+                return PROCEDURE_SLACK_SAME_ARTICLE if same else PROCEDURE_SLACK
+
             steps = [u for u in support.units if u.unit.ordered and u.similarity >= self.min_unit_similarity
-                     and u.score >= anchor.score - PROCEDURE_SLACK]
+                     and u.score >= anchor.score - slack(u)]
             anchor = max(steps, key=lambda u: u.score, default=anchor)
         # Heading-like fragments and pointers never answer; a lead-in ending in ":" brings its list.
         bar = max(self.min_unit_similarity, best_score - self.margin)

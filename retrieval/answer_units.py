@@ -59,6 +59,7 @@ def passage_units(text: str) -> list[Unit]:
     block = 0
     i = 0
     paragraph: list[str] = []
+    blank_before = False
 
     def flush_paragraph(before_block: bool) -> None:
         if not paragraph:
@@ -89,9 +90,13 @@ def passage_units(text: str) -> list[Unit]:
             i = _list(lines, i, block, units, offsets, text)
             continue
         if line.strip():
+            if blank_before:  # a new paragraph: the previous one introduced no block
+                flush_paragraph(before_block=False)
             paragraph.append(line)
+            blank_before = False
         else:
-            flush_paragraph(before_block=False)
+            # Kept open across blank lines: "…before you wipe it:" + blank line + a list is a lead-in.
+            blank_before = bool(paragraph)
         i += 1
     flush_paragraph(before_block=False)
     return units

@@ -9,7 +9,7 @@ cache of bench/common.py (one builder at a time). Questions: demo_eval/{queries,
 aws-docs-qa's queries, qrels and answers.jsonl (../shared/data, never copied) and the project's own
 bench/sets/aws-unanswerable.jsonl. Each question is asked once; the abstention gate is then calibrated on
 the recorded evidence (bench/calibrate_abstention.py's grid) and the answers are scored behind the shipped
-gate (`AbstentionGate.from_defaults()`). Results: bench/results/answer_quality.json and abstention.json.
+gate (`AbstentionGate()`). Results: bench/results/answer_quality.json and abstention.json.
 """
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ def main() -> None:
     evidence = {name: {"answerable": [r["evidence"] for r in d["answerable_pass"]],
                        "unanswerable": [r["evidence"] for r in d["unanswerable_pass"]]} for name, d in sets.items()}
     calibration = calibrate(evidence)
-    shipped = AbstentionGate.from_defaults()
+    shipped = AbstentionGate()
     report: dict[str, object] = {"aws_index": ensure_aws_index()[1] if "aws" in sets else None,
                                  "shipped_gate": shipped.__dict__, "calibration": calibration}
     for name, data in sets.items():

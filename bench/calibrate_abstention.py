@@ -47,13 +47,14 @@ def calibrate(sets: dict[str, dict[str, list[dict]]]) -> dict:  # type: ignore[t
     thresholds = [round(0.20 + 0.005 * i, 3) for i in range(101)]
     best: tuple[float, AbstentionGate, dict] | None = None  # type: ignore[type-arg]
     baseline: tuple[float, AbstentionGate, dict] | None = None  # type: ignore[type-arg]
-    for unit_weight, coverage_weight, threshold in itertools.product(
-            (0.0, 0.25, 0.5, 0.75, 1.0), (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), thresholds):
-        gate = AbstentionGate(threshold=threshold, unit_weight=unit_weight, coverage_weight=coverage_weight)
+    for unit_weight, coverage_weight, margin_weight, threshold in itertools.product(
+            (0.0, 0.25, 0.5, 0.75, 1.0), (0.0, 0.1, 0.2, 0.3), (0.0, 0.2, 0.4), thresholds):
+        gate = AbstentionGate(threshold=threshold, unit_weight=unit_weight, coverage_weight=coverage_weight,
+                              margin_weight=margin_weight)
         slack, per_set = scored(gate)
         if best is None or slack > best[0]:
             best = (slack, gate, per_set)
-        if unit_weight == 0.0 and coverage_weight == 0.0 and (baseline is None or slack > baseline[0]):
+        if unit_weight == coverage_weight == margin_weight == 0.0 and (baseline is None or slack > baseline[0]):
             baseline = (slack, gate, per_set)
     assert best and baseline
     return {

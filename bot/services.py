@@ -136,7 +136,7 @@ class Services:
                         else HeuristicExpander())
             searcher = ExpandingSearcher(base, expander, variants=search.query_expansion)
         return AnswerPipeline(searcher, self.synthesizer(), top_k=search.top_k,
-                              min_relevance=search.min_relevance,
+                              min_relevance=search.min_relevance, unit_embedder=self.sentence_embedder,
                               rewriter=create_rewriter(search, self.chat_client, model=llm.llm_model))
 
     def indexer(self, progress: ProgressCallback | None = None,

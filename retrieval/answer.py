@@ -203,8 +203,11 @@ class AnswerPipeline:
     def __init__(self, searcher: Retriever, synthesizer: Synthesizer, *, top_k: int = DEFAULTS.search.top_k,
                  min_relevance: float = DEFAULTS.search.min_relevance, nearest_articles: int = 3,
                  rewriter: QueryRewriter | None = None, candidates: int = 8,
-                 gate: AbstentionGate | None = None) -> None:
+                 gate: AbstentionGate | None = None, unit_embedder: Embedder | None = None) -> None:
         self.searcher = searcher
+        # Embeds the passages' sentences for the gate and the answer (Services gives a cached one: the
+        # same passages come back for every question on a topic); the searcher's own model by default.
+        self.unit_embedder = unit_embedder or searcher.embedder
         self.synthesizer = synthesizer
         self.top_k = top_k
         self.min_relevance = min_relevance
@@ -217,7 +220,7 @@ class AnswerPipeline:
         """The same retrieval and gate with another answerer (evaluations compare answerers this way)."""
         return AnswerPipeline(self.searcher, synthesizer, top_k=self.top_k, min_relevance=self.min_relevance,
                               nearest_articles=self.nearest_articles, rewriter=self.rewriter,
-                              candidates=self.candidates, gate=self.gate)
+                              candidates=self.candidates, gate=self.gate, unit_embedder=self.unit_embedder)
 
     def answer(self, question: str, context: AskContext | None = None) -> Answer:
         final: Answer | None = None
@@ -250,8 +253,13 @@ class AnswerPipeline:
             timings["rewrite"] = rewrite_ms
         hits = result.hits
         asked = rewritten or question
-        embedder = self.searcher.embedder
-        qvec = result.query_vector if result.query_vector is not None else embedder.embed_query(asked)
+        embedder, qvec = self.unit_embedder, result.query_vector
+        if qvec is None:
+            # A re-embed with another model is building: the searched space is still the old model's.
+            # The question and its passages' sentences are compared in that space, the one the gate's
+            # thresholds were calibrated in, not with the configured model's vectors.
+            embedder = self.searcher.query_embedder(result.space) if result.space else embedder
+            qvec = embedder.embed_query(asked)
         support = score_support(asked, qvec, hits, embedder)
         evidence = Evidence.of(hits, support)
         timings["support"] = (time.perf_counter() - started) * 1000 - sum(timings.values())

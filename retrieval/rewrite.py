@@ -23,11 +23,13 @@ from typing import Protocol
 
 from retrieval.access import ReaderScope
 from retrieval.answer import Turn
+from retrieval.embeddings import Embedder
 from retrieval.errors import LLMError
 from retrieval.llm.client import ChatClient, Deadline
 from retrieval.llm.prompt import escape_data
 from retrieval.search import RRF_K, Searcher, SearchMode, SearchResult
 from retrieval.settings import DEFAULTS
+from retrieval.spaces import EmbeddingSpace
 from retrieval.types import SearchHit
 
 log = logging.getLogger(__name__)
@@ -195,6 +197,9 @@ class ExpandingSearcher:
     @property
     def mode(self) -> SearchMode:
         return self.searcher.mode
+
+    def query_embedder(self, space: EmbeddingSpace) -> Embedder:
+        return self.searcher.query_embedder(space)
 
     def search(self, question: str, *, k: int = DEFAULTS.search.top_k, sources: Sequence[str] | None = None,
                mode: SearchMode | None = None, audience: ReaderScope | None = None) -> SearchResult:

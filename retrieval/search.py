@@ -64,6 +64,10 @@ class Retriever(Protocol):
     def search(self, question: str, *, k: int = 5, sources: Sequence[str] | None = None,
                mode: SearchMode | None = None) -> SearchResult: ...
 
+    def query_embedder(self, space: EmbeddingSpace) -> Embedder:
+        """The embedder whose vectors are comparable with the space's."""
+        ...
+
 
 _DENSE_CTE = """
 dense AS (

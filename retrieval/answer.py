@@ -23,6 +23,7 @@ import numpy as np
 
 from retrieval.abstention import AbstentionGate, Evidence
 from retrieval.access import ReaderScope
+from retrieval.answer_units import unescape
 from retrieval.embeddings import Embedder
 from retrieval.errors import EmptyQuestionError
 from retrieval.search import Retriever
@@ -185,7 +186,7 @@ class ExtractiveSynthesizer:
         same_passage = [u for u in units if u.rank == unit.rank]
         block = unit.unit.block
         if block is None:
-            return [unit]
+            return [unit, *_continuation(unit, same_passage)]
         members = [u for u in same_passage if u.unit.block == block and not u.unit.lead_in]
         lead_in = [u for u in same_passage if u.unit.block == block and u.unit.lead_in]
         if unit.unit.lead_in or (unit.unit.ordered and members):
@@ -320,6 +321,23 @@ def _distinct_articles(hits: Sequence[SearchHit], limit: int) -> list[SearchHit]
 
 
 _WORDS = re.compile(r"\w+")
+# A sentence opening with one of these goes on with the one before it ("…provides six built-in
+# algorithms. These range from ARIMA to CNN-QR and DeepAR+."): quoting the first alone drops the answer.
+_CONTINUES = re.compile(r"^(?:these|this|they|those|it|its|such|that|you can't use these)\b", re.IGNORECASE)
+
+
+def _continuation(unit: ScoredUnit, same_passage: Sequence[ScoredUnit]) -> list[ScoredUnit]:
+    """The sentences right after `unit` that go on with it (at most two)."""
+    following = sorted((u for u in same_passage if u.unit.position > unit.unit.position),
+                       key=lambda u: u.unit.position)
+    out: list[ScoredUnit] = []
+    for u in following[:2]:
+        if u.unit.kind != "sentence" or u.unit.position != unit.unit.position + len(out) + 1:
+            break
+        if not _CONTINUES.match(u.unit.rendered):
+            break
+        out.append(u)
+    return out
 
 
 def _near_duplicate(a: str, b: str) -> bool:
@@ -330,7 +348,7 @@ def _near_duplicate(a: str, b: str) -> bool:
 def _render(piece: Sequence[ScoredUnit], number: int) -> str:
     """A piece as the answer says it: a list as a Markdown list (numbered when it was), else statements."""
     items = [u for u in piece if u.unit.kind == "item"]
-    if len(items) < 2 and len(piece) == 1:
+    if len(items) < 2 and all(u.unit.kind == "sentence" for u in piece[1:]):  # a sentence and its continuation
         return " ".join(_as_statement(_statement_text(u)) for u in piece) + f" [{number}]"
     lines = [_statement_text(u) for u in piece if u.unit.kind != "item"]
     for n, u in enumerate(items, 1):
@@ -342,7 +360,7 @@ def _statement_text(unit: ScoredUnit) -> str:
     """Rows read with their column names; sentences and items keep the passage's Markdown."""
     if unit.unit.kind == "row":
         return unit.unit.rendered
-    lines = [" ".join(line.split()) for line in unit.unit.quote.split("\n") if line.strip()]
+    lines = [" ".join(line.split()) for line in unescape(unit.unit.quote).split("\n") if line.strip()]
     return "\n   ".join(lines)  # a nested list stays a list, indented under its step
 
 

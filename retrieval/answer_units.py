@@ -22,6 +22,16 @@ _TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*
 _WORD = re.compile(r"\w+")
 _MARKUP = re.compile(r"\*\*|__|`")
 _CHECKBOX = re.compile(r"^\[[ xX]\]\s+")
+# Markdown's backslash escapes ("TLS 1\\.2", "us\\-east\\-1"): the reader sees the character, not the escape.
+_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|~<>])")
+# A unit that is only links or images ("[Model Monitor](#monitor)", "![Overview](x.png)") points elsewhere.
+_ONLY_LINKS = re.compile(r"^(?:\s*!?\[[^\]]*\]\([^)]*\)[\s.;,]*)+$")
+# The last sentence before a list that announces it ("…reserves the following names.", "…provides six
+# built-in algorithms:") is the list's lead-in even without a colon: the list is what it talks about.
+_ANNOUNCES = re.compile(r"\b(?:following|these|as follows|include|includes|including)\b|\b(?:two|three|four|five|"
+                        r"six|seven|eight|nine|ten|several|many|\d+)\b(?:\s+[\w-]+){0,3}\s+(?:types?|kinds?|"
+                        r"ways?|options?|algorithms?|states?|steps?|methods?|modes?|categories|classes)\b",
+                        re.IGNORECASE)
 # "See the article on X", "For details, read Y": a pointer elsewhere, not an answer.
 _POINTER = re.compile(r"^(?:see|read|for (?:more|details))\b|\bsee the [\w\s-]{0,40}\barticle\b|\bsee \*",
                       re.IGNORECASE)
@@ -47,7 +57,7 @@ class Unit:
         if self.kind == "row":
             return False
         return (self.words < 4 or self.rendered.isupper() or (self.quote.rstrip().endswith(":") and not self.lead_in)
-                or bool(_POINTER.search(self.rendered)))
+                or bool(_POINTER.search(self.rendered)) or bool(_ONLY_LINKS.match(self.quote)))
 
 
 def passage_units(text: str) -> list[Unit]:
@@ -68,7 +78,8 @@ def passage_units(text: str) -> list[Unit]:
         spans = split_sentences(joined)
         for n, (start, end) in enumerate(spans):
             sentence = joined[start:end].strip()
-            is_lead_in = before_block and n == len(spans) - 1 and sentence.endswith(":")
+            is_lead_in = before_block and n == len(spans) - 1 and (
+                sentence.endswith(":") or bool(_ANNOUNCES.search(sentence)))
             units.append(Unit("sentence", sentence, _plain(sentence), len(units),
                               block=block + 1 if is_lead_in else None, lead_in=is_lead_in))
         paragraph.clear()
@@ -159,4 +170,9 @@ def _cells(row: str) -> list[str]:
 
 
 def _plain(text: str) -> str:
-    return " ".join(_MARKUP.sub("", text).split())
+    return " ".join(_MARKUP.sub("", unescape(text)).split())
+
+
+def unescape(text: str) -> str:
+    """The text without Markdown's backslash escapes (the passage's emphasis and code marks stay)."""
+    return _ESCAPE.sub(r"\1", text)

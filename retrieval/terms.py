@@ -23,12 +23,21 @@ STOPWORDS = frozenset(_STOPWORD_LIST.split())
 def tokens(text: str) -> list[str]:
     """Lower-cased words with Markdown emphasis and [n] markers removed; a plural `s` is dropped so
     "AMIs" matches "AMI". Identifiers (c5d.12xlarge, print@northwind.example) stay one token."""
-    words = _TOKEN.findall(_MARKUP.sub(" ", text).casefold().replace("\u2019", "'"))
-    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
+    return [_singular(w) for w in _words(text)]
 
 
 def content_tokens(text: str) -> list[str]:
-    return [t for t in tokens(text) if t not in STOPWORDS and (len(t) > 1 or t.isdigit())]
+    # The stopword test reads the word as written: "does" and "this" must not become "doe" and "thi".
+    return [t for w in _words(text) if w not in STOPWORDS and (t := _singular(w)) not in STOPWORDS
+            and (len(t) > 1 or t.isdigit())]
+
+
+def _words(text: str) -> list[str]:
+    return _TOKEN.findall(_MARKUP.sub(" ", text).casefold().replace("\u2019", "'"))
+
+
+def _singular(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
 _STEMMER = snowballstemmer.stemmer("english")

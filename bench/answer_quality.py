@@ -124,12 +124,12 @@ def one_pass(services, questions: list[str]) -> list[dict]:  # type: ignore[no-u
     from retrieval.support import score_support
 
     searcher, pipeline = services.searcher(), services.pipeline
-    synthesizer = ExtractiveSynthesizer(services.embedder)
+    synthesizer = ExtractiveSynthesizer(pipeline.unit_embedder)
     out = []
     for question in questions:
         started = time.perf_counter()
         result = searcher.search(question, k=max(pipeline.top_k, pipeline.candidates))
-        support = score_support(question, result.query_vector, result.hits, searcher.embedder)
+        support = score_support(question, result.query_vector, result.hits, pipeline.unit_embedder)
         relevant = support.relevant(result.hits, pipeline.min_relevance)[: synthesizer.passages]
         answer = synthesizer.compose(question, relevant, result.query_vector, support.within(relevant))
         out.append({"evidence": asdict(Evidence.of(result.hits, support)), "answer": answer,

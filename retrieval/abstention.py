@@ -51,7 +51,7 @@ class AbstentionGate:
     close). Coverage is kept in the evidence but weighs nothing: it did not separate the sets.
     """
 
-    threshold: float = 0.526
+    threshold: float = 0.525
     unit_weight: float = 0.5
     coverage_weight: float = 0.0
     margin_weight: float = 0.4

@@ -98,8 +98,8 @@ def test_messages_tab_shows_prompts_and_a_status_then_answers(slack_bot: BotUnde
     prompts = fake.wait_for(lambda _: fake.calls_to("assistant.threads.setSuggestedPrompts"))[0]
     assert prompts.params["thread_ts"] == thread_ts and len(prompts.params["prompts"]) >= 2
 
-    # An explicit question: the vaguer "a weird email" is below the calibrated bar (the demo set's "got a
-    # weird email telling me to log in" is one of the answerable questions the gate misses, BENCHMARKS.md).
+    # An explicit question: with the vaguer "a weird email" the phishing article ranks 9th of the fused
+    # candidates and the answer is below the calibrated bar (BENCHMARKS.md, Session 6: answer quality).
     _ts, _ = slack_bot.message("I got a phishing email asking for my password, what should I do?",
                               channel="D0EMPLOYEE", channel_type="im", thread_ts=thread_ts)
     answers = slack_bot.final_answer("D0EMPLOYEE", thread_ts, count=2)  # the greeting, then the answer

@@ -235,7 +235,7 @@ def index_from_cache(args: argparse.Namespace) -> tuple:  # type: ignore[type-ar
     return db, queries, settings, Path(tmp)
 
 
-LATENCY_VARIANTS = ("onnx", "onnx, no passage gate", "torch")
+LATENCY_VARIANTS = ("onnx", "onnx, 1 passage slot", "onnx, no passage gate", "torch")
 
 
 def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> None:  # type: ignore[no-untyped-def]
@@ -247,6 +247,7 @@ def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> No
     from retrieval.answer import AnswerPipeline, ExtractiveSynthesizer
     from retrieval.embeddings import create_local_embedder
     from retrieval.search import Searcher
+    from retrieval.threads import PassageGate
 
     backends = {}
     for variant in LATENCY_VARIANTS:
@@ -255,12 +256,15 @@ def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> No
         backends[variant] = create_local_embedder(configured, "all-MiniLM-L6-v2", concurrent_calls=4)
         if variant.endswith("no passage gate"):
             backends[variant].gate = None  # type: ignore[attr-defined]
+        elif variant.endswith("1 passage slot"):  # the cores minus the question's: what it costs the workers
+            backends[variant].gate = PassageGate(1)  # type: ignore[attr-defined]
         backends[variant].embed_query("warm up")
         backends[variant].embed_documents(["warm up the passage path"] * 8)
     texts = [q.text for q in queries]
     out: dict[str, dict] = {}
     for level, busy in enumerate((0, 2, 4)):
-        order = LATENCY_VARIANTS[level % 3:] + LATENCY_VARIANTS[:level % 3]  # rotated per level
+        shift = level % len(LATENCY_VARIANTS)
+        order = LATENCY_VARIANTS[shift:] + LATENCY_VARIANTS[:shift]  # rotated per level
         for variant in order:
             embedder = backends[variant]
             pipeline = AnswerPipeline(Searcher(db, embedder), ExtractiveSynthesizer(embedder))

@@ -38,11 +38,11 @@ def embedding_threads(concurrent_calls: int = 1, *, configured: int | None = Non
 class PassageGate:
     """Lets at most `slots` passage embeddings run at once; question embeddings never wait for it.
 
-    A question's embedding is what an asker waits for (a few ms of compute), a passage batch (the
-    extractive answerer's sentences, an ingest slice) takes tens to hundreds of ms. When every core runs a
-    passage batch, the question gets a slice of a core at best (36 ms p95 idle, worse with 4 busy answer
-    workers, BENCHMARKS.md): holding the passage batches to the cores minus one call's threads keeps
-    those threads free for the next question.
+    A question's embedding is what an asker waits for (a few ms of compute); a passage batch (the
+    extractive answerer's sentences, an ingest slice) takes tens to hundreds of ms. With 4 answer workers
+    on 2 cores, 4 passage batches and the question shared the cores five ways (p95 24 ms, BENCHMARKS.md).
+    Held to as many batches as the cores run side by side, the passages still use every core, and the
+    question shares one with a single batch instead of waiting behind the others.
     """
 
     def __init__(self, slots: int) -> None:
@@ -57,9 +57,9 @@ class PassageGate:
 
 def passage_gate(concurrent_calls: int, threads: int, *, cores: int | None = None) -> PassageGate | None:
     """The gate for a process running `concurrent_calls` embeddings of `threads` threads each, or None
-    when they all fit beside a question anyway (a CLI command, or cores to spare)."""
-    slots = (cores or available_cores()) - threads
-    if concurrent_calls <= 1 or concurrent_calls <= slots:
+    when they all fit on the cores at once anyway (a CLI command, or cores to spare)."""
+    slots = max(1, (cores or available_cores()) // max(1, threads))
+    if concurrent_calls <= slots:
         return None
     return PassageGate(slots)
 

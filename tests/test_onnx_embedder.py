@@ -132,11 +132,12 @@ def test_threads_follow_the_calls_that_run_at_once(tmp_path) -> None:  # type: i
     assert create_embedder(fixed.embeddings, fixed.openai, concurrent_calls=4).threads == 3
 
 
-def test_passage_batches_leave_a_core_to_questions_when_calls_outnumber_cores(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_passage_batches_are_held_to_the_cores_when_calls_outnumber_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert passage_gate(1, 2, cores=2) is None  # the CLI: one call at a time
-    assert passage_gate(4, 2, cores=8) is None  # 4 calls of 2 threads fit beside a question on 8 cores
+    assert passage_gate(4, 2, cores=8) is None  # 4 calls of 2 threads fit on 8 cores
     gate = passage_gate(4, 1, cores=2)
-    assert gate is not None and gate.slots == 1  # `kbbot serve` with 4 workers on 2 cores
+    assert gate is not None and gate.slots == 2  # `kbbot serve` with 4 workers on 2 cores
+    assert passage_gate(3, 3, cores=2).slots == 1  # type: ignore[union-attr]
     settings = load_settings(_env_file=None, data_dir=tmp_path, embedding_backend="onnx")
     assert create_embedder(settings.embeddings, settings.openai).gate is None
     assert create_embedder(settings.embeddings, settings.openai, concurrent_calls=64).gate is not None

@@ -159,6 +159,12 @@ def test_killed_process_is_recorded_as_interrupted_and_recovered(database_url: s
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
+    # The killed process's backend lets go of the sync lock only once PostgreSQL sees its socket close;
+    # on a loaded machine that is not at once, and the next sync would rightly refuse to start.
+    deadline = time.monotonic() + 30
+    while count(database, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"):
+        assert time.monotonic() < deadline, "the killed ingest's sync lock was never released"
+        time.sleep(0.05)
     run = Indexer(database, embedder, chunk_max_tokens=200).sync([FilesystemSource("big", root)])
     with database.engine.connect() as conn:
         statuses = conn.execute(text("SELECT status FROM sync_runs ORDER BY id")).scalars().all()

@@ -265,7 +265,7 @@ def stage_breakdown(data_dir: Path, since: datetime) -> dict[str, float]:
     out = subprocess.run([str(KBBOT), "answers", "export", "--since", since.isoformat(), "--format", "jsonl"],
                          env=env, check=True, capture_output=True, text=True).stdout
     stages: dict[str, list[float]] = {}
-    for line in out.splitlines():
+    for line in filter(None, out.split("\n")):  # not splitlines(): answers quote texts holding U+2028
         for stage, ms in json.loads(line)["latency_ms"].items():
             stages.setdefault(stage, []).append(ms)
     return {f"{stage}_p50_ms": round(_pct(values, 50), 1) for stage, values in sorted(stages.items())}

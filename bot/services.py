@@ -135,6 +135,9 @@ class Services:
             expander = (LLMExpander(self.chat_client, llm.llm_model) if self.chat_client
                         else HeuristicExpander())
             searcher = ExpandingSearcher(base, expander, variants=search.query_expansion)
+        from retrieval.rerank import with_rerank
+
+        searcher = with_rerank(searcher, llm, self.chat_client, min_relevance=search.min_relevance)
         return AnswerPipeline(searcher, self.synthesizer(), top_k=search.top_k,
                               min_relevance=search.min_relevance, unit_embedder=self.sentence_embedder,
                               rewriter=create_rewriter(search, self.chat_client, model=llm.llm_model))

@@ -49,6 +49,13 @@ class LexicalOptions:
 
     k1: float = 1.2
     b: float = 0.75
+    # A question word found in the article's title, or in the headings above the passage, counts as this
+    # many occurrences (BM25F-style field weights: a passage under "Reset your password" is about passwords
+    # even when its text says "it"); 1.0 scores them like body words. Title x3 raised hybrid nDCG@10 on all
+    # three sets measured (demo, python-faq, aws-docs-qa: BENCHMARKS.md, bench/retrieval_variants.py);
+    # headings x2 helped aws alone. The postings take a change at their next rebuild.
+    title_weight: float = 3.0
+    heading_weight: float = 1.0
     # Entries kept (and read) per lexeme. On aws-docs-qa (40k chunks) hybrid Recall@10 was 0.90 at 1,000,
     # 0.93 at 2,000 and 0.95 (the exact scorer's) from 5,000 on; each entry costs 12 bytes to store and read.
     postings_depth: int = 5000
@@ -112,6 +119,38 @@ class LexicalIndex:
         k1, b = f"{self.options.k1}::float8", f"{self.options.b}::float8"
         return f"{tf} * ({k1} + 1) / ({tf} + {k1} * (1 - {b} + {b} * {doc_len} / {avg_len}))"
 
+    @property
+    def weighs_context(self) -> bool:
+        return (self.options.title_weight, self.options.heading_weight) != (1.0, 1.0)
+
+    def _tf(self, positions: str, ends: str) -> str:
+        """A term's frequency in a chunk, its title and heading occurrences weighted. The tsvector is built
+        from `context || ' ' || text` (context: "title > heading > ..."), so positions up to the last one of
+        the title's own tsvector are title words, and those up to the context's last are heading words:
+        `{ends}.title_end` and `{ends}.context_end` (`_context_ends`)."""
+        if not self.weighs_context:
+            return f"cardinality({positions})::float8"
+        title, heading = self.options.title_weight - 1, self.options.heading_weight - 1
+        extra = []
+        if title:
+            extra.append(f"{title}::float8 * count(*) FILTER (WHERE p <= {ends}.title_end)")
+        if heading:
+            headings = f"p > {ends}.title_end AND p <= {ends}.context_end"
+            extra.append(f"{heading}::float8 * count(*) FILTER (WHERE {headings})")
+        # Positions are stored in ascending order: a term whose first one lies past the context occurs in
+        # the text alone, as most do, and skips counting.
+        return (f"(cardinality({positions}) + CASE WHEN {positions}[1] <= {ends}.context_end THEN "
+                f"(SELECT {' + '.join(extra)} FROM unnest({positions}) AS p) ELSE 0 END)::float8")
+
+    def _context_ends(self, chunk: str) -> str:
+        """Columns `title_end, context_end` for a chunk row (see `_tf`); none when context is not weighed."""
+        if not self.weighs_context:
+            return ""
+        last = "coalesce((SELECT max(p) FROM unnest(to_tsvector('english', {})) u, unnest(u.positions) p), 0)"
+        # The title is the context up to its first " > " (a title that itself holds " > " counts in part).
+        title = last.format(f"split_part({chunk}.context, ' > ', 1)")
+        return f", {title} AS title_end, {last.format(chunk + '.context')} AS context_end"
+
     # --- rebuilding -------------------------------------------------------------------------------
     def _build_refresh_sql(self) -> str:
         # One pass over every (chunk, lexeme) pair yields both the document frequencies and the postings,
@@ -126,10 +165,10 @@ SELECT lexeme COLLATE "C", count(*),
                  FROM 1 FOR {POSTING.itemsize * self.options.postings_depth})
 FROM (
     SELECT c.id AS chunk_id, t.lexeme, {weight} AS weight
-    FROM (SELECT id, length(tsv)::float8 AS doc_len, tsv FROM chunks
+    FROM (SELECT id, length(tsv)::float8 AS doc_len, tsv{self._context_ends("chunks")} FROM chunks
           WHERE id <= (SELECT max_chunk_id FROM lexicon_stats) OFFSET 0) c
     CROSS JOIN (SELECT greatest(avg_doc_len, 1) AS avg_doc_len FROM lexicon_stats) st
-    CROSS JOIN LATERAL (SELECT lexeme, cardinality(positions)::float8 AS tf FROM unnest(c.tsv)) t
+    CROSS JOIN LATERAL (SELECT lexeme, {self._tf("positions", "c")} AS tf FROM unnest(c.tsv)) t
 ) pairs
 GROUP BY lexeme COLLATE "C"
 """
@@ -219,13 +258,13 @@ UNION ALL
 SELECT 1::float8, string_agg(int8send(d.id) || float4send(d.score::float4), ''::bytea)
 FROM (
     SELECT c.id, sum(terms.idf * ({weight})) AS score
-    FROM (SELECT id, length(tsv)::float8 AS doc_len, tsv FROM chunks
+    FROM (SELECT id, length(tsv)::float8 AS doc_len, tsv{self._context_ends("chunks")} FROM chunks
           WHERE id > (SELECT max_chunk_id FROM st) ORDER BY id LIMIT {o.delta_max_chunks}) c
     CROSS JOIN st
     -- only the question's lexemes of each chunk (setweight marks them, ts_filter keeps them): unnesting a
     -- whole tsvector and joining its ~100 lexemes cost ~10 microseconds per delta chunk
     CROSS JOIN LATERAL (
-        SELECT lexeme, cardinality(positions)::float8 AS tf
+        SELECT lexeme, {self._tf("positions", "c")} AS tf
         FROM unnest(ts_filter(setweight(c.tsv, 'A', (SELECT array_agg(lexeme) FROM terms)), '{{a}}'))
     ) u
     JOIN terms ON terms.lexeme = u.lexeme
@@ -265,7 +304,15 @@ HAVING count(*) > 0
         selective terms (`%(qtext)s`), for the fused search statement. `source_filter` is an SQL condition
         on the chunk `c` (e.g. its source), ANDed in."""
         o = self.options
-        weight = self._term_weight("cardinality(u.positions)", "length(c.tsv)", "greatest(st.avg_doc_len, 1)")
+        weight = self._term_weight(self._tf("u.positions", "c"), "length(c.tsv)", "greatest(st.avg_doc_len, 1)")
+        where = "c.tsv @@ (SELECT query FROM candidates)" + (f" AND {source_filter}" if source_filter else "")
+        if self.weighs_context:
+            # the title's and headings' last positions computed once per candidate (OFFSET 0 keeps the
+            # planner from evaluating them again for each matched term)
+            chunks = f"(SELECT c.id, c.tsv{self._context_ends('c')} FROM chunks c WHERE {where} OFFSET 0) c"
+            where = "true"
+        else:
+            chunks = "chunks c"
         return f"""
 qterms AS (
     SELECT l.lexeme, {_idf("st.doc_count", "l.doc_freq")} AS idf, l.doc_freq
@@ -300,15 +347,14 @@ lexical AS (
     SELECT chunk_id, row_number() OVER (ORDER BY bm25 DESC) AS rank
     FROM (
         SELECT c.id AS chunk_id, sum(qt.idf * ({weight})) AS bm25
-        FROM chunks c
+        FROM {chunks}
         -- only the question's lexemes of each candidate: setweight marks them, ts_filter keeps them, so
         -- unnest yields a few rows per chunk instead of its whole vocabulary
         CROSS JOIN LATERAL unnest(ts_filter(setweight(c.tsv, 'A', (SELECT array_agg(lexeme) FROM qterms)),
                                             '{{a}}')) AS u
         JOIN qterms qt ON qt.lexeme = u.lexeme
         CROSS JOIN lexicon_stats st
-        WHERE c.tsv @@ (SELECT query FROM candidates)
-          {"AND " + source_filter if source_filter else ""}
+        WHERE {where}
         GROUP BY c.id
         ORDER BY bm25 DESC
         LIMIT {int(n)}

@@ -46,8 +46,21 @@ EXACT_FILTER_MAX_ROWS = 20000
 
 @dataclass(frozen=True)
 class FusionWeights:
+    """How the branches' rankings become one: weighted reciprocal rank fusion, weight / (rrf_k + rank)
+    per branch, then `article`: a passage gains that share of the scores of its article's other candidate
+    passages (0 ranks each passage on its own).
+
+    Measured side by side on three sets of different kinds (BENCHMARKS.md, bench/retrieval_variants.py):
+    FAQ-style sets favour the dense branch (lexical 0.75 and k=20 gained up to 0.06 nDCG@10 there), the
+    technical docs the lexical one (the same cost aws-docs-qa 0.016 next to 1:1 with the title weight), and
+    any weighting towards dense let more off-topic questions past the relevance gate, which reads the top
+    passages' similarity: 1:1 and k=60 stay. Article aggregation hurt on every set (long articles with many
+    matching passages crowd out the short one that answers), hence 0."""
+
     dense: float = 1.0
     lexical: float = 1.0
+    rrf_k: int = RRF_K
+    article: float = 0.0
 
 
 @dataclass
@@ -62,7 +75,7 @@ class Retriever(Protocol):
     """What answering needs from search: a `Searcher`, or a wrapper such as `rewrite.ExpandingSearcher`."""
 
     def search(self, question: str, *, k: int = 5, sources: Sequence[str] | None = None,
-               mode: SearchMode | None = None) -> SearchResult: ...
+               mode: SearchMode | None = None, audience: ReaderScope | None = None) -> SearchResult: ...
 
     def query_embedder(self, space: EmbeddingSpace) -> Embedder:
         """The embedder whose vectors are comparable with the space's."""
@@ -91,7 +104,7 @@ lexical AS (
 _SELECT = """
 SELECT c.id AS chunk_id, a.id AS article_id, s.name AS source, a.external_id, a.title, a.url,
        c.heading_path, c.text, c.char_start, c.char_end, a.source_updated_at,
-       f.score, f.dense_rank, f.lexical_rank,
+       {score} AS score, f.dense_rank, f.lexical_rank,
        1 - ({evec} <=> CAST(%(qvec)s AS vector({dim}))) AS similarity
 FROM fused f
 JOIN chunks c ON c.id = f.chunk_id
@@ -100,21 +113,22 @@ JOIN sources s ON s.id = a.source_id
 LEFT JOIN embeddings e ON e.chunk_id = c.id AND e.space_id = {space}
 -- a re-embed may have switched spaces since the caller read this one: then no rows, and the caller checks
 WHERE EXISTS (SELECT 1 FROM embedding_spaces WHERE id = {space} AND status = 'active') {final_audience}
-ORDER BY f.score DESC
+ORDER BY score DESC
 LIMIT {k}"""
 
 
 def _fused_cte(mode: SearchMode, weights: FusionWeights) -> str:
+    rrf_k = int(weights.rrf_k)
     if mode == "dense":
-        return (f"fused AS (SELECT chunk_id, 1.0 / ({RRF_K} + rank) AS score, rank AS dense_rank, "
+        return (f"fused AS (SELECT chunk_id, 1.0 / ({rrf_k} + rank) AS score, rank AS dense_rank, "
                 "NULL::bigint AS lexical_rank FROM dense)")
     if mode == "lexical":
-        return (f"fused AS (SELECT chunk_id, 1.0 / ({RRF_K} + rank) AS score, NULL::bigint AS dense_rank, "
+        return (f"fused AS (SELECT chunk_id, 1.0 / ({rrf_k} + rank) AS score, NULL::bigint AS dense_rank, "
                 "rank AS lexical_rank FROM lexical)")
     return (
         "fused AS (SELECT coalesce(d.chunk_id, l.chunk_id) AS chunk_id, "
-        f"coalesce({weights.dense:.6f} / ({RRF_K} + d.rank), 0) "
-        f"+ coalesce({weights.lexical:.6f} / ({RRF_K} + l.rank), 0) AS score, "
+        f"coalesce({weights.dense:.6f} / ({rrf_k} + d.rank), 0) "
+        f"+ coalesce({weights.lexical:.6f} / ({rrf_k} + l.rank), 0) AS score, "
         "d.rank AS dense_rank, l.rank AS lexical_rank "
         "FROM dense d FULL OUTER JOIN lexical l ON d.chunk_id = l.chunk_id)"
     )
@@ -144,7 +158,10 @@ def build_search_sql(space: EmbeddingSpace, mode: SearchMode, weights: FusionWei
         conditions = (["c.source_id = ANY(%(source_ids)s)"] if filtered else []) + ([f"c.{reader}"] if audience else [])
         ctes.append((lexical or LexicalIndex()).exact_cte(candidates, source_filter=" AND ".join(conditions)))
     ctes.append(_fused_cte(mode, weights))
-    return "WITH " + ",\n".join(ctes) + _SELECT.format(
+    # After the final audience filter, so a passage the reader may not see lends its article nothing.
+    score = (f"f.score + {weights.article:.6f} * (sum(f.score) OVER (PARTITION BY c.article_id) - f.score)"
+             if weights.article else "f.score")
+    return "WITH " + ",\n".join(ctes) + _SELECT.format(score=score,
         evec=f"(e.embedding::vector({space.dimension}))", dim=space.dimension, space=space.id, k=int(k),
         final_audience=f"AND c.{reader}" if audience else "",
     )
@@ -295,14 +312,15 @@ class Searcher:
     def search_vector(self, question: str, qvec: np.ndarray, *, k: int = DEFAULTS.search.top_k,
                       sources: Sequence[str] | None = None, mode: SearchMode | None = None,
                       space: EmbeddingSpace | None = None, audience: ReaderScope | None = None,
-                      exhaustive: bool = False) -> SearchResult:
+                      exhaustive: bool = False, candidates: int | None = None) -> SearchResult:
         """Search with a precomputed question vector (benchmarks time this part alone). `audience`: only
         passages every reader of the answer may see; None is the operator at a terminal (no filter).
         `exhaustive`: rank every passage exactly (no HNSW, no postings): the reference benchmarks measure
-        recall against, slow on a large index."""
+        recall against, slow on a large index. `candidates`: passages each branch contributes to the fusion
+        (by default 4k, at least 40)."""
         space = space or self.space()
         mode = mode or self.mode
-        candidates = max(4 * k, 40)
+        candidates = candidates or max(4 * k, 40)
         params: dict[str, object] = {
             "qvec": np.asarray(qvec, dtype=np.float32), "qtext": question,
         }

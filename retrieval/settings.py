@@ -224,6 +224,19 @@ class LLMSettings(_Group):
         description="Wall-clock seconds for all LLM calls of one answer (retries and fallbacks included); "
         "when spent, the extractive answer is sent with a note.",
     )
+    llm_rerank: bool = Field(
+        False,
+        description="Before answering, the LLM reorders the top fused passages by relevance (one call; on "
+        "any failure the search order is kept). Off by default: one more model call per answer.",
+    )
+    llm_rerank_candidates: int = Field(
+        20, ge=2, le=50, description="Passages sent to the LLM rerank; the answerer gets its best KBBOT_TOP_K.",
+    )
+    llm_rerank_budget_s: float = Field(
+        5.0, gt=0, validation_alias=_env("KBBOT_LLM_RERANK_BUDGET"),
+        description="Seconds the LLM rerank may take (capped by KBBOT_LLM_ANSWER_BUDGET) before the "
+        "search order is used.",
+    )
     llm_max_retries: int = Field(
         2, ge=0, le=10,
         description="Retries per model on 429/5xx/connection errors, with exponential backoff (honours "

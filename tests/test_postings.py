@@ -27,24 +27,33 @@ QUESTIONS = [
 ]
 
 
-def _term_scores(db, question: str) -> dict[str, dict[int, float]]:  # type: ignore[no-untyped-def]
+def _term_scores(db, question: str, options: LexicalOptions | None = None,  # type: ignore[no-untyped-def]
+                 every_term: bool = False) -> dict[str, dict[int, float]]:
     """Each selective question term's (or the two rarest terms') BM25 contribution per chunk, computed from
-    the tsvectors themselves with the lexicon's statistics; a word the lexicon lacks counts as in no chunk."""
+    the tsvectors themselves with the lexicon's statistics; a word the lexicon lacks counts as in no chunk.
+    Title and heading weights count a term's occurrences in the title's and the headings' own tsvectors.
+    `every_term`: common terms count too (the exact scorer's sum; only its candidates are selective)."""
+    options = options or LexicalOptions()
     with db.engine.connect() as conn:
         doc_count, avg_len = conn.execute(text("SELECT doc_count, avg_doc_len FROM lexicon_stats")).one()
         freqs = dict(conn.execute(text(
             "SELECT q.lexeme, l.doc_freq FROM unnest(tsvector_to_array(to_tsvector('english', :q))) q(lexeme) "
             "LEFT JOIN lexicon l ON l.lexeme = q.lexeme"), {"q": question}).all())
         rows = conn.execute(text(
-            "SELECT c.id, length(c.tsv), u.lexeme, cardinality(u.positions) FROM chunks c, unnest(c.tsv) u "
+            "SELECT c.id, length(c.tsv), u.lexeme, cardinality(u.positions), "
+            "coalesce((SELECT cardinality(t.positions) FROM unnest(to_tsvector('english', a.title)) t "
+            "          WHERE t.lexeme = u.lexeme), 0), "
+            "coalesce((SELECT cardinality(h.positions) FROM unnest(to_tsvector('english', "
+            "          array_to_string(c.heading_path, ' '))) h WHERE h.lexeme = u.lexeme), 0) "
+            "FROM chunks c JOIN articles a ON a.id = c.article_id, unnest(c.tsv) u "
             "WHERE u.lexeme = ANY(:terms)"), {"terms": list(freqs)}).all()
     known = {lexeme: df for lexeme, df in freqs.items() if df is not None}
-    options = LexicalOptions()
     rarest_two = sorted(known, key=lambda lexeme: (known[lexeme], lexeme))[:2]
     scores: dict[str, dict[int, float]] = defaultdict(dict)
-    for chunk_id, doc_len, lexeme, tf in rows:
+    for chunk_id, doc_len, lexeme, tf, in_title, in_headings in rows:
+        tf += (options.title_weight - 1) * in_title + (options.heading_weight - 1) * in_headings
         df = known.get(lexeme, 0)
-        if df > doc_count * options.common_term_share and lexeme not in rarest_two:
+        if df > doc_count * options.common_term_share and lexeme not in rarest_two and not every_term:
             continue
         idf = math.log(1 + (doc_count - df + 0.5) / (df + 0.5))
         norm = 1 - options.b + options.b * doc_len / max(avg_len, 1)
@@ -52,9 +61,10 @@ def _term_scores(db, question: str) -> dict[str, dict[int, float]]:  # type: ign
     return scores
 
 
-def _reference_ranking(db, question: str) -> list[int]:  # type: ignore[no-untyped-def]
+def _reference_ranking(db, question: str, options: LexicalOptions | None = None,  # type: ignore[no-untyped-def]
+                       every_term: bool = False) -> list[int]:
     totals: dict[int, float] = defaultdict(float)
-    for per_chunk in _term_scores(db, question).values():
+    for per_chunk in _term_scores(db, question, options, every_term).values():
         for chunk_id, score in per_chunk.items():
             totals[chunk_id] += score
     return sorted(totals, key=lambda c: (-totals[c], c))
@@ -67,6 +77,24 @@ def test_postings_rank_like_bm25_over_the_tsvectors(demo_database, embedder, que
     assert len(reference) >= 3
     assert [h.chunk_id for h in hits] == reference[:10]
     assert [h.lexical_rank for h in hits] == list(range(1, len(hits) + 1))
+
+
+def test_title_and_heading_weights_rank_like_bm25f_in_every_scorer(demo_database, embedder) -> None:  # type: ignore[no-untyped-def]
+    weighted = LexicalIndex(LexicalOptions(title_weight=3.0, heading_weight=2.0))
+    with demo_database.engine.begin() as conn:
+        weighted.refresh(conn.connection.driver_connection)
+    postings = Searcher(demo_database, embedder, mode="lexical", lexical=weighted)
+    changed = 0
+    for question in QUESTIONS:
+        reference = _reference_ranking(demo_database, question, weighted.options)
+        unweighted = LexicalOptions(title_weight=1.0, heading_weight=1.0)
+        changed += reference[:10] != _reference_ranking(demo_database, question, unweighted)[:10]
+        assert [h.chunk_id for h in postings.search(question, k=10).hits] == reference[:10]
+        # the exact scorer (a search filtered by source) weighs them alike, over the candidates it selects
+        exact = [h.chunk_id for h in postings.search(question, k=10, sources=["demo"]).hits]
+        every_term = _reference_ranking(demo_database, question, weighted.options, every_term=True)
+        assert len(exact) >= 3 and exact == [c for c in every_term if c in set(exact)][:10]
+    assert changed  # the weights do move passages
 
 
 def test_a_truncated_list_keeps_each_terms_best_chunk(demo_database, embedder) -> None:  # type: ignore[no-untyped-def]

@@ -97,9 +97,10 @@ def test_retrieval_quality_on_demo_eval(demo_database, embedder) -> None:
     assert len(queries) == 40
     report = evaluate(Searcher(demo_database, embedder), queries, k=5, mode="hybrid")
     assert report.recall_at_5 == 1.0
-    # Every gold article is first except these four, which are second or third.
+    # Every gold article is first except these three, which are second (before BM25 weighed titles,
+    # session 6, q20 was second and q15 third).
     assert {q["id"]: q["mrr@10"] for q in report.per_query if q["mrr@10"] != 1.0} == {
-        "q09": 0.5, "q15": pytest.approx(1 / 3), "q20": 0.5, "q25": 0.5}
+        "q09": 0.5, "q15": 0.5, "q25": 0.5}
 
 
 def test_an_unknown_source_is_named_with_the_indexed_ones(pipeline: AnswerPipeline) -> None:

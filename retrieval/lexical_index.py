@@ -53,7 +53,7 @@ class LexicalOptions:
     # many occurrences (BM25F-style field weights: a passage under "Reset your password" is about passwords
     # even when its text says "it"); 1.0 scores them like body words. Title x3 raised hybrid nDCG@10 on all
     # three sets measured (demo, python-faq, aws-docs-qa: BENCHMARKS.md, bench/retrieval_variants.py);
-    # headings x2 helped aws alone. The postings take a change at their next rebuild.
+    # headings x2 helped aws alone. A change reaches the stored postings at the next sync (`postings_scoring`).
     title_weight: float = 3.0
     heading_weight: float = 1.0
     # Entries kept (and read) per lexeme. On aws-docs-qa (40k chunks) hybrid Recall@10 was 0.90 at 1,000,
@@ -77,6 +77,12 @@ class LexicalOptions:
     # length drift by at most that share. Embedding 500 new chunks takes longer than a rebuild at 100k chunks.
     refresh_backlog_chunks: int = 500
     refresh_share: float = 0.02
+
+    @property
+    def postings_scoring(self) -> str:
+        """The settings baked into stored postings; postings computed with others are rebuilt."""
+        return (f"k1={self.k1} b={self.b} title={self.title_weight} heading={self.heading_weight} "
+                f"depth={self.postings_depth}")
 
     @property
     def delta_max_chunks(self) -> int:
@@ -180,10 +186,12 @@ GROUP BY lexeme COLLATE "C"
             conn.execute("LOCK TABLE lexicon IN EXCLUSIVE MODE")
             # The postings' length normalisation reads the new average, so the statistics come first.
             conn.execute(
-                "INSERT INTO lexicon_stats (id, doc_count, avg_doc_len, max_chunk_id, refreshed_at) "
-                "SELECT true, count(*), coalesce(avg(length(tsv)), 0), coalesce(max(id), 0), now() FROM chunks "
-                "ON CONFLICT (id) DO UPDATE SET doc_count = EXCLUDED.doc_count, "
-                "avg_doc_len = EXCLUDED.avg_doc_len, max_chunk_id = EXCLUDED.max_chunk_id, refreshed_at = now()"
+                "INSERT INTO lexicon_stats (id, doc_count, avg_doc_len, max_chunk_id, scoring, refreshed_at) "
+                "SELECT true, count(*), coalesce(avg(length(tsv)), 0), coalesce(max(id), 0), %s, now() "
+                "FROM chunks ON CONFLICT (id) DO UPDATE SET doc_count = EXCLUDED.doc_count, "
+                "avg_doc_len = EXCLUDED.avg_doc_len, max_chunk_id = EXCLUDED.max_chunk_id, "
+                "scoring = EXCLUDED.scoring, refreshed_at = now()",
+                (self.options.postings_scoring,),
             )
             self.rebuild_postings(conn, sort_memory_mb=sort_memory_mb)
 
@@ -202,14 +210,17 @@ GROUP BY lexeme COLLATE "C"
         return backlog > min(self.options.refresh_backlog_chunks, self.options.refresh_share * doc_count)
 
     def needs_refresh(self, conn: psycopg.Connection[Any], *, any_change: bool = False) -> bool:
-        """Whether to rebuild the lexicon now: it was never built, predates postings, or more chunks were
-        added or removed since its rebuild than searches should score as a delta (`backlog_due`). With
-        `any_change`, any such chunk is reason enough (a nightly full pass)."""
+        """Whether to rebuild the lexicon now: it was never built, predates postings or was computed with
+        other BM25 settings, or more chunks were added or removed since its rebuild than searches should
+        score as a delta (`backlog_due`). With `any_change`, any such chunk is reason enough (a nightly
+        full pass)."""
         row = conn.execute(
-            "SELECT st.doc_count, st.max_chunk_id IS NULL OR EXISTS (SELECT 1 FROM lexicon WHERE postings IS NULL), "
+            "SELECT st.doc_count, st.max_chunk_id IS NULL OR st.scoring IS DISTINCT FROM %s "
+            "OR EXISTS (SELECT 1 FROM lexicon WHERE postings IS NULL), "
             "(SELECT count(*) FROM chunks WHERE id > st.max_chunk_id), "
             "st.doc_count - (SELECT count(*) FROM chunks WHERE id <= st.max_chunk_id) "
-            "FROM lexicon_stats st"
+            "FROM lexicon_stats st",
+            (self.options.postings_scoring,),
         ).fetchone()
         if row is None:
             return True

@@ -31,7 +31,7 @@ def _alembic(db: Database, action: str, revision: str) -> None:
 def test_later_revisions_downgrade_and_upgrade_again(database: Database) -> None:
     assert {"arm", "fallback_reason"} <= _columns(database, "answers")
     assert "postings" in _columns(database, "lexicon")
-    assert "max_chunk_id" in _columns(database, "lexicon_stats")
+    assert {"max_chunk_id", "scoring"} <= _columns(database, "lexicon_stats")
     assert "audience" in _columns(database, "embeddings")
     assert {"audience", "held_back"} <= _columns(database, "articles")
     assert "category" in _columns(database, "feedback") and "accepted_by" in _columns(database, "expert_replies")
@@ -39,15 +39,15 @@ def test_later_revisions_downgrade_and_upgrade_again(database: Database) -> None
     _alembic(database, "downgrade", "0001")
     assert database.current_revision() == "0001"
     assert "postings" not in _columns(database, "lexicon")
-    assert "max_chunk_id" not in _columns(database, "lexicon_stats")
+    assert not {"max_chunk_id", "scoring"} & _columns(database, "lexicon_stats")
     assert not {"arm", "fallback_reason"} & _columns(database, "answers")
     assert "audience" not in _columns(database, "embeddings")
     assert "category" not in _columns(database, "feedback") and not _columns(database, "expert_replies")
 
     _alembic(database, "upgrade", "head")
-    assert database.current_revision() == "0008"
+    assert database.current_revision() == "0009"
     assert {"arm", "fallback_reason"} <= _columns(database, "answers")
     assert "postings" in _columns(database, "lexicon")
-    assert "max_chunk_id" in _columns(database, "lexicon_stats")
+    assert {"max_chunk_id", "scoring"} <= _columns(database, "lexicon_stats")
     assert "audience" in _columns(database, "embeddings")
     assert "category" in _columns(database, "feedback") and "accepted_by" in _columns(database, "expert_replies")

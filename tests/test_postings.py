@@ -129,6 +129,29 @@ def test_a_lexicon_without_postings_answers_and_the_next_sync_fills_it(  # type:
     assert [h.chunk_id for h in hits] == _reference_ranking(demo_database, QUESTIONS[0])[:10]
 
 
+def test_postings_built_with_other_bm25_settings_are_rebuilt_by_the_next_sync(  # type: ignore[no-untyped-def]
+        demo_database, embedder) -> None:
+    """Postings hold precomputed weights while the delta and the exact scorer use the running settings:
+    a sync under new settings (a release changing a default) rebuilds them though no article changed."""
+    plain = LexicalIndex(LexicalOptions(title_weight=1.0))
+    with demo_database.raw_connection() as pg:
+        assert not LexicalIndex().needs_refresh(pg)
+        assert plain.needs_refresh(pg)
+        before = pg.execute("SELECT refreshed_at, scoring FROM lexicon_stats").fetchone()
+
+    run = Indexer(demo_database, embedder, chunk_max_tokens=200, lexical=plain).sync(
+        [FilesystemSource("demo", DEMO_KB)])
+    assert (run.added, run.updated, run.removed) == (0, 0, 0)
+    with demo_database.raw_connection() as pg:
+        after = pg.execute("SELECT refreshed_at, scoring FROM lexicon_stats").fetchone()
+        assert after[0] > before[0] and after[1] != before[1] and "title=1.0" in after[1]
+        assert not plain.needs_refresh(pg)
+        assert LexicalIndex().needs_refresh(pg)
+    searcher = Searcher(demo_database, embedder, lexical=plain)
+    hits = searcher.search(QUESTIONS[0], k=10, mode="lexical").hits
+    assert [h.chunk_id for h in hits] == _reference_ranking(demo_database, QUESTIONS[0], plain.options)[:10]
+
+
 NEW_ARTICLE = """# Zorbulator resets
 
 If the zorbulator on the third floor jams, hold its reset button for ten seconds and wait for the green

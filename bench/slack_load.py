@@ -311,8 +311,9 @@ def main() -> None:
             names = args.backends.split(",")
             runs = [("kbbot", b) for n in range(args.rounds) for b in (names if n % 2 == 0 else names[::-1])]
         for number, (kind, backend) in enumerate(runs):
-            # Event ids unique across runs: the server remembers the deliveries it has seen in the database.
-            label = kind if not backend else f"{kind}{backend.replace('-', '')}{number}"
+            # Event ids unique across runs and invocations: the server remembers the deliveries it has seen in
+            # the index's database, and a repeated id is dropped as a Slack retry (no answer, a 600 s wait).
+            label = f"{kind}{(backend or '').replace('-', '')}{number}t{int(time.time())}"
             with FakeSlack() as fake:
                 process, port = start_server(kind, data_dir, fake, args.workers, workdir / f"{kind}.log", backend)
                 try:

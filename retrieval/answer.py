@@ -158,6 +158,8 @@ class ExtractiveSynthesizer:
             piece = self._expand(candidate, support.units)
             if any(id(u) in taken for u in piece):
                 continue
+            if anchor.unit.ordered and any(u.unit.ordered for u in piece):
+                continue  # steps answer with one procedure: "how to enrol" is not also "if you lose it"
             pieces.append(piece)
             taken.update(id(u) for u in piece)
         # The anchor first (the answer), then the rest in reading order.

@@ -54,6 +54,8 @@ def test_readme_mfa_question_quotes_the_enrolment_steps_in_order(kbbot) -> None:
     positions = [answer["answer"].find(step) for step in MFA_STEPS]
     assert -1 not in positions and positions == sorted(positions), answer["answer"]
     assert "new phone" not in answer["answer"]
+    assert "lost or stolen" not in answer["answer"]  # one procedure: not also the lost-device steps
+    assert [c["heading_path"][-1] for c in answer["citations"]] == ["Enrolling"]
     assert not _answer_words(answer).endswith(":")
     assert {c["external_id"] for c in answer["citations"]} == {"it/mfa.md"}
 

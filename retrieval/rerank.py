@@ -96,7 +96,8 @@ class LLMReranker:
             log.warning("LLM rerank by %s replied without passage numbers, keeping the fused order: %r",
                         self.model, reply[:200])
             return list(hits), RerankOutcome("junk", ms, reply[:200])
-        ranked = [hits[i] for i in order] + [h for i, h in enumerate(hits) if i not in set(order)]
+        named = set(order)
+        ranked = [hits[i] for i in order] + [h for i, h in enumerate(hits) if i not in named]
         return ranked, RerankOutcome("reranked", _ms(started))
 
 

@@ -1,75 +1,269 @@
 """Calibrate the abstention gate (retrieval/abstention.py) on answerable and unanswerable questions of the
-demo KB and aws-docs-qa, and compare it with the best passage's cosine similarity alone.
+demo KB and aws-docs-qa, check that it generalizes, and compare it with the best passage's cosine alone.
 
-    nice -n 5 .venv/bin/python -m bench.answer_quality   # (or this module: the same run)
+    flock /tmp/kbbot-heavy.lock nice -n 5 .venv/bin/python -m bench.calibrate_abstention record [--name NAME]
+    nice -n 5 .venv/bin/python -m bench.calibrate_abstention [--name NAME]      # calibrate and report
 
-Needs the demo index (`make demo` fills KBBOT_DATA_DIR) and the aws index (~/.cache/kbbot-bench/aws, built
-first when missing, or a reduced one while the shared embedding cache is incomplete: see
-bench/answer_quality.py); a part whose index or data is missing is skipped.
-Answerable: demo_eval/queries.jsonl and aws-docs-qa's 100 questions; unanswerable: demo_eval/unanswerable.jsonl
-and bench/sets/aws-unanswerable.jsonl (written for this project: off-topic, HR questions, other clouds and
-Amazon retail). For every question it records the gate's evidence, then searches a grid of gate weights and
-thresholds for the one that meets the targets (answer >= 95% of answerable, abstain on >= 90% of
-unanswerable) on every set with the most room, and reports each set's rates at it.
+`record` asks every question once through the product's own search and sentence support and keeps what
+the gate reads (the passages returned, with their ranks, and every unit's support) in
+~/.cache/kbbot-bench/abstention-passes/NAME/, so any gate, including one with new signals, is scored
+without asking again. Indexes: the demo KB indexed afresh under ~/.cache/kbbot-bench/demo-abstain-NAME (the
+default data dir may hold other sources someone ingested), the full aws index of bench/answer_quality.py,
+and python-faq (Debian's python3-doc, bench/python_faq.py; skipped when absent) under
+~/.cache/kbbot-bench/python-faq-abstain-NAME. Delete those folders to re-index after a chunking change.
+
+Sets: calibration on demo_eval/{queries,unanswerable}.jsonl and aws-docs-qa's 100 questions with
+bench/sets/aws-unanswerable.jsonl; never used for calibration, only to check it: demo_eval/
+{answerable,unanswerable}-heldout.jsonl and bench/sets/aws-unanswerable-heldout.jsonl (kinds the calibration
+sets lack: policies the KB does not have, AWS services outside its 14 guides, other vendors) and
+python-faq's 105 questions (answerable, a third kind of KB). The report gives each set's rates at the
+chosen gate, the same chosen on one set alone (does it carry to the other?), and cross-validated rates:
+the gate chosen on 4/5 of each calibration set, scored on the fifth it did not see.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
+import json
+import os
+import pickle
+import random
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 AWS = REPO.parent / "shared" / "data" / "aws-docs-qa"
+BENCH_DIR = Path(os.environ.get("KBBOT_BENCH_DIR", Path.home() / ".cache" / "kbbot-bench"))
 ANSWER_TARGET, ABSTAIN_TARGET = 0.95, 0.90
+FOLDS, REPEATS = 5, 4
 
 
 def rates(gate, answerable: list[dict], unanswerable: list[dict]) -> tuple[float, float]:  # type: ignore[no-untyped-def, type-arg]
     from retrieval.abstention import Evidence
 
-    answered = sum(gate.answers(Evidence(**e)) for e in answerable) / len(answerable)
-    abstained = sum(not gate.answers(Evidence(**e)) for e in unanswerable) / len(unanswerable)
+    answered = sum(gate.answers(Evidence(**e)) for e in answerable) / len(answerable) if answerable else 1.0
+    abstained = (sum(not gate.answers(Evidence(**e)) for e in unanswerable) / len(unanswerable)
+                 if unanswerable else 1.0)
     return answered, abstained
+
+
+def gate_grid() -> list:  # type: ignore[type-arg]
+    from retrieval.abstention import AbstentionGate
+
+    return [AbstentionGate(threshold=t, unit_weight=u, coverage_weight=c, margin_weight=m)
+            for u, c, m in itertools.product((0.0, 0.25, 0.5, 0.75, 1.0), (0.0, 0.1, 0.2), (0.0, 0.2, 0.4, 0.6))
+            for t in [round(0.30 + 0.005 * i, 3) for i in range(81)]]
+
+
+def _slack(gate, data: dict) -> float:  # type: ignore[no-untyped-def, type-arg]
+    answered, abstained = rates(gate, data["answerable"], data["unanswerable"])
+    return min(answered - ANSWER_TARGET, abstained - ABSTAIN_TARGET)
+
+
+def _best(grid: list, sets: dict[str, dict]):  # type: ignore[no-untyped-def, type-arg]
+    """The gate with the most room against both targets on its worst set (ties: the first in the grid)."""
+    return max(grid, key=lambda g: min(_slack(g, d) for d in sets.values()))
 
 
 def calibrate(sets: dict[str, dict[str, list[dict]]]) -> dict:  # type: ignore[type-arg]
     """The grid's best gate chosen on all sets together, and chosen on each set alone (with its rates on
     the others: how well a gate calibrated on one knowledge base carries to another)."""
-    from retrieval.abstention import AbstentionGate
+    grid = gate_grid()
 
-    grid = [AbstentionGate(threshold=t, unit_weight=u, coverage_weight=c, margin_weight=m)
-            for u, c, m, t in itertools.product((0.0, 0.25, 0.5, 0.75, 1.0), (0.0, 0.1, 0.2, 0.3), (0.0, 0.2, 0.4),
-                                                [round(0.20 + 0.005 * i, 3) for i in range(101)])]
-    per_gate = []
-    for gate in grid:
+    def report(gate, on: list[str]) -> dict:  # type: ignore[no-untyped-def, type-arg]
         per_set = {}
         for name, data in sets.items():
             answered, abstained = rates(gate, data["answerable"], data["unanswerable"])
             per_set[name] = {"answered": round(answered, 3), "abstained": round(abstained, 3),
                              "slack": round(min(answered - ANSWER_TARGET, abstained - ABSTAIN_TARGET), 3)}
-        per_gate.append((gate, per_set))
-
-    def best(on: list[str], gates: list[tuple[AbstentionGate, dict]]) -> dict:  # type: ignore[type-arg]
-        gate, per_set = max(gates, key=lambda g: min(g[1][n]["slack"] for n in on))
         worst = min(per_set[n]["slack"] for n in on)
         return {"chosen_on": on, "gate": asdict(gate), "worst_slack_there": worst, "rates": per_set,
                 "meets_targets_there": worst >= 0}
 
     names = list(sets)
-    cosine_only = [g for g in per_gate if g[0].unit_weight == g[0].coverage_weight == g[0].margin_weight == 0.0]
+    cosine_only = [g for g in grid if g.unit_weight == g.coverage_weight == g.margin_weight == 0.0]
     return {
         "targets": {"answered": ANSWER_TARGET, "abstained": ABSTAIN_TARGET},
-        "chosen": best(names, per_gate),
-        **{f"chosen_on_{n}": best([n], per_gate) for n in names if len(names) > 1},
-        "top_cosine_alone": best(names, cosine_only),
+        "chosen": report(_best(grid, sets), names),
+        **{f"chosen_on_{n}": report(_best(grid, {n: sets[n]}), [n]) for n in names if len(names) > 1},
+        "top_cosine_alone": report(_best(cosine_only, sets), names),
     }
 
 
-def main() -> None:
-    """One run measures both: bench/answer_quality.py asks every question once and calibrates here."""
-    from bench.answer_quality import main as measure_and_calibrate
+def cross_validated(sets: dict[str, dict[str, list[dict]]], seed: int = 0) -> dict:  # type: ignore[type-arg]
+    """Rates on questions the gate was not chosen on: each calibration set is split into FOLDS parts
+    (answerable and unanswerable separately), the grid's best gate is chosen on all the others of every
+    set and scored on the part left out; REPEATS shuffles, averaged."""
+    grid = gate_grid()
+    rng = random.Random(seed)
+    totals = {n: {"answered": 0.0, "abstained": 0.0} for n in sets}
+    thresholds = []
+    for _ in range(REPEATS):
+        folds = {n: {kind: _split(d[kind], rng) for kind in ("answerable", "unanswerable")} for n, d in sets.items()}
+        for i in range(FOLDS):
+            train = {n: {kind: [e for j, part in enumerate(parts) if j != i for e in part]
+                         for kind, parts in f.items()} for n, f in folds.items()}
+            gate = _best(grid, train)
+            thresholds.append(asdict(gate))
+            for n, f in folds.items():
+                answered, abstained = rates(gate, f["answerable"][i], f["unanswerable"][i])
+                totals[n]["answered"] += answered * len(f["answerable"][i])
+                totals[n]["abstained"] += abstained * len(f["unanswerable"][i])
+    out: dict[str, object] = {"folds": FOLDS, "repeats": REPEATS}
+    for n, d in sets.items():
+        out[n] = {"answered": round(totals[n]["answered"] / (REPEATS * len(d["answerable"])), 3),
+                  "abstained": round(totals[n]["abstained"] / (REPEATS * len(d["unanswerable"])), 3)}
+    out["gates_chosen"] = thresholds
+    return out
 
-    measure_and_calibrate()
+
+def _split(items: list, rng: random.Random) -> list[list]:  # type: ignore[type-arg]
+    shuffled = items[:]
+    rng.shuffle(shuffled)
+    return [shuffled[i::FOLDS] for i in range(FOLDS)]
+
+
+# --- recording -------------------------------------------------------------------------------------------
+
+def question_files() -> dict[str, dict[str, Path]]:
+    """Per set, its question files by kind; kinds ending in -heldout are never calibrated on."""
+    demo = REPO / "demo_eval"
+    out = {"demo": {"answerable": demo / "queries.jsonl", "unanswerable": demo / "unanswerable.jsonl",
+                    "answerable-heldout": demo / "answerable-heldout.jsonl",
+                    "unanswerable-heldout": demo / "unanswerable-heldout.jsonl"}}
+    if (AWS / "queries.jsonl").exists():
+        out["aws"] = {"answerable": AWS / "queries.jsonl",
+                      "unanswerable": REPO / "bench" / "sets" / "aws-unanswerable.jsonl",
+                      "unanswerable-heldout": REPO / "bench" / "sets" / "aws-unanswerable-heldout.jsonl"}
+    from bench import python_faq
+
+    if python_faq.available():
+        out["python-faq"] = {"answerable-heldout": python_faq.QUERIES}
+    return out
+
+
+def _indexed(data_dir: Path, source_factory):  # type: ignore[no-untyped-def]
+    """Settings for an index in data_dir, built with the product's defaults the first time."""
+    from retrieval.db import Database
+    from retrieval.embeddings import LocalEmbedder
+    from retrieval.settings import load_settings
+    from retrieval.sync import Indexer
+
+    settings = load_settings(_env_file=None, data_dir=data_dir)
+    marker = data_dir / "indexed"
+    if not marker.exists():
+        db = Database.open(settings.storage)
+        Indexer(db, LocalEmbedder(), chunk_max_tokens=settings.index.chunk_max_tokens).sync([source_factory()])
+        db.close()
+        marker.write_text("indexed with the defaults of the checkout that recorded the passes\n")
+    return settings
+
+
+def settings_for(name: str, run: str):  # type: ignore[no-untyped-def]
+    from retrieval.sources import FilesystemSource, JsonlSource
+
+    if name == "demo":
+        return _indexed(BENCH_DIR / f"demo-abstain-{run}", lambda: FilesystemSource("demo", REPO / "demo_kb"))
+    if name == "python-faq":
+        from bench import python_faq
+
+        corpus = python_faq.write_corpus(BENCH_DIR / f"python-faq-abstain-{run}" / "corpus")
+        return _indexed(BENCH_DIR / f"python-faq-abstain-{run}", lambda: JsonlSource("python-faq", corpus))
+    from bench.answer_quality import settings_for as aws_settings
+
+    return aws_settings("aws")
+
+
+def record(names: list[str], run: str) -> None:
+    """Each question once through the pipeline's search and support; what the gate reads is kept."""
+    import time
+
+    from bot.services import Services
+    from retrieval.answer_eval import load_questions
+    from retrieval.support import score_support
+
+    out_dir = BENCH_DIR / "abstention-passes" / run
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        services = Services(settings_for(name, run))
+        pipeline = services.pipeline
+        for kind, path in question_files()[name].items():
+            passes = []
+            for question in load_questions(path):
+                started = time.perf_counter()
+                result = pipeline.searcher.search(question.text, k=max(pipeline.top_k, pipeline.candidates))
+                support = score_support(question.text, result.query_vector, result.hits, pipeline.unit_embedder)
+                passes.append({"id": question.id, "question": question.text, "hits": result.hits,
+                               "support": support, "ms": (time.perf_counter() - started) * 1000})
+            (out_dir / f"{name}-{kind}.pkl").write_bytes(pickle.dumps(passes))
+            print(f"{name} {kind}: {len(passes)} questions", file=sys.stderr)
+        services.close()
+
+
+def load_evidence(run: str) -> dict[str, dict[str, list[dict]]]:  # type: ignore[type-arg]
+    from retrieval.abstention import Evidence
+
+    out: dict[str, dict[str, list[dict]]] = {}  # type: ignore[type-arg]
+    for name, kinds in question_files().items():
+        for kind in kinds:
+            path = BENCH_DIR / "abstention-passes" / run / f"{name}-{kind}.pkl"
+            if path.exists():
+                passes = pickle.loads(path.read_bytes())
+                out.setdefault(name, {})[kind] = [
+                    {"id": p["id"], **asdict(Evidence.of(p["hits"], p["support"]))} for p in passes]
+    return out
+
+
+def report(run: str) -> dict:  # type: ignore[type-arg]
+    from retrieval.abstention import AbstentionGate
+
+    recorded = load_evidence(run)
+
+    def strip(items: list[dict]) -> list[dict]:  # type: ignore[type-arg]
+        return [{k: v for k, v in e.items() if k != "id"} for e in items]
+
+    calibration_sets = {n: {"answerable": strip(k["answerable"]), "unanswerable": strip(k["unanswerable"])}
+                        for n, k in recorded.items() if "answerable" in k and "unanswerable" in k}
+    shipped = AbstentionGate()
+    per_set = {}
+    for name, kinds in recorded.items():
+        per_set[name] = {}
+        for kind, items in kinds.items():
+            answers = [shipped.answers(Evidence_of(e)) for e in items]
+            rate = sum(answers) / len(answers) if kind.startswith("answerable") else 1 - sum(answers) / len(answers)
+            misses = [e["id"] for e, a in zip(items, answers, strict=True) if a != kind.startswith("answerable")]
+            per_set[name][kind] = {"questions": len(items),
+                                   ("answered" if kind.startswith("answerable") else "abstained"): round(rate, 3),
+                                   "misses": misses}
+    return {"run": run, "shipped_gate": asdict(shipped), "shipped": per_set,
+            "calibration": calibrate(calibration_sets), "cross_validated": cross_validated(calibration_sets),
+            "evidence": recorded}
+
+
+def Evidence_of(e: dict):  # type: ignore[no-untyped-def, type-arg]
+    from retrieval.abstention import Evidence
+
+    return Evidence(**{k: v for k, v in e.items() if k != "id"})
+
+
+def main() -> None:
+    sys.path.insert(0, str(REPO))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command", nargs="?", choices=("record", "report"), default="report")
+    parser.add_argument("--name", default="base", help="the recorded passes to use (a folder name)")
+    parser.add_argument("--sets", default="demo,aws,python-faq")
+    parser.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "abstention.json")
+    args = parser.parse_args()
+    if args.command == "record":
+        record([n for n in args.sets.split(",") if n in question_files()], args.name)
+        return
+    result = report(args.name)
+    args.json_out.write_text(json.dumps(result, indent=1) + "\n")
+    summary = {k: v for k, v in result.items() if k != "evidence"}
+    summary["cross_validated"] = {k: v for k, v in result["cross_validated"].items() if k != "gates_chosen"}
+    print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ Needs the torch extra (`make setup-torch`) for the reference side, and ../shared
     switch (torch index, ONNX questions). The corpus is a sub-corpus: every gold article of the 100
     questions plus `--distractors` other articles (the full 40k-chunk corpus took too long to embed twice
     on the shared cores); nDCG@10 / Recall@10 differences, and cosine between the two backends per chunk.
+(p) `--profile`: bare embedding only, on the first `--profile-passages` passages of the same texts, rounds
+    alternated: tuned torch next to the ONNX batch layouts kbbot could use (one 2-thread session or two
+    single-threaded sessions side by side; 2,048 or 4,096 padded tokens per call), to choose the layout.
 (c) question embedding latency p50/p95 with 0, 2 and 4 answer workers busy: each worker thread answers
     aws questions in a loop through the real AnswerPipeline (PostgreSQL hybrid search + extractive
     answerer) on the index of (a), so PostgreSQL is under search load too; the measured embedder is built
@@ -204,6 +207,93 @@ def full_corpus_switch(onnx) -> dict:  # type: ignore[no-untyped-def]
             "question_cosine_min": round(float((cached.query_vectors * q_onnx).sum(axis=1).min()), 7)}
 
 
+class SideBySide:
+    """Two single-threaded ONNX sessions, each embedding every other text of the length order at once
+    (ONNX Runtime releases the GIL while it runs): a layout measured against one 2-thread session."""
+
+    def __init__(self, cache: Path, batch_tokens: int) -> None:
+        from retrieval.onnx_embedder import OnnxEmbedder
+
+        self.halves = [OnnxEmbedder(cache, threads=1, batch_tokens=batch_tokens) for _ in range(2)]
+
+    def count_tokens(self, text: str) -> int:
+        return self.halves[0].count_tokens(text)
+
+    def embed_documents(self, texts: list[str]) -> np.ndarray:
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        parts = [order[0::2], order[1::2]]
+        out = np.empty((len(texts), 384), dtype=np.float32)
+
+        def run(n: int) -> None:
+            out[parts[n]] = self.halves[n].embed_documents([texts[i] for i in parts[n]])
+
+        helper = threading.Thread(target=run, args=(1,))
+        helper.start()
+        run(0)
+        helper.join()
+        return out
+
+
+PROFILE_LAYOUTS = {  # name: (two single-threaded sessions, padded tokens per call)
+    "onnx 1x2 threads, 2048 tokens": (False, 2048), "onnx 1x2 threads, 4096 tokens": (False, 4096),
+    "onnx 2x1 thread, 2048 tokens": (True, 2048), "onnx 2x1 thread, 4096 tokens": (True, 4096),
+}
+
+
+def profile(args: argparse.Namespace, report: dict) -> None:  # type: ignore[type-arg]
+    """Bare embedding throughput of the ONNX batch layouts next to tuned torch, rounds alternated."""
+    from retrieval.chunking import chunk_article
+    from retrieval.onnx_embedder import OnnxEmbedder
+    from retrieval.settings import load_settings
+
+    articles, _ = sub_corpus(args.distractors, args.questions)
+    settings = load_settings(_env_file=None, data_dir=Path(tempfile.mkdtemp(prefix="kbbot-bench-profile-")))
+    cache = settings.embeddings.model_cache_dir
+    sides: dict[str, object] = {name: SideBySide(cache, tokens) if two else
+                                OnnxEmbedder(cache, threads=2, batch_tokens=tokens)
+                                for name, (two, tokens) in PROFILE_LAYOUTS.items()}
+    counter = next(iter(sides.values()))
+    texts = [d.embedding_input(a.title) for a in articles
+             for d in chunk_article(a.text, max_tokens=MAX_TOKENS, count_tokens=counter.count_tokens)]  # type: ignore[attr-defined]
+    texts = texts[: args.profile_passages]
+    reference = torch_reference()
+    sides = {"torch_bare": reference, **sides}
+
+    def embed(name: str) -> np.ndarray:
+        side = sides[name]
+        if name == "torch_bare":
+            return np.asarray(side.encode(texts, batch_size=64, normalize_embeddings=True,  # type: ignore[attr-defined]
+                                          convert_to_numpy=True, show_progress_bar=False))
+        return side.embed_documents(texts)  # type: ignore[attr-defined]
+
+    for name in sides:
+        embed(name) if name != "torch_bare" else reference.encode(texts[:64], batch_size=64)
+    seconds: dict[str, list[float]] = {name: [] for name in sides}
+    vectors: dict[str, np.ndarray] = {}
+    loads = []
+    names = list(sides)
+    for n in range(args.rounds):
+        for name in names if n % 2 == 0 else names[::-1]:
+            loads.append(load())
+            started = time.perf_counter()
+            vectors[name] = embed(name)
+            seconds[name].append(time.perf_counter() - started)
+            print(f"round {n + 1} {name}: {len(texts) / seconds[name][-1]:.1f} passages/s, load {loads[-1]}",
+                  flush=True)
+    torch_median = float(np.median(seconds["torch_bare"]))
+    tokens = [counter.count_tokens(t) for t in texts]  # type: ignore[attr-defined]
+    report["profile"] = {
+        "passages": len(texts), "mean_tokens": round(float(np.mean(tokens)), 1), "rounds": args.rounds,
+        "load_avg_1m": loads,
+        "sides": {name: {"passages_per_s": round(len(texts) / float(np.median(s)), 1),
+                         "vs_torch_bare": round(torch_median / float(np.median(s)), 2),
+                         "vs_torch_per_round": [round(t / x, 2) for t, x in zip(seconds["torch_bare"], s, strict=True)],
+                         "cosine_min_to_torch": round(float((vectors[name] * vectors["torch_bare"]).sum(1).min()), 7)}
+                  for name, s in seconds.items()},
+    }
+    print(json.dumps(report["profile"], indent=2), flush=True)
+
+
 def index_from_cache(args: argparse.Namespace) -> tuple:  # type: ignore[type-arg]
     """The sub-corpus indexed once by kbbot's Indexer, vectors from the shared aws cache (no model run for
     the passages it holds): for a latency-only run, which needs an index, not an ingest measurement."""
@@ -331,12 +421,20 @@ def main() -> None:
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--only-latency", action="store_true",
                         help="index the sub-corpus once from the shared aws vectors and measure (c) only")
+    parser.add_argument("--profile", action="store_true", help="(p) only: bare embedding, ONNX batch layouts")
+    parser.add_argument("--profile-passages", type=int, default=400)
     parser.add_argument("--json-out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if not (DATA / "corpus.jsonl").exists():
         print(f"skipped: {DATA} is absent")
         return
     report: dict = {"cores": os.cpu_count(), "started_load_avg": os.getloadavg()}
+    if args.profile:
+        profile(args, report)
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        previous = json.loads(args.json_out.read_text()) if args.json_out.is_file() else {}
+        args.json_out.write_text(json.dumps({**previous, **report}, indent=2) + "\n")
+        return
     if args.only_latency:
         db, queries, settings, tmp = index_from_cache(args)
     else:

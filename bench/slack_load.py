@@ -16,6 +16,11 @@ Measured per event, from the moment the request is sent:
 - duplicates: threads with more than one answer (target 0); errors: non-200 acks, error replies, missing
   answers (target 0).
 
+`--passes 2` sends the same events (new ids, new threads, the same questions in the same order) again to the
+same server once the first pass is answered: the first pass starts with an empty sentence-vector cache
+(retrieval/embedding_cache.py), the second finds the passages of those questions in it, as a bot does for the
+topics its users keep asking about.
+
 `--backends torch,onnx` runs `kbbot serve` once per local embedding runtime (KBBOT_EMBEDDING_BACKEND) on the
 same index and questions instead of the dev-server comparison, alternating the order over `--rounds`
 (issue 17: before/after ONNX Runtime in one run). `--json-out` saves the results.
@@ -258,15 +263,18 @@ def run_load(kind: str, port: int, fake: FakeSlack, questions: list[str], *, eve
     }
 
 
-def stage_breakdown(data_dir: Path, since: datetime) -> dict[str, float]:
-    """Median latency per stage of the answers logged since `since`, from the answer log itself."""
+def stage_breakdown(data_dir: Path, since: datetime, until: datetime) -> dict[str, float]:
+    """Median latency per stage of the answers logged between `since` and `until`, from the answer log."""
     env = {**os.environ, "KBBOT_DATA_DIR": str(data_dir), "KBBOT_LOG_LEVEL": "WARNING"}
     env.pop("DATABASE_URL", None)
     out = subprocess.run([str(KBBOT), "answers", "export", "--since", since.isoformat(), "--format", "jsonl"],
                          env=env, check=True, capture_output=True, text=True).stdout
     stages: dict[str, list[float]] = {}
     for line in filter(None, out.split("\n")):  # not splitlines(): answers quote texts holding U+2028
-        for stage, ms in json.loads(line)["latency_ms"].items():
+        record = json.loads(line)
+        if datetime.fromisoformat(record["created_at"]) > until:
+            continue
+        for stage, ms in record["latency_ms"].items():
             stages.setdefault(stage, []).append(ms)
     return {f"{stage}_p50_ms": round(_pct(values, 50), 1) for stage, values in sorted(stages.items())}
 
@@ -298,6 +306,8 @@ def main() -> None:
     parser.add_argument("--backends", help="comma-separated KBBOT_EMBEDDING_BACKEND values, e.g. torch,onnx: "
                         "`kbbot serve` once per runtime instead of the dev-server comparison")
     parser.add_argument("--rounds", type=int, default=1, help="with --backends: rounds, order alternated")
+    parser.add_argument("--passes", type=int, default=1, help="the same events again to the same server "
+                        "(the second pass finds the sentence-vector cache warm)")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     if args.kb == "aws" and not AWS_DIR.exists():
@@ -314,23 +324,30 @@ def main() -> None:
             # Event ids unique across runs and invocations: the server remembers the deliveries it has seen in
             # the index's database, and a repeated id is dropped as a Slack retry (no answer, a 600 s wait).
             label = f"{kind}{(backend or '').replace('-', '')}{number}t{int(time.time())}"
+            passes: list[tuple[dict[str, Any], datetime, datetime]] = []
             with FakeSlack() as fake:
                 process, port = start_server(kind, data_dir, fake, args.workers, workdir / f"{kind}.log", backend)
                 try:
                     # One question first: the model and the database pool are warm in both servers.
                     run_load(f"{label}warm", port, fake, questions, events=1, rate=0, concurrency=1,
                              retry_share=0, seed=args.seed)
-                    since = datetime.now(UTC)
-                    result = run_load(label, port, fake, questions, events=args.events, rate=args.rate,
-                                      concurrency=args.concurrency, retry_share=args.retry_share, seed=args.seed)
+                    for number_of_pass in range(1, args.passes + 1):
+                        since = datetime.now(UTC)
+                        load_before = round(os.getloadavg()[0], 1)
+                        result = run_load(f"{label}p{number_of_pass}", port, fake, questions, events=args.events,
+                                          rate=args.rate, concurrency=args.concurrency,
+                                          retry_share=args.retry_share, seed=args.seed)
+                        result |= {"pass": number_of_pass, "load_avg_1m_before": load_before}
+                        passes.append((result, since, datetime.now(UTC)))
                 finally:
                     stop_server(process)
-            result["stages"] = stage_breakdown(data_dir, since)
-            result["kb"], result["server"] = args.kb, kind
-            result["embedding_backend"] = backend or "default"
-            result["load_avg_1m_after"] = round(os.getloadavg()[0], 1)
-            results.append(result)
-            print(json.dumps(result), flush=True)
+            for result, since, until in passes:
+                result["stages"] = stage_breakdown(data_dir, since, until)
+                result["kb"], result["server"] = args.kb, kind
+                result["embedding_backend"] = backend or "default"
+                result["load_avg_1m_after"] = round(os.getloadavg()[0], 1)
+                results.append(result)
+                print(json.dumps(result), flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.json_out:

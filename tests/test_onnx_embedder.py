@@ -11,7 +11,7 @@ import pytest
 from retrieval.embedding_cache import CachedEmbedder
 from retrieval.embeddings import create_embedder
 from retrieval.evaluation import evaluate, load_labelled_queries
-from retrieval.onnx_embedder import OnnxEmbedder, model_file
+from retrieval.onnx_embedder import MIN_LENGTH_SHARE, OnnxEmbedder, _batches, model_file
 from retrieval.search import Searcher
 from retrieval.settings import load_settings
 from retrieval.threads import PassageGate, embedding_threads, passage_gate
@@ -89,6 +89,19 @@ def test_vectors_do_not_depend_on_batching_or_order(onnx_fp32: OnnxEmbedder) -> 
     assert _cosines(together, alone).min() >= 0.99999
     assert np.allclose(together, reversed_order, atol=1e-6)
     assert onnx_fp32.embed_documents([]).shape == (0, 384)
+
+
+def test_batches_keep_padding_small_and_calls_within_their_caps() -> None:
+    lengths = [120, 110, 100, 90, 60, 58, 40, 39, 38, 12, 10]
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches = list(_batches(order, lengths, max_rows=3, max_tokens=400))
+    assert [i for b in batches for i in b] == order  # every text once, longest first
+    for batch in batches:
+        longest = lengths[batch[0]]
+        assert len(batch) <= 3 and len(batch) * longest <= 400
+        assert all(lengths[i] >= MIN_LENGTH_SHARE * longest for i in batch)  # at most 20% padding per row
+    assert [[lengths[i] for i in b] for b in batches] == [[120, 110, 100], [90], [60, 58], [40, 39, 38],
+                                                          [12, 10]]
 
 
 def test_model_file_is_built_once_and_reused(onnx_int8: OnnxEmbedder, onnx_settings) -> None:  # type: ignore[no-untyped-def]

@@ -325,7 +325,7 @@ def index_from_cache(args: argparse.Namespace) -> tuple:  # type: ignore[type-ar
     return db, queries, settings, Path(tmp)
 
 
-LATENCY_VARIANTS = ("onnx", "onnx, 1 passage slot", "onnx, no passage gate", "torch")
+LATENCY_VARIANTS = ("onnx", "onnx, 1 passage slot", "onnx, no passage gate", "onnx, GIL switch 1 ms", "torch")
 
 
 def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> None:  # type: ignore[no-untyped-def]
@@ -339,8 +339,9 @@ def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> No
     from retrieval.search import Searcher
     from retrieval.threads import PassageGate
 
+    variants = tuple(args.latency_variants.split(";")) if args.latency_variants else LATENCY_VARIANTS
     backends = {}
-    for variant in LATENCY_VARIANTS:
+    for variant in variants:
         configured = settings.embeddings.model_copy(update={"embedding_backend": variant.split(",")[0]})
         # As `kbbot serve` builds it with KBBOT_SLACK_WORKERS=4.
         backends[variant] = create_local_embedder(configured, "all-MiniLM-L6-v2", concurrent_calls=4)
@@ -353,8 +354,8 @@ def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> No
     texts = [q.text for q in queries]
     out: dict[str, dict] = {}
     for level, busy in enumerate((0, 2, 4)):
-        shift = level % len(LATENCY_VARIANTS)
-        order = LATENCY_VARIANTS[shift:] + LATENCY_VARIANTS[:shift]  # rotated per level
+        shift = level % len(variants)
+        order = variants[shift:] + variants[:shift]  # rotated per level
         for variant in order:
             embedder = backends[variant]
             pipeline = AnswerPipeline(Searcher(db, embedder), ExtractiveSynthesizer(embedder))
@@ -372,6 +373,11 @@ def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> No
                 except BaseException as exc:  # reported below: a dead worker voids the round
                     failures.append(exc)
 
+            # The interpreter lets a thread that waits for the GIL in after the holder ran this long (5 ms by
+            # default): the question's few Python steps each wait behind the busy workers' Python code.
+            switch = sys.getswitchinterval()
+            if variant.endswith("GIL switch 1 ms"):
+                sys.setswitchinterval(0.001)
             workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(busy)]
             for w in workers:
                 w.start()
@@ -389,6 +395,7 @@ def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> No
             stop.set()
             for w in workers:
                 w.join()
+            sys.setswitchinterval(switch)
             if failures:
                 raise RuntimeError(f"{variant}, {busy} busy: an answer worker failed: {failures[0]!r}") from failures[0]
             key = f"{variant}, {busy} busy"
@@ -419,6 +426,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=100, help="fewer for a quick check of the script")
     parser.add_argument("--latency-n", type=int, default=60)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--latency-variants", help=f"';'-separated subset of {'; '.join(LATENCY_VARIANTS)}")
     parser.add_argument("--only-latency", action="store_true",
                         help="index the sub-corpus once from the shared aws vectors and measure (c) only")
     parser.add_argument("--profile", action="store_true", help="(p) only: bare embedding, ONNX batch layouts")

@@ -20,6 +20,7 @@ from bot import (
     cli_serve,
     cli_worker,
 )
+from bot.cli_help import FullHelpGroup
 from bot.services import Services
 from retrieval.errors import KbbotError
 from retrieval.settings import Settings, load_settings
@@ -37,7 +38,7 @@ class CliContext:
         return self.services.database()
 
 
-class KbbotGroup(click.Group):
+class KbbotGroup(FullHelpGroup):
     """Shows a KbbotError as one clean line (exit 1) instead of a traceback; the log keeps the cause."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
@@ -62,9 +63,11 @@ def _configure_logging(level: str, *, verbose: bool) -> None:
     logging.getLogger("slack_sdk.web.base_client").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 
-@click.group(cls=KbbotGroup)
+@click.group(cls=KbbotGroup, epilog="New here? `kbbot demo` indexes the bundled demo knowledge base and answers "
+             "a few questions; then `kbbot ask \"How do I enroll in MFA?\"`. `kbbot COMMAND --help` explains "
+             "each command; README.md and docs/ the rest.")
 @click.version_option(package_name="kbbot", message="kbbot %(version)s")
-@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
+@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level: the cause of an error, every step.")
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
     """kbbot: answers questions from your knowledge base, with citations."""

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 import click
 
+from bot.cli_help import FullHelpGroup
 from retrieval.answer_log import LoggedAnswer
 
 _RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
@@ -88,7 +89,7 @@ def write_export(answers: Any, fmt: str, out: TextIO) -> int:
     return count
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def answers() -> None:
     """Review what the bot answered: questions, citations, feedback."""
 

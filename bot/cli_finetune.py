@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from bot.cli_help import FullHelpGroup
 from finetune.errors import FinetuneError
 from retrieval.errors import KbbotError
 
@@ -56,7 +57,7 @@ def _print_validation(report: dict[str, Any], *, with_cost: bool = True) -> None
     click.echo(f"  token counts: {report['token_counter']}")
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def finetune() -> None:
     """Fine-tune a support-tone model from sanitized chat logs (tone only: knowledge stays in the index)."""
 

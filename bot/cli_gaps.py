@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from bot.cli_answers import parse_since
+from bot.cli_help import FullHelpGroup
 from bot.json_output import SCHEMA_VERSION
 from retrieval.gaps import GapFinder, GapGroup, GapsReport, nearest_from_searcher
 from retrieval.gaps_articles import ArticleToReview, articles_to_review
@@ -106,7 +107,7 @@ def _print_text(report: GapsReport, articles: list[ArticleToReview], *, askers: 
                    + (f"; {', '.join(a.why)}" if a.why else ""))
 
 
-@click.group(invoke_without_command=True)
+@click.group(cls=FullHelpGroup, invoke_without_command=True)
 @click.option("--since", default="30d", show_default=True, help="How far back: 30d, 2w, 24h or a date.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (docs/cli-json.md).")
 @click.option("--format", "fmt", type=click.Choice(["text", "csv"]), default="text", show_default=True,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from retrieval.errors import KbbotError
 from retrieval.evaluation import evaluate, load_labelled_queries
 from retrieval.runs import SyncRun
 from retrieval.sources import Source, source_for_path
-from retrieval.sync import ARTICLE_ERROR_LOG_FLAG
+from retrieval.sync import LISTED_IN_SUMMARY_LOG_FLAG
 from retrieval.sync import log as sync_log
 
 log = logging.getLogger(__name__)
@@ -34,15 +36,15 @@ def _emit_json(data: object) -> None:
 
 
 class _ListedInSummary(logging.Filter):
-    """Drops the sync's per-article error lines: the summary printed after the run lists each of them with
-    its location, and an error shown twice reads as two errors. `-v` keeps them."""
+    """Drops the sync's error lines that the summary printed after the run lists with their location (an
+    error shown twice reads as two errors). `-v` keeps them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(record, ARTICLE_ERROR_LOG_FLAG, False) or log.isEnabledFor(logging.DEBUG)
+        return not getattr(record, LISTED_IN_SUMMARY_LOG_FLAG, False) or log.isEnabledFor(logging.DEBUG)
 
 
 @contextlib.contextmanager
-def _article_errors_in_summary_only() -> Iterator[None]:
+def _errors_in_summary_only() -> Iterator[None]:
     only_in_summary = _ListedInSummary()
     sync_log.addFilter(only_in_summary)
     try:
@@ -51,9 +53,14 @@ def _article_errors_in_summary_only() -> Iterator[None]:
         sync_log.removeFilter(only_in_summary)
 
 
+def cli_identity() -> str:
+    """Who started a run from the command line, as `/reindex status` and a refused second sync name it."""
+    return f"{getpass.getuser()} on the command line of {socket.gethostname()}"
+
+
 def _run_sync(obj, sources: list[Source], *, kind: str, as_json: bool) -> SyncRun:  # type: ignore[no-untyped-def]
-    with terminal.sync_progress(bar=not as_json) as progress, _article_errors_in_summary_only():
-        run = obj.services.indexer(progress).sync(sources, kind=kind, trigger="cli")
+    with terminal.sync_progress(bar=not as_json) as progress, _errors_in_summary_only():
+        run = obj.services.indexer(progress).sync(sources, kind=kind, trigger="cli", started_by=cli_identity())
     if as_json:
         _emit_json(json_output.run_json(run))
     else:
@@ -78,7 +85,7 @@ def migrate(obj) -> None:  # type: ignore[no-untyped-def]
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.pass_obj
 def ingest(obj, path: Path, name: str | None, full: bool, audience: str | None, as_json: bool) -> None:  # type: ignore[no-untyped-def]
-    """Index a folder of Markdown/HTML/text articles or a JSONL file (re-running it syncs changes)."""
+    """Index a folder of articles (Markdown, HTML, text) or a JSONL file; run it again to sync changes."""
     from retrieval.access import AudienceError, parse_audience
     from retrieval.audiences import stored_audience
 
@@ -101,7 +108,7 @@ def ingest(obj, path: Path, name: str | None, full: bool, audience: str | None, 
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.pass_obj
 def sync(obj, full: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
-    """Sync every configured source (the sources file, and those added by `ingest`)."""
+    """Sync every configured source: the sources file's and those added by `kbbot ingest`."""
     sources = configured_sources(obj)
     if not sources:
         raise click.ClickException("No sources configured: run `kbbot ingest PATH` or set KBBOT_SOURCES_FILE.")
@@ -141,7 +148,9 @@ def search(obj, question: str, k: int, mode: str | None, sources: tuple[str, ...
 @click.pass_obj
 def ask(obj, question: str, sources: tuple[str, ...], as_user: str | None, channel: str | None,  # type: ignore[no-untyped-def]
         as_json: bool) -> None:
-    """Answer QUESTION from the knowledge base, with cited sources (everything, unless --as-user/--channel)."""
+    """Answer QUESTION from the knowledge base, with cited sources.
+
+    It answers from every article, unless --as-user/--channel ask Slack what that reader may see."""
     from retrieval.access import ReaderScope
     from retrieval.answer import AskContext
     from retrieval.audiences import indexed_groups
@@ -169,7 +178,7 @@ def ask(obj, question: str, sources: tuple[str, ...], as_user: str | None, chann
 @click.option("--json", "as_json", is_flag=True, help="Print status as JSON.")
 @click.pass_obj
 def status(obj, as_json: bool) -> None:  # type: ignore[no-untyped-def]
-    """Index size, embedding model, last sync and failures."""
+    """Index size, embedding model, sources, last sync and failures."""
     from retrieval.status import index_status
 
     result = index_status(obj.database())

@@ -7,10 +7,11 @@ import time
 
 import click
 
+from bot.cli_help import FullHelpGroup
 from retrieval.errors import ConfigError, KbbotError, LLMError
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def llm() -> None:
     """The LLM that writes answers (OPENAI_API_KEY, OPENAI_BASE_URL, KBBOT_LLM_MODEL, KBBOT_TONE_*)."""
 

@@ -80,8 +80,10 @@ class HttpServer:
 def warm_up(services: Services) -> None:
     """Load the embedding model and open the database before the first question, not during it. A database
     that is down is logged, not fatal: the bot answers with an error message and recovers when it returns."""
+    embedder = services.embedder
     try:
-        services.embedder.embed_query("warm up")
+        embedder.embed_query("warm up")
+        log.info("the embedding model %s/%s is loaded", embedder.provider, embedder.model)
     except KbbotError as exc:
         log.error("the embedding model could not be loaded: %s", exc)
     try:

@@ -113,7 +113,7 @@ def summary_text(run: SyncRun, scope: ReaderScope | None = None) -> str:
     lines = [
         f"{icon} Reindex {run.status} ({run.kind}, run #{run.id}){duration}: {run.added} added, {run.updated} "
         f"updated, {run.removed} removed, {run.unchanged} unchanged, {run.failed} failed; "
-        f"{run.chunks_embedded} chunks embedded."
+        f"{run.chunks_embedded} passages embedded."
     ]
     errors, hidden = visible_errors(run, scope)
     for error in errors[:5]:
@@ -130,7 +130,7 @@ def progress_text(p: Progress) -> str:
     c = p.counts
     where = f" `{p.source}`" if p.source else ""
     return (f":hourglass_flowing_sand: Reindexing{where}: {c.added} added, {c.updated} updated, "
-            f"{c.unchanged} unchanged, {c.failed} failed so far; {c.chunks_embedded} chunks embedded.")
+            f"{c.unchanged} unchanged, {c.failed} failed so far; {c.chunks_embedded} passages embedded.")
 
 
 @dataclass
@@ -242,7 +242,7 @@ class Reindexer:
             r = status.running
             lines.append(f":hourglass_flowing_sand: A {r.kind} sync is running, started by {who(r.started_by)} "
                          f"at {r.started_at:%Y-%m-%d %H:%M UTC}: {r.added} added, {r.updated} updated, "
-                         f"{r.unchanged} unchanged, {r.failed} failed so far; {r.chunks_embedded} chunks "
+                         f"{r.unchanged} unchanged, {r.failed} failed so far; {r.chunks_embedded} passages "
                          "embedded.")
         if status.last_run is not None:
             lines.append(f"Last sync, finished {status.last_run.finished_at:%Y-%m-%d %H:%M UTC} "

@@ -213,8 +213,10 @@ class Responder:
                                                latency_ms=delivery.latency_ms())
             except KbbotError as exc:
                 log.warning("answer %s: could not record delivery: %s", answer_id, exc)
-        log.info("answered %s in %s/%s: outcome=%s model=%s %s", question.event_id or "-", question.channel,
-                 question.thread_ts, final.outcome, final.model, delivery.latency_ms())
+        timings = ", ".join(f"{stage.removeprefix('slack_').replace('_', ' ')} {ms:.0f} ms"
+                            for stage, ms in delivery.latency_ms().items())
+        log.info("answered %s in %s/%s: outcome=%s model=%s (%s)", question.event_id or "-", question.channel,
+                 question.thread_ts, final.outcome, final.model, timings or "not delivered")
 
     def _log(self, question: Question, answer: Answer, *, private: bool = False) -> int | None:
         asked = self._asked(question)

@@ -46,6 +46,10 @@ def age(updated: datetime | None) -> str:
     return f"updated {label}" + (" ⚠ stale" if days > STALE_DAYS else "")
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def heading(hit: SearchHit) -> str:
     return " › ".join(hit.heading_path)
 
@@ -59,7 +63,7 @@ def print_hits(hits: list[SearchHit]) -> None:
         sim = f"sim {hit.similarity:.2f}" if hit.similarity is not None else ""
         console.print(f"[bold]{rank}. {hit.title}[/bold]{where}  [dim]({hit.source}:{hit.external_id}, {sim})[/dim]")
         snippet = " ".join(hit.text.split())
-        console.print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}", markup=False)
+        console.print(emphasis(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}"))
 
 
 def emphasis(line: str) -> Text:
@@ -93,12 +97,12 @@ def print_answer(answer: Answer) -> None:
             console.print(f"  • {hit.title}" + (f" — {hit.url}" if hit.url else ""), markup=False)
 
 
-def print_run(run: SyncRun) -> None:
+def print_run(run: SyncRun, *, label: str = "Sync") -> None:
     colour = {"succeeded": "green", "partial": "yellow"}.get(run.status, "red")
     console.print(
-        f"[{colour}]Sync {run.status}[/{colour}] in {run.duration_s or 0:.1f}s: {run.added} added, "
+        f"[{colour}]{label} {run.status}[/{colour}] in {run.duration_s or 0:.1f}s: {run.added} added, "
         f"{run.updated} updated, {run.removed} removed, {run.unchanged} unchanged, {run.failed} failed; "
-        f"{run.chunks_embedded} passages embedded."
+        f"{plural(run.chunks_embedded, 'passage')} embedded."
     )
     for err in run.errors[:20]:
         console.print(f"  [red]✗[/red] {err['where']}: {err['error']}", markup=True)
@@ -113,15 +117,16 @@ def print_status(status: IndexStatus) -> None:
     if status.building_model:
         console.print(f"[yellow]Re-embedding with {status.building_model} in progress[/yellow]")
     if status.keyword:
-        newer = (f"; {status.keyword.newer_chunks} newer passages are scored directly until the next rebuild"
-                 if status.keyword.newer_chunks else "")
-        console.print(f"Keyword lists: rebuilt {status.keyword.rebuilt_at:%Y-%m-%d %H:%M UTC}{newer}")
+        newer = status.keyword.newer_chunks
+        since = (f"; {plural(newer, 'passage')} added since {'is' if newer == 1 else 'are'} scored directly "
+                 "until the next rebuild" if newer else "")
+        console.print(f"Keyword search lists: rebuilt {status.keyword.rebuilt_at:%Y-%m-%d %H:%M UTC}{since}")
     for s in status.sources:
         ok = s.last_success_at.strftime("%Y-%m-%d %H:%M UTC") if s.last_success_at else "never"
-        mode = "incremental" if s.incremental else "full listing each run"
+        mode = "incremental" if s.incremental else "lists every article each run"
         retry = f", {s.retry_pending} to retry" if s.retry_pending else ""
-        console.print(f"  source {s.name} ({s.kind}): {s.articles} articles, last success {ok} ({mode}{retry})",
-                      markup=False)
+        console.print(f"  source {s.name} ({s.kind}): {plural(s.articles, 'article')}, last success {ok} "
+                      f"({mode}{retry})", markup=False)
         if s.last_error:
             since = f" since {s.last_error_at:%Y-%m-%d %H:%M UTC}" if s.last_error_at else ""
             console.print(f"    [red]failing{since}:[/red] {escape(s.last_error)}", highlight=False)
@@ -133,8 +138,8 @@ def print_status(status: IndexStatus) -> None:
         console.print(f"[yellow]Sync running since {status.running.started_at:%H:%M:%S} "
                       f"(started by {status.running.started_by or 'unknown'})[/yellow]")
     if status.last_run:
-        console.print("Last sync: ", end="")
-        print_run(status.last_run)
+        finished = status.last_run.finished_at or status.last_run.started_at
+        print_run(status.last_run, label=f"Last sync ({finished:%Y-%m-%d %H:%M UTC})")
     else:
         console.print("No sync has run yet: `kbbot ingest PATH`.")
     if status.oldest_articles:

@@ -206,7 +206,8 @@ class OnnxEmbedder:
             except Exception as exc:
                 raise EmbeddingError(f"Loading the ONNX model {path} failed: {exc}; delete it to rebuild") from exc
             self._counter, self._encoder, self._session = counter, encoder, session
-            log.info("local embeddings: %s (%s)", self.variant, path.name)
+            # Debug: every CLI command loads the model, and its runtime is no news to someone asking a question.
+            log.debug("local embeddings: %s (%s)", self.variant, path.name)
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_type_hints
 
 import platformdirs
-from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from retrieval.errors import ConfigError
@@ -54,10 +54,27 @@ def _env(name: str) -> AliasChoices:
     return AliasChoices(name)
 
 
+# Settings whose empty value means something of its own (said in its description); any other set to ""
+# is unset.
+_EMPTY_IS_A_VALUE = frozenset({"full_sync_cron"})
+
+
 class _Group(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KBBOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: Any) -> Any:
+        """`NAME=` in a .env file (`kbbot config > .env` writes them), or a compose file's `NAME: ${NAME}`,
+        hand over "" for a setting left unset: that is the default, not an empty path (the current
+        directory) or a value that fails to parse."""
+        if not isinstance(data, dict):
+            return data
+        by_variable = {cls.env_name(name): name for name in cls.model_fields}
+        return {key: value for key, value in data.items()
+                if value != "" or by_variable.get(key, key) in _EMPTY_IS_A_VALUE}
 
     @classmethod
     def env_name(cls, field_name: str) -> str:

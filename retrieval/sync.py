@@ -58,9 +58,10 @@ HEARTBEAT_EVERY_S = 2.0
 # Knowledge-base articles are a few kB to a few hundred; one this large is usually several documents in
 # one file (or an export), and it takes minutes to split and embed on a CPU.
 LARGE_ARTICLE_CHARS = 500_000
-# Log records of articles skipped by a sync carry this attribute: a caller printing the run summary (which
-# lists them with their location) can filter them out of the log instead of showing each error twice.
-ARTICLE_ERROR_LOG_FLAG = "kbbot_article_error"
+# Log records of the errors a run's summary lists (an article skipped, one that could not be written, a
+# source that failed) carry this attribute: a caller printing the summary can filter them out of the log
+# instead of showing each error twice.
+LISTED_IN_SUMMARY_LOG_FLAG = "kbbot_listed_in_summary"
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ class Indexer:
                         failed.add(item.external_id)
                     # An article the source could not deliver: who may read it is unknown, so nobody in Slack.
                     counts.record_error(item.location or source.name, item.message, audience=())
-                    log.warning("skipped article: %s", item, extra={ARTICLE_ERROR_LOG_FLAG: True})
+                    log.warning("skipped article: %s", item, extra={LISTED_IN_SUMMARY_LOG_FLAG: True})
                     continue
                 if seen_hash.get(item.external_id) == item.hash:
                     continue  # delivered twice in one run (a retried article, overlapping change windows)
@@ -241,7 +242,7 @@ class Indexer:
             self._flush(store, source_id, space, pending, counts)
             counts.record_error(source.name, str(exc))
             store.mark_source(source_id, error=str(exc))
-            log.error("source %s failed: %s", source.name, exc)
+            log.error("source %s failed: %s", source.name, exc, extra={LISTED_IN_SUMMARY_LOG_FLAG: True})
             return
         finally:
             source.close()
@@ -333,7 +334,8 @@ class Indexer:
                         store.apply_articles([write])
                 except KbbotError as exc:
                     counts.record_error(p.article.external_id, str(exc), audience=p.article.audience or ())
-                    log.error("writing %s failed: %s", p.article.external_id, exc)
+                    log.error("writing %s failed: %s", p.article.external_id, exc,
+                              extra={LISTED_IN_SUMMARY_LOG_FLAG: True})
                     failed.add(p.article.external_id)
         for p in pending:
             if p.article.external_id in failed:

@@ -61,6 +61,8 @@ def test_an_unknown_source_is_named_with_the_indexed_ones(cli, tmp_path: Path) -
     # Markdown bold is shown as bold (and as plain text when piped), not as literal asterisks.
     shown = cli("ask", "Where do visitors park?").output
     assert "Visitors park on level -2 with a day pass." in shown and "**" not in shown
+    found = cli("search", "visitor parking").output
+    assert "Visitors park on level -2 with a day pass." in found and "**" not in found
     expected = "Error: No source named 'nosuch': the indexed sources are handbook (`kbbot status` describes them)."
     assert _error_line(cli("ask", "Where do visitors park?", "--source", "nosuch", ok=False)) == expected
     assert _error_line(cli("search", "visitor parking", "--source", "nosuch", ok=False)) == expected
@@ -127,3 +129,50 @@ def test_no_runtime_dir_warning_without_xdg_runtime_dir(tmp_path: Path) -> None:
     # The embedded server's URL is a percent-encoded socket path: said in words instead.
     assert result.stdout.startswith(f"Database kbbot on the PostgreSQL socket in {tmp_path / 'data' / 'pg'} is at "
                                     "revision "), result.stdout
+
+
+def test_help_lists_every_command_in_full_and_says_where_to_start(cli) -> None:  # type: ignore[no-untyped-def]
+    for group in ((), ("answers",), ("gaps",), ("finetune",), ("llm",)):
+        shown = cli(*group, "--help").output
+        commands = shown.split("Commands:")[1]
+        assert "..." not in commands, shown  # no description cut in mid-sentence
+    top = cli("--help").output
+    assert "New here? `kbbot demo`" in top
+    assert "Answer QUESTION from the knowledge base, with cited sources." in top
+
+
+def test_a_source_whose_file_is_gone_is_reported_once_with_how_to_repoint_it(  # type: ignore[no-untyped-def]
+        cli, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    kb = tmp_path / "lockers.jsonl"
+    kb.write_text('{"id": "a", "title": "Lockers", "text": "Lockers on floor 3 open with your badge."}\n')
+    assert "1 passage embedded." in cli("ingest", str(kb)).output
+    kb.unlink()
+    with caplog.at_level(logging.INFO):
+        output = cli("sync").output
+    assert output.startswith("Sync partial")
+    expected = (f"✗ lockers: The JSONL file {kb} does not exist (source 'lockers'): restore it, or point the source "
+                "at where it is now (its `path:` in the sources file, or `kbbot ingest NEW-PATH --name lockers`).")
+    assert expected in output and output.count("does not exist") == 1
+    assert not [r for r in caplog.records if "source lockers failed" in r.getMessage()]  # said once, above
+
+    status = cli("status").output
+    assert "source lockers (jsonl): 1 article, last success " in status
+    assert "failing since" in status and "Last sync (" in status and "Last sync: Sync" not in status
+
+    moved = tmp_path / "moved" / "lockers.jsonl"  # what the message says to do works
+    moved.parent.mkdir()
+    moved.write_text('{"id": "a", "title": "Lockers", "text": "Lockers on floor 3 open with your badge."}\n')
+    assert cli("ingest", str(moved), "--name", "lockers").output.startswith("Sync succeeded")
+    assert "failing" not in cli("status").output
+
+
+def test_an_empty_setting_is_an_unset_one(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # `kbbot config > .env` writes NAME= for every unset setting; reading that file back changes nothing.
+    (tmp_path / ".env").write_text(cli("config").output)
+    assert cli("config").output == (tmp_path / ".env").read_text()
+    (tmp_path / ".env").write_text("KBBOT_DATA_DIR=\nKBBOT_EMBEDDING_THREADS=\nKBBOT_TOP_K=\n"
+                                   "KBBOT_FULL_SYNC_CRON=\n")
+    lines = cli("config").output.splitlines()
+    assert f"KBBOT_DATA_DIR={tmp_path / 'data'}" in lines  # the environment's, not "." (a database in the cwd)
+    assert "KBBOT_EMBEDDING_THREADS=" in lines and "KBBOT_TOP_K=5" in lines
+    assert "KBBOT_FULL_SYNC_CRON=" in lines  # documented: empty means never

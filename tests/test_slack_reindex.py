@@ -3,6 +3,14 @@ command's response_url), refused while another sync holds the lock, and `/reinde
 
 from __future__ import annotations
 
+import getpass
+import socket
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import main
 from retrieval.runs import RunLog
 from tests.slack_fixtures import *  # noqa: F403 - the fixtures
 from tests.slack_fixtures import ADMIN, EMPLOYEE, BotUnderTest
@@ -66,3 +74,16 @@ def test_reindex_status_and_help(slack_bot: BotUnderTest) -> None:
     slack_bot.command("what", user=EMPLOYEE, response_key="r5")
     [usage] = slack_bot.fake.wait_for_response("r5")
     assert "`/reindex full`" in usage["text"]
+
+
+def test_reindex_status_names_a_sync_run_from_the_command_line(slack_bot: BotUnderTest, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", slack_bot.db.engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("KBBOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    synced = CliRunner().invoke(main, ["sync"], catch_exceptions=False)
+    assert synced.exit_code == 0 and "Sync succeeded" in synced.output, synced.output
+    slack_bot.command("status", user=EMPLOYEE, response_key="r6")
+    [status] = slack_bot.fake.wait_for_response("r6")
+    assert f"by {getpass.getuser()} on the command line of {socket.gethostname()}:" in status["text"]
+    assert "someone" not in status["text"] and "0 passages embedded" in status["text"]

@@ -77,11 +77,15 @@ class FilesystemSource(Source):
                 )
             return [(self.root.name, self.root)]
         if not self.root.is_dir():
-            raise SourceError(
-                f"The knowledge-base folder {self.root} does not exist (source {self.name!r}): "
-                "check the path in the sources file, or create the folder."
-            )
+            raise SourceError(missing_path(f"The knowledge-base folder {self.root}", self.name))
         return _walk(self.root)
+
+
+def missing_path(what: str, source: str) -> str:
+    """A path-based source whose path is gone. It came from the sources file or from `kbbot ingest`, which
+    a source does not know: name both ways of pointing it at the new place."""
+    return (f"{what} does not exist (source {source!r}): restore it, or point the source at where it is now "
+            f"(its `path:` in the sources file, or `kbbot ingest NEW-PATH --name {source}`).")
 
 
 def _walk(root: Path) -> list[tuple[str, Path]]:

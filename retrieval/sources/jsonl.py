@@ -22,7 +22,7 @@ from pathlib import Path
 from retrieval.access import audience_field
 from retrieval.errors import ArticleError, SourceError
 from retrieval.sources.base import Source, SourceItem
-from retrieval.sources.filesystem import as_utc_datetime
+from retrieval.sources.filesystem import as_utc_datetime, missing_path
 from retrieval.types import Article
 
 logger = logging.getLogger(__name__)
@@ -57,11 +57,10 @@ class JsonlSource(Source):
 
     def iter_articles(self) -> Iterator[SourceItem]:
         if not self.path.is_file():
-            what = "is a folder, not a file" if self.path.is_dir() else "does not exist"
-            raise SourceError(
-                f"The JSONL file {self.path} {what} (source {self.name!r}): check the path in the "
-                "sources file."
-            )
+            if self.path.is_dir():
+                raise SourceError(f"The JSONL file {self.path} is a folder, not a file (source {self.name!r}): "
+                                  "give the .jsonl file's path.")
+            raise SourceError(missing_path(f"The JSONL file {self.path}", self.name))
         first_line_of: dict[str, int] = {}
         try:
             with self.path.open("rb") as lines:

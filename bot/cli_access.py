@@ -9,6 +9,7 @@ import click
 
 from bot.channel_profiles import ChannelProfile, ChannelProfiles
 from bot.readers import Place, ReaderResolver
+from bot.terminal import plural
 from retrieval.access import ReaderScope, describe_audience
 from retrieval.audiences import reach
 
@@ -67,7 +68,7 @@ def access(obj, user: str | None, channel: str | None, as_json: bool) -> None:  
                    f"{'' if profile.tone is None else ', tone model ' + ('on' if profile.tone else 'off')}.")
     for r in reached:
         held = f", {r.held_back} held back for everyone" if r.held_back else ""
-        click.echo(f"  {r.source}: {r.readable} articles readable, {r.restricted} not{held}")
+        click.echo(f"  {r.source}: {plural(r.readable, 'article')} readable, {r.restricted} not{held}")
 
 
 COMMANDS = [access]

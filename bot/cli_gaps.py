@@ -17,6 +17,7 @@ import click
 from bot.cli_answers import parse_since
 from bot.cli_help import FullHelpGroup
 from bot.json_output import SCHEMA_VERSION
+from bot.terminal import plural
 from retrieval.gaps import GapFinder, GapGroup, GapsReport, nearest_from_searcher
 from retrieval.gaps_articles import ArticleToReview, articles_to_review
 
@@ -84,8 +85,8 @@ def _article_row(a: ArticleToReview, rank: int) -> dict[str, Any]:
 
 
 def _print_text(report: GapsReport, articles: list[ArticleToReview], *, askers: bool) -> None:
-    click.echo(f"{report.gap_questions} questions without a good answer since {report.since:%Y-%m-%d} "
-               f"(abstained, 👎 or escalated), in {len(report.groups)} groups"
+    click.echo(f"{plural(report.gap_questions, 'question')} without a good answer since {report.since:%Y-%m-%d} "
+               f"(abstained, 👎 or escalated), in {plural(len(report.groups), 'group')}"
                + (f"; the {report.clustered} most recent are grouped" if report.truncated else "") + ".")
     for i, g in enumerate(report.groups, 1):
         counts = (f"{g.asked} asked by {g.people} {'person' if g.people == 1 else 'people'}, last "

@@ -37,6 +37,13 @@ ABSTAIN_TEXT = (
     "I couldn't find an answer to that in the knowledge base. These articles were the closest matches; "
     "one of them may help, or ask a human."
 )
+# When no article is listed (an empty index, or none the readers may see): "these articles" would point
+# at nothing.
+NOTHING_NEAR_TEXT = "I couldn't find an answer to that in the knowledge base, and no article comes close: ask a human."
+
+
+def abstain_text(nearest: Sequence[SearchHit]) -> str:
+    return ABSTAIN_TEXT if nearest else NOTHING_NEAR_TEXT
 
 
 @dataclass(frozen=True)
@@ -269,8 +276,8 @@ class AnswerPipeline:
         if not self.gate.answers(evidence):
             log.debug("abstaining: confidence %.3f < %.3f (%s)", self.gate.confidence(evidence),
                       self.gate.threshold, evidence.as_dict())
-            answer = Answer(question, ABSTAIN_TEXT, [], "abstained", "none",
-                            nearest=_distinct_articles(hits, self.nearest_articles),
+            nearest = _distinct_articles(hits, self.nearest_articles)
+            answer = Answer(question, abstain_text(nearest), [], "abstained", "none", nearest=nearest,
                             rewritten_question=rewritten,
                             timings_ms={**timings, "total": (time.perf_counter() - started) * 1000})
             yield answer
@@ -290,9 +297,8 @@ class AnswerPipeline:
                 yield event
         assert final is not None, "a synthesizer must end with an Answer"
         if final.outcome == "abstained":
-            final = dataclasses.replace(
-                final, text=final.text or ABSTAIN_TEXT,
-                nearest=final.nearest or _distinct_articles(hits, self.nearest_articles))
+            nearest = final.nearest or _distinct_articles(hits, self.nearest_articles)
+            final = dataclasses.replace(final, text=final.text or abstain_text(nearest), nearest=nearest)
         yield dataclasses.replace(
             final, rewritten_question=final.rewritten_question or rewritten,
             timings_ms={**timings, **final.timings_ms,

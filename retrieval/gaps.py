@@ -288,7 +288,7 @@ class GapFinder:
                     "ON CONFLICT (answer_id) DO UPDATE SET model = EXCLUDED.model, embedding = EXCLUDED.embedding"
                 ), [{"id": q.answer_id, "model": key, "v": v} for q, v in zip(batch, vectors, strict=True)])
             out.extend(vectors)
-        log.info("embedded %d gap questions for the gaps report", len(out))
+        log.debug("embedded %d gap questions for the gaps report", len(out))
         return out
 
 

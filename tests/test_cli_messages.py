@@ -17,7 +17,9 @@ import yaml
 
 from bot import terminal
 from retrieval import sync
+from tests.fakes.slack_api import FakeSlack
 from tests.helpers import write_article
+from tests.slack_fixtures import *  # noqa: F403 - the fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 KBBOT = Path(sys.executable).parent / "kbbot"
@@ -176,3 +178,18 @@ def test_an_empty_setting_is_an_unset_one(cli, tmp_path: Path) -> None:  # type:
     assert f"KBBOT_DATA_DIR={tmp_path / 'data'}" in lines  # the environment's, not "." (a database in the cwd)
     assert "KBBOT_EMBEDDING_THREADS=" in lines and "KBBOT_TOP_K=5" in lines
     assert "KBBOT_FULL_SYNC_CRON=" in lines  # documented: empty means never
+
+
+def test_an_abstention_with_no_article_to_show_does_not_point_at_any(  # type: ignore[no-untyped-def]
+        cli, tmp_path: Path, fake_slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
+    kb = tmp_path / "kb"
+    write_article(kb, "hr/parking.md", "Parking", "## Visitors\nVisitors park on level -2 with a day pass.\n")
+    cli("ingest", str(kb))
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test-token")
+    monkeypatch.setenv("SLACK_API_URL", fake_slack.api_url)
+    fake_slack.users["U0GUEST"] = {"is_restricted": True}  # a guest reads public articles: there are none
+    shown = cli("ask", "Where do visitors park?", "--as-user", "U0GUEST").output
+    assert "no article comes close: ask a human." in shown
+    assert "closest matches" not in shown and "Nearest articles" not in shown and "level -2" not in shown
+    employee = cli("ask", "What is the capital of Peru?", "--as-user", "U0EMPLOYEE").output
+    assert "These articles were the closest matches" in employee and "• Parking" in employee

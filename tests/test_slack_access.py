@@ -212,7 +212,7 @@ def test_admins_check_a_readers_view_from_the_command_line(fake_slack: FakeSlack
     shared = runner.invoke(main, ["access", "--channel", "C0SHARED"], env=env)
     assert shared.exit_code == 0
     assert "public articles only (C0SHARED is shared with another organisation)" in shared.output
-    assert "hr-only: 1 articles readable, 1 not" in shared.output
+    assert "hr-only: 1 article readable, 1 not" in shared.output
     member = runner.invoke(main, ["access", "--user", "U0HRPERSON", "--json"], env=env)
     assert json.loads(member.output)["tokens"] == ["S0HR", "everyone", "public"]
 

@@ -114,27 +114,70 @@ def _gold_articles(gold: set[str]) -> list:  # type: ignore[type-arg]
             if isinstance(a, Article) and a.external_id in gold]
 
 
-def one_pass(services, questions: list[str]) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
+def one_pass(services, questions: list[str], recorded: list[dict] | None = None,  # type: ignore[no-untyped-def, type-arg]
+             embedder=None) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
     """Each question once through the pipeline's own steps (search, unit support, relevant passages, the
-    extractive answer), keeping the gate's evidence, so every gate setting is scored without re-asking."""
+    extractive answer), keeping the gate's evidence, so every gate setting is scored without re-asking.
+    With `recorded` (an earlier pass of the same questions), its search results are answered again: the
+    answerer is measured without searching (its "ms" then leave the search out)."""
     from dataclasses import asdict
 
     from retrieval.abstention import Evidence
-    from retrieval.answer import ExtractiveSynthesizer
+    from retrieval.answer import AskContext, ExtractiveSynthesizer
     from retrieval.support import score_support
 
     searcher, pipeline = services.searcher(), services.pipeline
-    synthesizer = ExtractiveSynthesizer(pipeline.unit_embedder)
+    embedder = embedder or pipeline.unit_embedder
+    synthesizer = ExtractiveSynthesizer(embedder)
+    next_passage = pipeline.next_passage_for(AskContext())
     out = []
-    for question in questions:
+    for i, question in enumerate(questions):
         started = time.perf_counter()
-        result = searcher.search(question, k=max(pipeline.top_k, pipeline.candidates))
-        support = score_support(question, result.query_vector, result.hits, pipeline.unit_embedder)
-        relevant = support.relevant(result.hits, pipeline.min_relevance)[: synthesizer.passages]
-        answer = synthesizer.compose(question, relevant, result.query_vector, support.within(relevant))
-        out.append({"evidence": asdict(Evidence.of(result.hits, support)), "answer": answer,
-                    "ms": (time.perf_counter() - started) * 1000})
+        if recorded is None:
+            result = searcher.search(question, k=max(pipeline.top_k, pipeline.candidates))
+            hits, qvec = result.hits, result.query_vector
+        else:
+            hits, qvec = recorded[i]["hits"], recorded[i]["query_vector"]
+        support = score_support(question, qvec, hits, embedder)
+        relevant = support.relevant(hits, pipeline.min_relevance)[: synthesizer.passages]
+        answer = synthesizer.compose(question, relevant, qvec, support.within(relevant),
+                                     next_passage=next_passage)
+        out.append({"evidence": asdict(Evidence.of(hits, support)), "answer": answer,
+                    "ms": (time.perf_counter() - started) * 1000,
+                    # What the answerer was given, so `--recompose` can answer again without searching.
+                    "hits": hits, "query_vector": qvec})
     return out
+
+
+def recompose(name: str, source: Path) -> None:
+    """A set's recorded passes in `source` answered again by the current answerer (same search results,
+    same gate evidence unless the support changed), into PASSES. Unit vectors are kept in PASSES between
+    runs, so a second recomposition embeds only sentences it has not seen."""
+    import pickle
+    import shutil
+
+    from bot.services import Services
+    from retrieval.answer_eval import load_questions
+    from retrieval.embedding_cache import CachedEmbedder
+    from retrieval.evaluation import load_labelled_queries
+
+    files = question_sets()[name]
+    services = Services(settings_for(name))
+    embedder = CachedEmbedder(services.embedder, max_entries=10**7)
+    vectors = PASSES / f"{name}-unit-vectors.pkl"
+    if vectors.exists():
+        embedder._vectors.update(pickle.loads(vectors.read_bytes()))
+    questions = {"answerable": [q.text for q in load_labelled_queries(files["queries"], files["qrels"])],  # type: ignore[arg-type]
+                 "unanswerable": [q.text for q in load_questions(files["unanswerable"])]}  # type: ignore[arg-type]
+    PASSES.mkdir(parents=True, exist_ok=True)
+    for kind, texts in questions.items():
+        recorded = pickle.loads((source / f"{name}-{kind}.pkl").read_bytes())
+        result = one_pass(services, texts, recorded, embedder)
+        (PASSES / f"{name}-{kind}.pkl").write_bytes(pickle.dumps(result))
+    if source != PASSES:
+        shutil.copyfile(source / f"{name}-retrieval.pkl", PASSES / f"{name}-retrieval.pkl")
+    vectors.write_bytes(pickle.dumps(dict(embedder._vectors)))
+    services.close()
 
 
 def gated(recorded: dict[str, dict], gate):  # type: ignore[no-untyped-def, type-arg]
@@ -152,7 +195,9 @@ def gated(recorded: dict[str, dict], gate):  # type: ignore[no-untyped-def, type
     return answer
 
 
-PASSES = BENCH_DIR / "answer-passes"  # one file per set and kind, so the four passes can run in parallel
+# One file per set and kind, so the passes run in parallel. `--passes NAME` records under another name (the
+# default folder holds passes others read: re-record elsewhere while an answerer is being changed).
+PASSES = BENCH_DIR / "answer-passes"
 
 
 def question_sets() -> dict[str, dict[str, object]]:
@@ -247,19 +292,28 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--part", help="internal: run one pass, e.g. demo-answerable")
     parser.add_argument("--report-only", action="store_true", help="score the saved passes again")
+    parser.add_argument("--passes", default="answer-passes", help="folder under KBBOT_BENCH_DIR for the passes")
+    parser.add_argument("--recompose", metavar="FROM", help="answer the search results recorded in folder FROM "
+                        "again with the current answerer (no search), into --passes")
     parser.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "answer_quality.json")
     parser.add_argument("--abstention-out", type=Path, default=REPO / "bench" / "results" / "abstention.json")
     args = parser.parse_args()
+    global PASSES  # one process records one folder of passes
+    PASSES = BENCH_DIR / args.passes
     if args.part:
         name, kind = args.part.split("-", 1)
         run_pass(name, kind)
         return
     names = list(question_sets())
-    if not args.report_only:
+    if args.recompose:
+        for name in names:
+            recompose(name, BENCH_DIR / args.recompose)
+    elif not args.report_only:
         if "aws" in names:
             ensure_aws_index()  # once, before the parallel passes
         # In parallel: on shared cores each process gets its own slice of CPU.
-        children = [subprocess.Popen([sys.executable, "-m", "bench.answer_quality", "--part", f"{n}-{k}"],
+        children = [subprocess.Popen([sys.executable, "-m", "bench.answer_quality", "--part", f"{n}-{k}",
+                                      "--passes", args.passes],
                                      cwd=REPO) for n in names for k in ("retrieval", "answerable", "unanswerable")]
         if any(child.wait() for child in children):
             raise SystemExit("a pass failed (see above)")

@@ -21,6 +21,7 @@ from retrieval.db import Database
 from retrieval.embedding_cache import CachedEmbedder
 from retrieval.embeddings import Embedder, create_embedder
 from retrieval.index_store import registered_sources
+from retrieval.neighbours import PassageReader
 from retrieval.search import Retriever, Searcher
 from retrieval.settings import Settings
 from retrieval.sources import Source
@@ -140,6 +141,7 @@ class Services:
         searcher = with_rerank(searcher, llm, self.chat_client, min_relevance=search.min_relevance)
         return AnswerPipeline(searcher, self.synthesizer(), top_k=search.top_k,
                               min_relevance=search.min_relevance, unit_embedder=self.sentence_embedder,
+                              passage_reader=PassageReader(self.search_database()),
                               rewriter=create_rewriter(search, self.chat_client, model=llm.llm_model))
 
     def indexer(self, progress: ProgressCallback | None = None,

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,9 +23,10 @@ import numpy as np
 
 from retrieval.abstention import AbstentionGate, Evidence
 from retrieval.access import ReaderScope
-from retrieval.answer_units import unescape
+from retrieval.answer_units import Unit, passage_units, unescape
 from retrieval.embeddings import Embedder
 from retrieval.errors import EmptyQuestionError
+from retrieval.neighbours import PassageReader
 from retrieval.search import Retriever
 from retrieval.settings import DEFAULTS
 from retrieval.support import ScoredUnit, Support, is_procedure_question, score_support
@@ -44,6 +45,10 @@ NOTHING_NEAR_TEXT = "I couldn't find an answer to that in the knowledge base, an
 
 def abstain_text(nearest: Sequence[SearchHit]) -> str:
     return ABSTAIN_TEXT if nearest else NOTHING_NEAR_TEXT
+
+
+# The passage after a hit in its article, if the answer's readers may see it (retrieval/neighbours.py).
+NextPassage = Callable[[SearchHit], SearchHit | None]
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ class AskContext:
     audience: ReaderScope | None = None
     tone: bool | None = None  # the channel profile's tone decision (retrieval/routing.py); None: the rule's
     support: Support | None = None  # set by the pipeline: how each unit of the passages supports the question
+    # Set by the pipeline: the article's next passage after a hit, read for this context's audience.
+    next_passage: NextPassage | None = None
 
 
 class QueryRewriter(Protocol):
@@ -97,6 +104,9 @@ PROCEDURE_SLACK = 0.12
 PROCEDURE_SLACK_SAME_ARTICLE = 0.3
 # Another article's sentence joins the answer only when it is nearly as well supported as the best.
 OTHER_ARTICLE_MARGIN = 0.03
+# A unit of another passage joins only when it holds at least this share of the anchor's question words
+# (weighted): "how many days can I carry over" is not also answered with how many days you get.
+OTHER_PASSAGE_OVERLAP = 0.5
 
 
 class ExtractiveSynthesizer:
@@ -122,17 +132,19 @@ class ExtractiveSynthesizer:
 
     def stream(self, question: str, passages: Sequence[SearchHit], *, context: AskContext,
                question_vector: np.ndarray | None) -> Iterator[str | Answer]:
-        answer = self.compose(question, passages, question_vector, context.support)
+        answer = self.compose(question, passages, question_vector, context.support,
+                              next_passage=context.next_passage)
         yield answer.text
         yield answer
 
     def compose(self, question: str, passages: Sequence[SearchHit], question_vector: np.ndarray | None,
-                support: Support | None = None) -> Answer:
+                support: Support | None = None, *, next_passage: NextPassage | None = None) -> Answer:
         passages = list(passages[: self.passages])
         if support is None:
             qvec = question_vector if question_vector is not None else self.embedder.embed_query(question)
             support = score_support(question, qvec, passages, self.embedder)
         support = support.within(passages)
+        support, continued = self._continue_trailing(support, passages, next_passage)
         anchor = support.best
         if anchor is None or anchor.similarity < self.min_unit_similarity:
             return Answer(question, "", [], "abstained", self.name, nearest=list(passages))
@@ -148,7 +160,7 @@ class ExtractiveSynthesizer:
             anchor = max(steps, key=lambda u: u.score, default=anchor)
         # Heading-like fragments and pointers never answer; a lead-in ending in ":" brings its list.
         bar = max(self.min_unit_similarity, best_score - self.margin)
-        pieces = [self._expand(anchor, support.units)]
+        pieces = [self._expand(anchor, support.units, continued)]
         taken = {id(u) for u in pieces[0]}
         for candidate in sorted(support.units, key=lambda u: -u.score):
             if len(pieces) >= self.max_pieces or candidate.score < bar:
@@ -162,7 +174,10 @@ class ExtractiveSynthesizer:
                 continue  # another article is cited only when it is about as relevant
             if any(_near_duplicate(candidate.unit.rendered, u.unit.rendered) for p in pieces for u in p):
                 continue
-            piece = self._expand(candidate, support.units)
+            if (candidate.hit.chunk_id != anchor.hit.chunk_id
+                    and candidate.overlap < OTHER_PASSAGE_OVERLAP * anchor.overlap):
+                continue  # another passage's unit that shares little of what the question asks is padding
+            piece = self._expand(candidate, support.units, continued)
             if any(id(u) in taken for u in piece):
                 continue
             if anchor.unit.ordered and any(u.unit.ordered for u in piece):
@@ -176,11 +191,11 @@ class ExtractiveSynthesizer:
         by_rank: dict[int, SearchHit] = {}
         parts: list[str] = []
         for piece in pieces:
-            rank = piece[0].rank
-            by_rank[rank] = piece[0].hit
-            number = numbers.setdefault(rank, len(numbers) + 1)
-            quotes.setdefault(rank, []).extend(u.unit.quote for u in piece)
-            parts.append(_render(piece, number))
+            for u in piece:
+                by_rank[u.rank] = u.hit
+                numbers.setdefault(u.rank, len(numbers) + 1)
+                quotes.setdefault(u.rank, []).append(u.unit.quote)
+            parts.append(_render(piece, list(dict.fromkeys(numbers[u.rank] for u in piece))))
         citations = [
             Citation(number, by_rank[rank], " … ".join(quotes[rank]))
             for rank, number in sorted(numbers.items(), key=lambda item: item[1])
@@ -190,17 +205,58 @@ class ExtractiveSynthesizer:
             text += part if not text else ("\n" if "\n" in part or "\n" in text[-200:] else " ") + part
         return Answer(question, text, citations, "answered", self.name)
 
-    def _expand(self, unit: ScoredUnit, units: Sequence[ScoredUnit]) -> list[ScoredUnit]:
+    def _continue_trailing(self, support: Support, passages: Sequence[SearchHit],
+                           next_passage: NextPassage | None) -> tuple[Support, dict[int, list[ScoredUnit]]]:
+        """Lead-ins that end their passage, joined to what they announce at the start of the next one.
+
+        Only the few that could answer (near the best unit's score) are looked up: a next passage already
+        among the candidates is used as it is, any other is read through `next_passage` (None: none)."""
+        trailing = [u for u in support.units if u.unit.trails and u.similarity >= self.min_unit_similarity]
+        if not trailing:
+            return support, {}
+        best = max(u.score for u in support.units)
+        bar = best - self.margin
+        resolved: dict[int, ScoredUnit] = {}
+        continued: dict[int, list[ScoredUnit]] = {}
+        extra = len(passages)
+        for u in sorted((u for u in trailing if u.score >= bar), key=lambda u: -u.score)[:MAX_CONTINUATIONS]:
+            following = _next_among(u.hit, passages)
+            if following is not None:
+                rank = passages.index(following)
+                units = [v for v in support.units if v.rank == rank]
+            else:
+                fetched = next_passage(u.hit) if next_passage is not None else None
+                if fetched is None:
+                    continue
+                rank, extra = extra, extra + 1
+                units = [ScoredUnit(fetched, rank, unit, 0.0, 0.0, 0.0) for unit in passage_units(fetched.text)]
+            opening = _opening(u.unit, sorted(units, key=lambda v: v.unit.position), self.max_steps)
+            if opening:
+                lead_in = dataclasses.replace(u, unit=dataclasses.replace(u.unit, lead_in=True))
+                resolved[id(u)] = lead_in
+                continued[id(lead_in)] = opening
+        if not resolved:
+            return support, {}
+        return Support([resolved.get(id(u), u) for u in support.units], support.coverage), continued
+
+    def _expand(self, unit: ScoredUnit, units: Sequence[ScoredUnit],
+                continued: dict[int, list[ScoredUnit]] | None = None) -> list[ScoredUnit]:
         """What a unit brings along: its procedure and lead-in, or the list its lead-in introduces."""
+        if continued and id(unit) in continued:
+            return [unit, *continued[id(unit)]]
         same_passage = [u for u in units if u.rank == unit.rank]
         block = unit.unit.block
         if block is None:
-            return [unit, *_continuation(unit, same_passage)]
+            following = _continuation(unit, same_passage)
+            if following and following[-1].unit.lead_in:  # "…the following names. You can't use these:"
+                return [unit, *self._expand(following[-1], units, continued)]
+            return [unit, *following]
         members = [u for u in same_passage if u.unit.block == block and not u.unit.lead_in]
         lead_in = [u for u in same_passage if u.unit.block == block and u.unit.lead_in]
         if unit.unit.lead_in or (unit.unit.ordered and members):
-            if len(members) > self.max_steps:  # a long list: the steps around the anchor
-                at = members.index(unit) if unit in members else 0
+            if len(members) > self.max_steps:  # a long list: the items around the anchor or the asked one
+                named = max(members, key=lambda u: u.overlap)
+                at = members.index(unit) if unit in members else members.index(named) if named.overlap else 0
                 start = max(0, min(at - self.max_steps // 2, len(members) - self.max_steps))
                 members = members[start:start + self.max_steps]
             return lead_in + members
@@ -213,7 +269,8 @@ class AnswerPipeline:
     def __init__(self, searcher: Retriever, synthesizer: Synthesizer, *, top_k: int = DEFAULTS.search.top_k,
                  min_relevance: float = DEFAULTS.search.min_relevance, nearest_articles: int = 3,
                  rewriter: QueryRewriter | None = None, candidates: int = 8,
-                 gate: AbstentionGate | None = None, unit_embedder: Embedder | None = None) -> None:
+                 gate: AbstentionGate | None = None, unit_embedder: Embedder | None = None,
+                 passage_reader: PassageReader | None = None) -> None:
         self.searcher = searcher
         # Embeds the passages' sentences for the gate and the answer (Services gives a cached one: the
         # same passages come back for every question on a topic); the searcher's own model by default.
@@ -225,12 +282,22 @@ class AnswerPipeline:
         self.rewriter = rewriter
         self.candidates = candidates
         self.gate = gate or AbstentionGate()
+        # Reads the passage after a lead-in that ends its chunk (None: the answer keeps to the hits).
+        self.passage_reader = passage_reader
+
+    def next_passage_for(self, context: AskContext) -> NextPassage | None:
+        """The next-passage lookup for one answer, under the same audience as its search."""
+        reader = self.passage_reader
+        if reader is None:
+            return None
+        return lambda hit: reader.next_passage(hit, context.audience)
 
     def with_synthesizer(self, synthesizer: Synthesizer) -> AnswerPipeline:
         """The same retrieval and gate with another answerer (evaluations compare answerers this way)."""
         return AnswerPipeline(self.searcher, synthesizer, top_k=self.top_k, min_relevance=self.min_relevance,
                               nearest_articles=self.nearest_articles, rewriter=self.rewriter,
-                              candidates=self.candidates, gate=self.gate, unit_embedder=self.unit_embedder)
+                              candidates=self.candidates, gate=self.gate, unit_embedder=self.unit_embedder,
+                              passage_reader=self.passage_reader)
 
     def answer(self, question: str, context: AskContext | None = None) -> Answer:
         final: Answer | None = None
@@ -287,7 +354,8 @@ class AnswerPipeline:
         # answerer reads all candidates (it quotes only the best units); a model gets top_k.
         relevant = support.relevant(hits, self.min_relevance)
         relevant = relevant[: getattr(self.synthesizer, "passages", self.top_k)]
-        context = dataclasses.replace(context, support=support.within(relevant))
+        context = dataclasses.replace(context, support=support.within(relevant),
+                                      next_passage=self.next_passage_for(context))
         final: Answer | None = None
         for event in self.synthesizer.stream(question, relevant, context=context,
                                              question_vector=result.query_vector):
@@ -348,20 +416,48 @@ def _continuation(unit: ScoredUnit, same_passage: Sequence[ScoredUnit]) -> list[
     return out
 
 
+# At most this many passages are read to finish a lead-in (each is one indexed lookup).
+MAX_CONTINUATIONS = 2
+
+
+def _next_among(hit: SearchHit, passages: Sequence[SearchHit]) -> SearchHit | None:
+    """The candidate that directly follows `hit` in its article and section, if it was retrieved too."""
+    after = [p for p in passages if p.article_id == hit.article_id and p.heading_path == hit.heading_path
+             and p.char_start >= hit.char_end]
+    return min(after, key=lambda p: p.char_start, default=None)
+
+
+def _opening(lead_in: Unit, units: Sequence[ScoredUnit], max_steps: int) -> list[ScoredUnit]:
+    """What a trailing lead-in announces at the start of the next passage: the list or table it opens
+    with; after a colon, else its first sentence when that goes on with the lead-in ("These are…")."""
+    if not units:
+        return []
+    first = units[0]
+    if first.unit.block is not None and not first.unit.lead_in:
+        block = [u for u in units if u.unit.block == first.unit.block]
+        return block[:max_steps]
+    if first.unit.kind == "sentence" and not first.unit.fragment and (
+            lead_in.quote.rstrip().endswith(":") or _CONTINUES.match(first.unit.rendered)):
+        return [first]
+    return []
+
+
 def _near_duplicate(a: str, b: str) -> bool:
     wa, wb = set(_WORDS.findall(a.lower())), set(_WORDS.findall(b.lower()))
     return bool(wa and wb) and len(wa & wb) / min(len(wa), len(wb)) > 0.8
 
 
-def _render(piece: Sequence[ScoredUnit], number: int) -> str:
-    """A piece as the answer says it: a list as a Markdown list (numbered when it was), else statements."""
+def _render(piece: Sequence[ScoredUnit], numbers: Sequence[int]) -> str:
+    """A piece as the answer says it: a list as a Markdown list (numbered when it was), else statements;
+    then the markers of the passages it quotes (two when a lead-in's list opens the next passage)."""
+    marker = " " + "".join(f"[{n}]" for n in numbers)
     items = [u for u in piece if u.unit.kind == "item"]
     if len(items) < 2 and all(u.unit.kind == "sentence" for u in piece[1:]):  # a sentence and its continuation
-        return " ".join(_as_statement(_statement_text(u)) for u in piece) + f" [{number}]"
+        return " ".join(_as_statement(_statement_text(u)) for u in piece) + marker
     lines = [_statement_text(u) for u in piece if u.unit.kind != "item"]
     for n, u in enumerate(items, 1):
         lines.append(f"{n}. {_statement_text(u)}" if u.unit.ordered else f"- {_statement_text(u)}")
-    return "\n".join(lines) + f" [{number}]"
+    return "\n".join(lines) + marker
 
 
 def _statement_text(unit: ScoredUnit) -> str:

@@ -10,7 +10,7 @@ Each unit keeps its exact text in the passage, so a citation quotes what the pas
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from retrieval.chunking import split_sentences
@@ -46,6 +46,9 @@ class Unit:
     block: int | None = None  # list or table the unit belongs to
     ordered: bool = False  # an item of a numbered list (a step)
     lead_in: bool = False  # a sentence ending in ":" that introduces the next block
+    # The passage's last sentence, announcing what follows ("…the following names:"): what it introduces
+    # is in the article's next passage (chunking packs paragraphs, so a list can open the next chunk).
+    trails: bool = False
 
     @property
     def words(self) -> int:
@@ -71,17 +74,21 @@ def passage_units(text: str) -> list[Unit]:
     paragraph: list[str] = []
     blank_before = False
 
-    def flush_paragraph(before_block: bool) -> None:
+    def flush_paragraph(before_block: bool, at_end: bool = False) -> None:
         if not paragraph:
             return
         joined = "\n".join(paragraph)
+        if before_block and _is_label(joined) and units and _announces(units[-1]) and not units[-1].lead_in:
+            # "…reserves the following names:" + "**A**" + the list: the label does not hide the lead-in.
+            units[-1] = replace(units[-1], block=block + 1, lead_in=True, trails=False)
         spans = split_sentences(joined)
         for n, (start, end) in enumerate(spans):
             sentence = joined[start:end].strip()
-            is_lead_in = before_block and n == len(spans) - 1 and (
-                sentence.endswith(":") or bool(_ANNOUNCES.search(sentence)))
+            announces = n == len(spans) - 1 and (sentence.endswith(":") or bool(_ANNOUNCES.search(sentence)))
+            is_lead_in = before_block and announces
             units.append(Unit("sentence", sentence, _plain(sentence), len(units),
-                              block=block + 1 if is_lead_in else None, lead_in=is_lead_in))
+                              block=block + 1 if is_lead_in else None, lead_in=is_lead_in,
+                              trails=at_end and announces))
         paragraph.clear()
 
     while i < len(lines):
@@ -109,8 +116,43 @@ def passage_units(text: str) -> list[Unit]:
             # Kept open across blank lines: "…before you wipe it:" + blank line + a list is a lead-in.
             blank_before = bool(paragraph)
         i += 1
-    flush_paragraph(before_block=False)
-    return units
+    flush_paragraph(before_block=False, at_end=True)
+    return _definitions(units, block)
+
+
+# At most this many statements after a colon are what it introduces ("…one of the following states:" +
+# one paragraph per state).
+MAX_DEFINITIONS = 6
+
+
+def _definitions(units: list[Unit], last_block: int) -> list[Unit]:
+    """A sentence ending in a colon followed by plain statements introduces them: they are its block, as
+    a list's items are (a Markdown definition list is a term and its description per paragraph)."""
+    out = list(units)
+    for i, unit in enumerate(out):
+        if unit.kind != "sentence" or unit.lead_in or unit.block is not None or not unit.quote.rstrip().endswith(":"):
+            continue
+        members = []
+        for follower in out[i + 1:i + 1 + MAX_DEFINITIONS]:
+            if follower.kind != "sentence" or follower.block is not None or follower.quote.rstrip().endswith(":"):
+                break
+            members.append(follower.position)
+        if not members:
+            continue
+        last_block += 1
+        out[i] = replace(unit, block=last_block, lead_in=True, trails=False)
+        for position in members:
+            out[position] = replace(out[position], block=last_block)
+    return out
+
+
+def _announces(unit: Unit) -> bool:
+    return unit.kind == "sentence" and (unit.quote.rstrip().endswith(":") or bool(_ANNOUNCES.search(unit.quote)))
+
+
+def _is_label(text: str) -> bool:
+    """A short line that only names what follows ("Topics", "**A**")."""
+    return "\n" not in text.strip() and len(_WORD.findall(text)) <= 2 and not text.rstrip().endswith((".", ":"))
 
 
 def _table(lines: list[str], i: int, block: int, units: list[Unit]) -> int:

@@ -91,6 +91,12 @@ def test_demo_questions_are_answered_from_the_right_passage(kbbot, question: str
     assert not _answer_words(answer).endswith(":")
 
 
+def test_carry_over_answer_is_not_padded_with_how_much_pto_you_get(kbbot) -> None:  # type: ignore[no-untyped-def]
+    answer = kbbot("ask", DEMO_QUESTIONS[1])
+    assert [c["heading_path"][-1] for c in answer["citations"]] == ["Carry-over"], answer["answer"]
+    assert "25 working days" not in answer["answer"] and "Tenure bonus" not in answer["answer"]
+
+
 def test_demo_off_topic_question_abstains(kbbot) -> None:  # type: ignore[no-untyped-def]
     assert DEMO_QUESTIONS[3] == "What is the capital of Peru?"
     assert kbbot("ask", DEMO_QUESTIONS[3])["outcome"] == "abstained"

@@ -1,0 +1,108 @@
+"""What a lead-in introduces comes with it: a list after a label line, definitions after a colon, and the
+list that opens the article's next passage, read from a real PostgreSQL for the same readers only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from retrieval.access import ReaderScope
+from retrieval.answer import AnswerPipeline, AskContext, ExtractiveSynthesizer
+from retrieval.answer_units import passage_units
+from retrieval.db import Database
+from retrieval.neighbours import PassageReader
+from retrieval.search import Searcher
+from retrieval.sources import FilesystemSource
+from retrieval.sync import Indexer
+from tests.conftest import fresh_database_url
+
+GLAZES = ["Celadon green", "Tenmoku brown", "Shino white", "Ash grey", "Copper red", "Cobalt blue"]
+# A paragraph long enough that the chunker closes the passage after it: the glaze list opens the next one.
+STUDIO = (
+    "# Glazing at the pottery studio\n\n"
+    "## Studio glazes\n\n"
+    + " ".join(f"Members glaze their pieces on the second floor, where bench {n} has its own sink and its own "
+               "drying rack, and the kiln schedule is posted by the door every Monday morning." for n in range(1, 3))
+    + " The studio keeps six house glazes for members to use:\n\n"
+    + "\n".join(f"- {g}, mixed fresh every week and kept in the labelled buckets by the sinks." for g in GLAZES)
+    + "\n"
+)
+
+
+def test_a_label_line_between_a_lead_in_and_its_list_does_not_hide_it() -> None:
+    units = passage_units("The studio reserves the following bench names. You can't use these names for a "
+                          "private bench.\n\n**A**\n- `ALDER`\n- `ASH`\n")
+    lead_in = next(u for u in units if u.lead_in)
+    assert lead_in.quote.startswith("You can't use these names")
+    assert [u.rendered for u in units if u.block == lead_in.block and not u.lead_in] == ["ALDER", "ASH"]
+
+
+def test_statements_after_a_colon_are_what_it_introduces() -> None:
+    units = passage_units("A kiln can be in one of the following states:\n\n`loading`  \nPieces are being "
+                          "placed.\n\n`firing`  \nThe kiln is hot.\n\nAfter a firing the kiln cools overnight "
+                          "before anyone opens it:")
+    lead_in, loading, firing, last = units
+    assert lead_in.lead_in and not lead_in.fragment
+    assert loading.block == firing.block == lead_in.block
+    assert last.trails and last.fragment  # ends the passage with a colon: what it introduces is elsewhere
+
+
+@pytest.fixture(scope="module")
+def studio_db(pg_server, embedder, tmp_path_factory) -> Iterator[Database]:  # type: ignore[no-untyped-def]
+    kb = tmp_path_factory.mktemp("studio")
+    (kb / "glazing.md").write_text(STUDIO, encoding="utf-8")
+    url, _ = fresh_database_url(pg_server)
+    db = Database.from_url(url.render_as_string(hide_password=False), migrate=False)
+    Indexer(db, embedder, chunk_max_tokens=120).sync([FilesystemSource("kb", kb)])
+    yield db
+    db.close()
+
+
+def _lead_in_passage(db: Database, embedder) -> tuple[Searcher, list]:  # type: ignore[no-untyped-def, type-arg]
+    searcher = Searcher(db, embedder)
+    hits = searcher.search("Which house glazes does the studio keep?", k=8).hits
+    lead_in = [h for h in hits if h.text.rstrip().endswith("to use:")]
+    assert lead_in and all("Celadon" not in h.text for h in lead_in), "the list must open the next passage"
+    return searcher, lead_in
+
+
+def test_a_lead_in_ending_its_passage_brings_the_list_from_the_next_one(studio_db, embedder) -> None:  # type: ignore[no-untyped-def]
+    searcher, lead_in = _lead_in_passage(studio_db, embedder)
+    question = "Which house glazes does the studio keep?"
+    synthesizer = ExtractiveSynthesizer(embedder)
+    reader = PassageReader(studio_db)
+    for scope in (None, ReaderScope.member([], "a member")):
+        answer = synthesizer.compose(question, lead_in, searcher.embedder.embed_query(question),
+                                     next_passage=lambda hit, scope=scope: reader.next_passage(hit, scope))
+        assert answer.text.index("six house glazes") < answer.text.index(GLAZES[0])
+        assert all(g in answer.text for g in GLAZES), answer.text
+        assert [c.number for c in answer.citations] == [1, 2]  # both passages quoted, both cited
+        assert {c.hit.external_id for c in answer.citations} == {"glazing.md"}
+        assert all(q in c.hit.text for c in answer.citations for q in c.quote.split(" … "))
+    # Through the pipeline: its reader reads the next passage under the asker's audience.
+    pipeline = AnswerPipeline(searcher, synthesizer, passage_reader=reader)
+    answer = pipeline.answer(question, AskContext(audience=ReaderScope.member([], "a member")))
+    assert answer.outcome == "answered" and all(g in answer.text for g in GLAZES), answer.text
+
+
+def test_a_next_passage_the_reader_may_not_see_is_never_quoted(studio_db, embedder) -> None:  # type: ignore[no-untyped-def]
+    searcher, lead_in = _lead_in_passage(studio_db, embedder)
+    with studio_db.engine.begin() as conn:  # as if the list were restricted to a group the reader is not in
+        conn.execute(text("UPDATE chunks SET audience = '{S0POTTERS}' WHERE text LIKE '%Celadon%'"))
+    try:
+        reader = PassageReader(studio_db)
+        member = ReaderScope.member([], "a member")
+        assert reader.next_passage(lead_in[0], member) is None
+        assert reader.next_passage(lead_in[0], ReaderScope.member(["S0POTTERS"], "a potter")) is not None
+        question = "Which house glazes does the studio keep?"
+        answer = ExtractiveSynthesizer(embedder).compose(
+            question, lead_in, searcher.embedder.embed_query(question),
+            next_passage=lambda hit: reader.next_passage(hit, member))
+        assert not any(g in answer.text for g in GLAZES)
+        assert not answer.text.replace(" [1]", "").rstrip().endswith(":")  # the bare lead-in is no answer
+    finally:
+        with studio_db.engine.begin() as conn:
+            conn.execute(text("UPDATE chunks SET audience = '{everyone}' WHERE text LIKE '%Celadon%'"))

@@ -165,8 +165,9 @@ def recompose(name: str, source: Path) -> None:
     services = Services(settings_for(name))
     embedder = CachedEmbedder(services.embedder, max_entries=10**7)
     vectors = PASSES / f"{name}-unit-vectors.pkl"
-    if vectors.exists():
-        embedder._vectors.update(pickle.loads(vectors.read_bytes()))
+    for known in (source / vectors.name, vectors):
+        if known.exists():
+            embedder._vectors.update(pickle.loads(known.read_bytes()))
     questions = {"answerable": [q.text for q in load_labelled_queries(files["queries"], files["qrels"])],  # type: ignore[arg-type]
                  "unanswerable": [q.text for q in load_questions(files["unanswerable"])]}  # type: ignore[arg-type]
     PASSES.mkdir(parents=True, exist_ok=True)

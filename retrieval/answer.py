@@ -107,6 +107,8 @@ OTHER_ARTICLE_MARGIN = 0.03
 # A unit of another passage joins only when it holds at least this share of the anchor's question words
 # (weighted): "how many days can I carry over" is not also answered with how many days you get.
 OTHER_PASSAGE_OVERLAP = 0.5
+# Added to the support's own weight of the question's words (retrieval/support.py) when choosing units.
+ANSWER_OVERLAP_WEIGHT = 0.1
 
 
 class ExtractiveSynthesizer:
@@ -144,6 +146,10 @@ class ExtractiveSynthesizer:
             qvec = question_vector if question_vector is not None else self.embedder.embed_query(question)
             support = score_support(question, qvec, passages, self.embedder)
         support = support.within(passages)
+        # The answer weighs the question's own words more than the gate does: of two sentences about the
+        # topic, the one naming what was asked ("internetwork", "dataset groups") is the answer.
+        support = Support([dataclasses.replace(u, score=u.score + ANSWER_OVERLAP_WEIGHT * u.overlap)
+                           for u in support.units], support.coverage)
         support, continued = self._continue_trailing(support, passages, next_passage)
         anchor = support.best
         if anchor is None or anchor.similarity < self.min_unit_similarity:
@@ -253,6 +259,8 @@ class ExtractiveSynthesizer:
             return [unit, *following]
         members = [u for u in same_passage if u.unit.block == block and not u.unit.lead_in]
         lead_in = [u for u in same_passage if u.unit.block == block and u.unit.lead_in]
+        if unit.unit.kind == "code":  # a command comes with the sentence that says what it does
+            return [*lead_in, unit]
         if unit.unit.lead_in or (unit.unit.ordered and members):
             if len(members) > self.max_steps:  # a long list: the items around the anchor or the asked one
                 named = max(members, key=lambda u: u.overlap)
@@ -457,6 +465,8 @@ def _render(piece: Sequence[ScoredUnit], numbers: Sequence[int]) -> str:
     lines = [_statement_text(u) for u in piece if u.unit.kind != "item"]
     for n, u in enumerate(items, 1):
         lines.append(f"{n}. {_statement_text(u)}" if u.unit.ordered else f"- {_statement_text(u)}")
+    if piece[-1].unit.kind == "code":  # after a closing fence the marker needs a line of its own
+        return "\n".join(lines) + "\n" + marker.strip()
     return "\n".join(lines) + marker
 
 
@@ -464,6 +474,8 @@ def _statement_text(unit: ScoredUnit) -> str:
     """Rows read with their column names; sentences and items keep the passage's Markdown."""
     if unit.unit.kind == "row":
         return unit.unit.rendered
+    if unit.unit.kind == "code":
+        return unit.unit.quote if unit.unit.quote.rstrip().endswith("```") else unit.unit.quote + "\n```"
     lines = [" ".join(line.split()) for line in unescape(unit.unit.quote).split("\n") if line.strip()]
     return "\n   ".join(lines)  # a nested list stays a list, indented under its step
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 from retrieval.chunking import split_sentences
 
-UnitKind = Literal["sentence", "item", "row"]
+UnitKind = Literal["sentence", "item", "row", "code"]
 
 _LIST_ITEM = re.compile(r"^(\s*)(?:[-*+]|(\d{1,3})[.)])\s+(.*)$")
 _TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
@@ -97,6 +97,11 @@ def passage_units(text: str) -> list[Unit]:
             flush_paragraph(before_block=False)
             i += 1
             continue
+        if line.lstrip().startswith("```"):
+            flush_paragraph(before_block=True)
+            block += 1
+            i = _code(lines, i, block, units, offsets, text)
+            continue
         if line.lstrip().startswith("|"):
             flush_paragraph(before_block=True)
             block += 1
@@ -153,6 +158,19 @@ def _announces(unit: Unit) -> bool:
 def _is_label(text: str) -> bool:
     """A short line that only names what follows ("Topics", "**A**")."""
     return "\n" not in text.strip() and len(_WORD.findall(text)) <= 2 and not text.rstrip().endswith((".", ":"))
+
+
+def _code(lines: list[str], i: int, block: int, units: list[Unit], offsets: list[int], text: str) -> int:
+    """A fenced code block, one unit from fence to fence (a passage may end inside it)."""
+    start = offsets[i] + len(lines[i]) - len(lines[i].lstrip())
+    end = i + 1
+    while end < len(lines) and not lines[end].lstrip().startswith("```"):
+        end += 1
+    last = min(end, len(lines) - 1)
+    quote = text[start:offsets[last] + len(lines[last])].strip()
+    body = "\n".join(lines[i + 1:end]).strip()
+    units.append(Unit("code", quote, " ".join(body.split()), len(units), block=block))
+    return end + 1
 
 
 def _table(lines: list[str], i: int, block: int, units: list[Unit]) -> int:

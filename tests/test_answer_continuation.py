@@ -4,7 +4,6 @@ list that opens the article's next passage, read from a real PostgreSQL for the 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -17,6 +16,7 @@ from retrieval.neighbours import PassageReader
 from retrieval.search import Searcher
 from retrieval.sources import FilesystemSource
 from retrieval.sync import Indexer
+from retrieval.types import SearchHit
 from tests.conftest import fresh_database_url
 
 GLAZES = ["Celadon green", "Tenmoku brown", "Shino white", "Ash grey", "Copper red", "Cobalt blue"]
@@ -106,3 +106,16 @@ def test_a_next_passage_the_reader_may_not_see_is_never_quoted(studio_db, embedd
     finally:
         with studio_db.engine.begin() as conn:
             conn.execute(text("UPDATE chunks SET audience = '{everyone}' WHERE text LIKE '%Celadon%'"))
+
+
+def test_a_command_comes_with_the_sentence_that_introduces_it(embedder) -> None:  # type: ignore[no-untyped-def]
+    passage = ("Kiln logs are kept on the studio server.\n\nUse the following command to copy every kiln log to "
+               "your laptop.\n\n```\n$ rsync -a studio:/kiln/logs ./kiln-logs\n```\n")
+    lead_in, command = passage_units(passage)[1:]
+    assert command.kind == "code" and command.block == lead_in.block and lead_in.lead_in
+    hit = SearchHit(1, 1, "kb", "kiln.md", "Kiln logs", None, ("Copying logs",), passage, 0, len(passage), None,
+                    1.0, 0.7)
+    question = "How do I copy the kiln logs to my laptop?"
+    answer = ExtractiveSynthesizer(embedder).compose(question, [hit], embedder.embed_query(question))
+    assert "Use the following command" in answer.text
+    assert "```\n$ rsync -a studio:/kiln/logs ./kiln-logs\n```\n[1]" in answer.text  # the fence stays closed

@@ -146,16 +146,19 @@ class ExtractiveSynthesizer:
             qvec = question_vector if question_vector is not None else self.embedder.embed_query(question)
             support = score_support(question, qvec, passages, self.embedder)
         support = support.within(passages)
-        # The answer weighs the question's own words more than the gate does: of two sentences about the
-        # topic, the one naming what was asked ("internetwork", "dataset groups") is the answer.
-        support = Support([dataclasses.replace(u, score=u.score + ANSWER_OVERLAP_WEIGHT * u.overlap)
-                           for u in support.units], support.coverage)
+        procedure = is_procedure_question(question)
+        if not procedure:
+            # A factual answer weighs the question's own words more than the gate does: of two sentences on
+            # the topic, the one naming what was asked ("internetwork", "dataset groups") is the answer. Not
+            # for "how do I": steps rarely repeat the question's words, their heading ("Enrolling") does.
+            support = Support([dataclasses.replace(u, score=u.score + ANSWER_OVERLAP_WEIGHT * u.overlap)
+                               for u in support.units], support.coverage)
         support, continued = self._continue_trailing(support, passages, next_passage)
         anchor = support.best
         if anchor is None or anchor.similarity < self.min_unit_similarity:
             return Answer(question, "", [], "abstained", self.name, nearest=list(passages))
         best_score = anchor.score
-        if is_procedure_question(question):
+        if procedure:
             # "How do I…" wants the steps: a procedure nearly as well supported as the best unit wins.
             def slack(u: ScoredUnit) -> float:
                 same = u.hit.article_id == anchor.hit.article_id
@@ -184,7 +187,15 @@ class ExtractiveSynthesizer:
                     and candidate.overlap < OTHER_PASSAGE_OVERLAP * anchor.overlap):
                 continue  # another passage's unit that shares little of what the question asks is padding
             piece = self._expand(candidate, support.units, continued)
-            if any(id(u) in taken for u in piece):
+            shared = [u for u in piece if id(u) in taken]
+            if shared and all(u.unit.lead_in for u in shared):
+                # Another item of a list already quoted with its lead-in: it joins that list.
+                host = next(p for p in pieces if any(u is shared[0] for u in p))
+                host.extend(u for u in piece if id(u) not in taken)
+                host.sort(key=lambda u: (u.rank, u.unit.position))
+                taken.update(id(u) for u in piece)
+                continue
+            if shared:
                 continue
             if anchor.unit.ordered and any(u.unit.ordered for u in piece):
                 continue  # steps answer with one procedure: "how to enrol" is not also "if you lose it"
@@ -259,7 +270,9 @@ class ExtractiveSynthesizer:
             return [unit, *following]
         members = [u for u in same_passage if u.unit.block == block and not u.unit.lead_in]
         lead_in = [u for u in same_passage if u.unit.block == block and u.unit.lead_in]
-        if unit.unit.kind == "code":  # a command comes with the sentence that says what it does
+        if unit.unit.kind == "code" or (unit.unit.kind == "item" and not unit.unit.ordered):
+            # A command or a list item comes with the sentence that says what it is ("The following are
+            # some limitations for magnetic storage:" + "Doesn't support elastic volumes").
             return [*lead_in, unit]
         if unit.unit.lead_in or (unit.unit.ordered and members):
             if len(members) > self.max_steps:  # a long list: the items around the anchor or the asked one

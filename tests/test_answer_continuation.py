@@ -119,3 +119,14 @@ def test_a_command_comes_with_the_sentence_that_introduces_it(embedder) -> None:
     answer = ExtractiveSynthesizer(embedder).compose(question, [hit], embedder.embed_query(question))
     assert "Use the following command" in answer.text
     assert "```\n$ rsync -a studio:/kiln/logs ./kiln-logs\n```\n[1]" in answer.text  # the fence stays closed
+
+
+def test_a_list_item_is_quoted_with_its_lead_in(embedder) -> None:  # type: ignore[no-untyped-def]
+    passage = ("The small kiln is kept for test tiles. The following are some limitations of the small kiln:\n"
+               "- Doesn't fire above 1,200 degrees.\n- Doesn't hold pieces taller than 30 cm.\n"
+               "- Needs a booking two days ahead.\n")
+    hit = SearchHit(1, 1, "kb", "kiln.md", "Kilns", None, ("Small kiln",), passage, 0, len(passage), None, 1.0, 0.7)
+    question = "Can the small kiln fire above 1,200 degrees?"
+    answer = ExtractiveSynthesizer(embedder).compose(question, [hit], embedder.embed_query(question))
+    lead_in = "The following are some limitations of the small kiln:"
+    assert lead_in in answer.text and answer.text.index(lead_in) < answer.text.index("above 1,200 degrees")

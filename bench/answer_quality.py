@@ -129,7 +129,7 @@ def one_pass(services, questions: list[str], recorded: list[dict] | None = None,
     searcher, pipeline = services.searcher(), services.pipeline
     embedder = embedder or pipeline.unit_embedder
     synthesizer = ExtractiveSynthesizer(embedder)
-    next_passage = pipeline.next_passage_for(AskContext())
+    following = pipeline.following_for(AskContext())
     out = []
     for i, question in enumerate(questions):
         started = time.perf_counter()
@@ -141,7 +141,7 @@ def one_pass(services, questions: list[str], recorded: list[dict] | None = None,
         support = score_support(question, qvec, hits, embedder)
         relevant = support.relevant(hits, pipeline.min_relevance)[: synthesizer.passages]
         answer = synthesizer.compose(question, relevant, qvec, support.within(relevant),
-                                     next_passage=next_passage)
+                                     following=following)
         out.append({"evidence": asdict(Evidence.of(hits, support)), "answer": answer,
                     "ms": (time.perf_counter() - started) * 1000,
                     # What the answerer was given, so `--recompose` can answer again without searching.

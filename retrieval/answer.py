@@ -26,7 +26,7 @@ from retrieval.access import ReaderScope
 from retrieval.answer_units import Unit, passage_units, unescape
 from retrieval.embeddings import Embedder
 from retrieval.errors import EmptyQuestionError
-from retrieval.neighbours import PassageReader
+from retrieval.neighbours import Following, PassageReader
 from retrieval.search import Retriever
 from retrieval.settings import DEFAULTS
 from retrieval.support import ScoredUnit, Support, is_procedure_question, score_support
@@ -47,8 +47,8 @@ def abstain_text(nearest: Sequence[SearchHit]) -> str:
     return ABSTAIN_TEXT if nearest else NOTHING_NEAR_TEXT
 
 
-# The passage after a hit in its article, if the answer's readers may see it (retrieval/neighbours.py).
-NextPassage = Callable[[SearchHit], SearchHit | None]
+# What follows a hit in its article, as far as the answer's readers may see it (retrieval/neighbours.py).
+FollowingReader = Callable[[SearchHit], Following]
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,8 @@ class AskContext:
     audience: ReaderScope | None = None
     tone: bool | None = None  # the channel profile's tone decision (retrieval/routing.py); None: the rule's
     support: Support | None = None  # set by the pipeline: how each unit of the passages supports the question
-    # Set by the pipeline: the article's next passage after a hit, read for this context's audience.
-    next_passage: NextPassage | None = None
+    # Set by the pipeline: what follows a hit in its article, read for this context's audience.
+    following: FollowingReader | None = None
 
 
 class QueryRewriter(Protocol):
@@ -135,12 +135,12 @@ class ExtractiveSynthesizer:
     def stream(self, question: str, passages: Sequence[SearchHit], *, context: AskContext,
                question_vector: np.ndarray | None) -> Iterator[str | Answer]:
         answer = self.compose(question, passages, question_vector, context.support,
-                              next_passage=context.next_passage)
+                              following=context.following)
         yield answer.text
         yield answer
 
     def compose(self, question: str, passages: Sequence[SearchHit], question_vector: np.ndarray | None,
-                support: Support | None = None, *, next_passage: NextPassage | None = None) -> Answer:
+                support: Support | None = None, *, following: FollowingReader | None = None) -> Answer:
         passages = list(passages[: self.passages])
         if support is None:
             qvec = question_vector if question_vector is not None else self.embedder.embed_query(question)
@@ -153,7 +153,7 @@ class ExtractiveSynthesizer:
             # for "how do I": steps rarely repeat the question's words, their heading ("Enrolling") does.
             support = Support([dataclasses.replace(u, score=u.score + ANSWER_OVERLAP_WEIGHT * u.overlap)
                                for u in support.units], support.coverage)
-        support, continued = self._continue_trailing(support, passages, next_passage)
+        support, continued = self._continue_trailing(support, passages, following)
         anchor = support.best
         if anchor is None or anchor.similarity < self.min_unit_similarity:
             return Answer(question, "", [], "abstained", self.name, nearest=list(passages))
@@ -211,10 +211,11 @@ class ExtractiveSynthesizer:
             for u in piece:
                 by_rank[u.rank] = u.hit
                 numbers.setdefault(u.rank, len(numbers) + 1)
-                quotes.setdefault(u.rank, []).append(u.unit.quote)
+                if u.unit.kind != "heading":  # a section's name is not text of the passage
+                    quotes.setdefault(u.rank, []).append(u.unit.quote)
             parts.append(_render(piece, list(dict.fromkeys(numbers[u.rank] for u in piece))))
         citations = [
-            Citation(number, by_rank[rank], " … ".join(quotes[rank]))
+            Citation(number, by_rank[rank], " … ".join(quotes.get(rank, [])))
             for rank, number in sorted(numbers.items(), key=lambda item: item[1])
         ]
         text = ""
@@ -223,31 +224,46 @@ class ExtractiveSynthesizer:
         return Answer(question, text, citations, "answered", self.name)
 
     def _continue_trailing(self, support: Support, passages: Sequence[SearchHit],
-                           next_passage: NextPassage | None) -> tuple[Support, dict[int, list[ScoredUnit]]]:
-        """Lead-ins that end their passage, joined to what they announce at the start of the next one.
+                           following: FollowingReader | None) -> tuple[Support, dict[int, list[ScoredUnit]]]:
+        """Lead-ins that end their passage, joined to what they announce: the start of the next passage, or
+        the sections right below theirs ("six built-in algorithms" and a section per algorithm).
 
         Only the few that could answer (near the best unit's score) are looked up: a next passage already
-        among the candidates is used as it is, any other is read through `next_passage` (None: none)."""
+        among the candidates is used as it is, anything else is read through `following` (None: nothing)."""
         trailing = [u for u in support.units if u.unit.trails and u.similarity >= self.min_unit_similarity]
         if not trailing:
             return support, {}
         best = max(u.score for u in support.units)
         bar = best - self.margin
+
+        def reach(u: ScoredUnit) -> float:
+            """Its own score, or that of the sentence it goes on from ("…six algorithms. These range…")."""
+            before = {v.unit.position: v for v in support.units if v.rank == u.rank}
+            score, at = u.score, u
+            while _CONTINUES.match(at.unit.rendered) and (prev := before.get(at.unit.position - 1)) is not None:
+                score, at = max(score, prev.score), prev
+            return score
+
         resolved: dict[int, ScoredUnit] = {}
         continued: dict[int, list[ScoredUnit]] = {}
         extra = len(passages)
-        for u in sorted((u for u in trailing if u.score >= bar), key=lambda u: -u.score)[:MAX_CONTINUATIONS]:
-            following = _next_among(u.hit, passages)
-            if following is not None:
-                rank = passages.index(following)
+        reachable = [(reach(u), u) for u in trailing]
+        for _, u in sorted((r for r in reachable if r[0] >= bar), key=lambda r: -r[0])[:MAX_CONTINUATIONS]:
+            candidate = _next_among(u.hit, passages)
+            if candidate is not None:
+                rank = passages.index(candidate)
                 units = [v for v in support.units if v.rank == rank]
+                opening = _opening(u.unit, sorted(units, key=lambda v: v.unit.position), self.max_steps)
             else:
-                fetched = next_passage(u.hit) if next_passage is not None else None
-                if fetched is None:
-                    continue
-                rank, extra = extra, extra + 1
-                units = [ScoredUnit(fetched, rank, unit, 0.0, 0.0, 0.0) for unit in passage_units(fetched.text)]
-            opening = _opening(u.unit, sorted(units, key=lambda v: v.unit.position), self.max_steps)
+                after = following(u.hit) if following is not None else Following()
+                if after.passage is not None:
+                    rank, extra = extra, extra + 1
+                    opening = _opening(u.unit, [ScoredUnit(after.passage, rank, unit, 0.0, 0.0, 0.0)
+                                                for unit in passage_units(after.passage.text)], self.max_steps)
+                else:  # the sections it announces: named as a list, cited with the lead-in's passage
+                    opening = [ScoredUnit(u.hit, u.rank, Unit("heading", heading, _heading_text(heading),
+                                                              u.unit.position + n + 1), 0.0, 0.0, 0.0)
+                               for n, heading in enumerate(after.subsections[: self.max_steps])]
             if opening:
                 lead_in = dataclasses.replace(u, unit=dataclasses.replace(u.unit, lead_in=True))
                 resolved[id(u)] = lead_in
@@ -303,15 +319,15 @@ class AnswerPipeline:
         self.rewriter = rewriter
         self.candidates = candidates
         self.gate = gate or AbstentionGate()
-        # Reads the passage after a lead-in that ends its chunk (None: the answer keeps to the hits).
+        # Reads what follows a lead-in that ends its chunk (None: the answer keeps to the hits).
         self.passage_reader = passage_reader
 
-    def next_passage_for(self, context: AskContext) -> NextPassage | None:
-        """The next-passage lookup for one answer, under the same audience as its search."""
+    def following_for(self, context: AskContext) -> FollowingReader | None:
+        """What follows a passage, for one answer: read under the same audience as its search."""
         reader = self.passage_reader
         if reader is None:
             return None
-        return lambda hit: reader.next_passage(hit, context.audience)
+        return lambda hit: reader.following(hit, context.audience)
 
     def with_synthesizer(self, synthesizer: Synthesizer) -> AnswerPipeline:
         """The same retrieval and gate with another answerer (evaluations compare answerers this way)."""
@@ -376,7 +392,7 @@ class AnswerPipeline:
         relevant = support.relevant(hits, self.min_relevance)
         relevant = relevant[: getattr(self.synthesizer, "passages", self.top_k)]
         context = dataclasses.replace(context, support=support.within(relevant),
-                                      next_passage=self.next_passage_for(context))
+                                      following=self.following_for(context))
         final: Answer | None = None
         for event in self.synthesizer.stream(question, relevant, context=context,
                                              question_vector=result.query_vector):
@@ -463,6 +479,11 @@ def _opening(lead_in: Unit, units: Sequence[ScoredUnit], max_steps: int) -> list
     return []
 
 
+def _heading_text(heading: str) -> str:
+    """A section heading as a list item reads it: its link text kept as a link, escapes dropped."""
+    return " ".join(unescape(heading).split())
+
+
 def _near_duplicate(a: str, b: str) -> bool:
     wa, wb = set(_WORDS.findall(a.lower())), set(_WORDS.findall(b.lower()))
     return bool(wa and wb) and len(wa & wb) / min(len(wa), len(wb)) > 0.8
@@ -472,10 +493,10 @@ def _render(piece: Sequence[ScoredUnit], numbers: Sequence[int]) -> str:
     """A piece as the answer says it: a list as a Markdown list (numbered when it was), else statements;
     then the markers of the passages it quotes (two when a lead-in's list opens the next passage)."""
     marker = " " + "".join(f"[{n}]" for n in numbers)
-    items = [u for u in piece if u.unit.kind == "item"]
+    items = [u for u in piece if u.unit.kind in ("item", "heading")]
     if len(items) < 2 and all(u.unit.kind == "sentence" for u in piece[1:]):  # a sentence and its continuation
         return " ".join(_as_statement(_statement_text(u)) for u in piece) + marker
-    lines = [_statement_text(u) for u in piece if u.unit.kind != "item"]
+    lines = [_statement_text(u) for u in piece if u.unit.kind not in ("item", "heading")]
     for n, u in enumerate(items, 1):
         lines.append(f"{n}. {_statement_text(u)}" if u.unit.ordered else f"- {_statement_text(u)}")
     if piece[-1].unit.kind == "code":  # after a closing fence the marker needs a line of its own
@@ -485,7 +506,7 @@ def _render(piece: Sequence[ScoredUnit], numbers: Sequence[int]) -> str:
 
 def _statement_text(unit: ScoredUnit) -> str:
     """Rows read with their column names; sentences and items keep the passage's Markdown."""
-    if unit.unit.kind == "row":
+    if unit.unit.kind in ("row", "heading"):
         return unit.unit.rendered
     if unit.unit.kind == "code":
         return unit.unit.quote if unit.unit.quote.rstrip().endswith("```") else unit.unit.quote + "\n```"

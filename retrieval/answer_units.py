@@ -15,7 +15,8 @@ from typing import Literal
 
 from retrieval.chunking import split_sentences
 
-UnitKind = Literal["sentence", "item", "row", "code"]
+# "heading": a section's name, only where an answer lists the sections a lead-in announces.
+UnitKind = Literal["sentence", "item", "row", "code", "heading"]
 
 _LIST_ITEM = re.compile(r"^(\s*)(?:[-*+]|(\d{1,3})[.)])\s+(.*)$")
 _TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")

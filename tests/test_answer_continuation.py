@@ -76,7 +76,7 @@ def test_a_lead_in_ending_its_passage_brings_the_list_from_the_next_one(studio_d
     reader = PassageReader(studio_db)
     for scope in (None, ReaderScope.member([], "a member")):
         answer = synthesizer.compose(question, lead_in, searcher.embedder.embed_query(question),
-                                     next_passage=lambda hit, scope=scope: reader.next_passage(hit, scope))
+                                     following=lambda hit, scope=scope: reader.following(hit, scope))
         assert answer.text.index("six house glazes") < answer.text.index(GLAZES[0])
         assert all(g in answer.text for g in GLAZES), answer.text
         assert [c.number for c in answer.citations] == [1, 2]  # both passages quoted, both cited
@@ -95,12 +95,12 @@ def test_a_next_passage_the_reader_may_not_see_is_never_quoted(studio_db, embedd
     try:
         reader = PassageReader(studio_db)
         member = ReaderScope.member([], "a member")
-        assert reader.next_passage(lead_in[0], member) is None
-        assert reader.next_passage(lead_in[0], ReaderScope.member(["S0POTTERS"], "a potter")) is not None
+        assert reader.following(lead_in[0], member).passage is None
+        assert reader.following(lead_in[0], ReaderScope.member(["S0POTTERS"], "a potter")).passage is not None
         question = "Which house glazes does the studio keep?"
         answer = ExtractiveSynthesizer(embedder).compose(
             question, lead_in, searcher.embedder.embed_query(question),
-            next_passage=lambda hit: reader.next_passage(hit, member))
+            following=lambda hit: reader.following(hit, member))
         assert not any(g in answer.text for g in GLAZES)
         assert not answer.text.replace(" [1]", "").rstrip().endswith(":")  # the bare lead-in is no answer
     finally:
@@ -130,3 +130,36 @@ def test_a_list_item_is_quoted_with_its_lead_in(embedder) -> None:  # type: igno
     answer = ExtractiveSynthesizer(embedder).compose(question, [hit], embedder.embed_query(question))
     lead_in = "The following are some limitations of the small kiln:"
     assert lead_in in answer.text and answer.text.index(lead_in) < answer.text.index("above 1,200 degrees")
+
+
+KILNS = ("# Kilns\n\n## Studio kilns\n\nMembers can fire their pieces in three kinds of kilns.\n\n"
+         + "".join(f"### {name}\n\nThe {name} kiln fires {use}, and members book it a week ahead on the board "
+                   "by the door.\n\n" for name, use in (("Raku", "raku pieces outdoors"),
+                                                      ("Gas", "stoneware to cone 10"),
+                                                      ("Electric", "bisque and test tiles")))
+         + "## Booking\n\nBook any kiln on the board.\n")
+
+
+def test_a_lead_in_announcing_the_sections_below_it_names_them(pg_server, embedder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "kilns.md").write_text(KILNS, encoding="utf-8")
+    url, _ = fresh_database_url(pg_server)
+    db = Database.from_url(url.render_as_string(hide_password=False), migrate=False)
+    try:
+        Indexer(db, embedder, chunk_max_tokens=120).sync([FilesystemSource("kb", tmp_path / "kb")])
+        searcher = Searcher(db, embedder)
+        question = "Which kilns does the studio run?"
+        lead_in = [h for h in searcher.search(question, k=8).hits if h.heading_path == ("Studio kilns",)]
+        reader = PassageReader(db)
+        member = ReaderScope.member([], "a member")
+        assert reader.following(lead_in[0], member).subsections == ("Raku", "Gas", "Electric")  # not "Booking"
+        answer = ExtractiveSynthesizer(embedder).compose(
+            question, lead_in, embedder.embed_query(question), following=lambda hit: reader.following(hit, member))
+        assert "three kinds of kilns" in answer.text and "- Raku\n- Gas\n- Electric [1]" in answer.text, answer.text
+        assert answer.citations[0].quote == "Members can fire their pieces in three kinds of kilns."  # the passage's own words
+        with db.engine.begin() as conn:  # the sections below, restricted to a group the reader is not in
+            conn.execute(text("UPDATE chunks SET audience = '{S0POTTERS}' WHERE heading_path[2] IS NOT NULL"))
+        assert reader.following(lead_in[0], member).subsections == ()
+        assert reader.following(lead_in[0], None).subsections == ("Raku", "Gas", "Electric")  # the operator
+    finally:
+        db.close()

@@ -156,7 +156,8 @@ def test_a_lead_in_announcing_the_sections_below_it_names_them(pg_server, embedd
         answer = ExtractiveSynthesizer(embedder).compose(
             question, lead_in, embedder.embed_query(question), following=lambda hit: reader.following(hit, member))
         assert "three kinds of kilns" in answer.text and "- Raku\n- Gas\n- Electric [1]" in answer.text, answer.text
-        assert answer.citations[0].quote == "Members can fire their pieces in three kinds of kilns."  # the passage's own words
+        # The citation quotes the passage's own words; the section names are the article's structure.
+        assert answer.citations[0].quote == "Members can fire their pieces in three kinds of kilns."
         with db.engine.begin() as conn:  # the sections below, restricted to a group the reader is not in
             conn.execute(text("UPDATE chunks SET audience = '{S0POTTERS}' WHERE heading_path[2] IS NOT NULL"))
         assert reader.following(lead_in[0], member).subsections == ()

@@ -49,12 +49,63 @@ def rates(gate, answerable: list[dict], unanswerable: list[dict]) -> tuple[float
     return answered, abstained
 
 
+THRESHOLDS = [round(0.40 + 0.005 * i, 3) for i in range(61)]
+WEIGHTS = list(itertools.product((0.25, 0.5, 0.75), (0.0, 0.1), (0.0, 0.2, 0.4), (0.0, 0.1, 0.2, 0.3, 0.4)))
+
+
 def gate_grid() -> list:  # type: ignore[type-arg]
+    """(unit, coverage, margin, density) weights x thresholds, in the order _best breaks ties."""
     from retrieval.abstention import AbstentionGate
 
-    return [AbstentionGate(threshold=t, unit_weight=u, coverage_weight=c, margin_weight=m)
-            for u, c, m in itertools.product((0.0, 0.25, 0.5, 0.75, 1.0), (0.0, 0.1, 0.2), (0.0, 0.2, 0.4, 0.6))
-            for t in [round(0.30 + 0.005 * i, 3) for i in range(81)]]
+    return [AbstentionGate(threshold=t, unit_weight=u, coverage_weight=c, margin_weight=m, density_weight=d)
+            for u, c, m, d in WEIGHTS for t in THRESHOLDS]
+
+
+def _slacks(sets: dict[str, dict]):  # type: ignore[no-untyped-def, type-arg]
+    """(worst set's slack, mean slack over the sets) for every gate of gate_grid(), in its order (numpy:
+    the grid is large)."""
+    import numpy as np
+
+    from retrieval.abstention import AbstentionGate, Evidence
+
+    thresholds = np.array(THRESHOLDS)
+    worst, mean = [], []
+    for u, c, m, d in WEIGHTS:
+        gate = AbstentionGate(threshold=0.0, unit_weight=u, coverage_weight=c, margin_weight=m, density_weight=d)
+        per_set = []
+        for data in sets.values():
+            slack = np.full(len(thresholds), np.inf)
+            for kind, target in (("answerable", ANSWER_TARGET), ("unanswerable", ABSTAIN_TARGET)):
+                if not data[kind]:
+                    continue
+                evidence = [Evidence(**e) for e in data[kind]]
+                above = np.array([gate.confidence(e) - gate.bar(e.density) for e in evidence])  # bar at t=0
+                answered = (above[:, None] >= thresholds[None, :]).mean(axis=0)
+                slack = np.minimum(slack, (answered if kind == "answerable" else 1 - answered) - target)
+            per_set.append(slack)
+        worst.append(np.min(per_set, axis=0))
+        mean.append(np.mean(per_set, axis=0))
+    return np.concatenate(worst), np.concatenate(mean)
+
+
+def _best(grid: list, sets: dict[str, dict]):  # type: ignore[no-untyped-def, type-arg]
+    """The gate with the most room against both targets on its worst set; among those, the most room on
+    the others (then the first in the grid)."""
+    if grid is _GRID_CACHE.get("grid"):
+        import numpy as np
+
+        worst, mean = _slacks(sets)
+        return grid[int(np.lexsort((-mean, -np.round(worst, 9)))[0])]
+    return max(grid, key=lambda g: (round(min(s := [_slack(g, d) for d in sets.values()]), 9), sum(s) / len(s)))
+
+
+_GRID_CACHE: dict[str, list] = {}  # type: ignore[type-arg]
+
+
+def _grid() -> list:  # type: ignore[type-arg]
+    if "grid" not in _GRID_CACHE:
+        _GRID_CACHE["grid"] = gate_grid()
+    return _GRID_CACHE["grid"]
 
 
 def _slack(gate, data: dict) -> float:  # type: ignore[no-untyped-def, type-arg]
@@ -62,15 +113,10 @@ def _slack(gate, data: dict) -> float:  # type: ignore[no-untyped-def, type-arg]
     return min(answered - ANSWER_TARGET, abstained - ABSTAIN_TARGET)
 
 
-def _best(grid: list, sets: dict[str, dict]):  # type: ignore[no-untyped-def, type-arg]
-    """The gate with the most room against both targets on its worst set (ties: the first in the grid)."""
-    return max(grid, key=lambda g: min(_slack(g, d) for d in sets.values()))
-
-
 def calibrate(sets: dict[str, dict[str, list[dict]]]) -> dict:  # type: ignore[type-arg]
     """The grid's best gate chosen on all sets together, and chosen on each set alone (with its rates on
     the others: how well a gate calibrated on one knowledge base carries to another)."""
-    grid = gate_grid()
+    grid = _grid()
 
     def report(gate, on: list[str]) -> dict:  # type: ignore[no-untyped-def, type-arg]
         per_set = {}
@@ -83,7 +129,9 @@ def calibrate(sets: dict[str, dict[str, list[dict]]]) -> dict:  # type: ignore[t
                 "meets_targets_there": worst >= 0}
 
     names = list(sets)
-    cosine_only = [g for g in grid if g.unit_weight == g.coverage_weight == g.margin_weight == 0.0]
+    from retrieval.abstention import AbstentionGate
+
+    cosine_only = [AbstentionGate(threshold=t, unit_weight=0.0, margin_weight=0.0) for t in THRESHOLDS]
     return {
         "targets": {"answered": ANSWER_TARGET, "abstained": ABSTAIN_TARGET},
         "chosen": report(_best(grid, sets), names),
@@ -96,7 +144,7 @@ def cross_validated(sets: dict[str, dict[str, list[dict]]], seed: int = 0) -> di
     """Rates on questions the gate was not chosen on: each calibration set is split into FOLDS parts
     (answerable and unanswerable separately), the grid's best gate is chosen on all the others of every
     set and scored on the part left out; REPEATS shuffles, averaged."""
-    grid = gate_grid()
+    grid = _grid()
     rng = random.Random(seed)
     totals = {n: {"answered": 0.0, "abstained": 0.0} for n in sets}
     thresholds = []
@@ -189,6 +237,7 @@ def record(names: list[str], run: str) -> None:
     for name in names:
         services = Services(settings_for(name, run))
         pipeline = services.pipeline
+        _save_density(services, out_dir / f"{name}-density.json")
         for kind, path in question_files()[name].items():
             passes = []
             for question in load_questions(path):
@@ -202,17 +251,36 @@ def record(names: list[str], run: str) -> None:
         services.close()
 
 
+def _save_density(services, path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The index's neighbour density, as the product measures it (retrieval/neighbour_density.py)."""
+    from retrieval.neighbour_density import NeighbourDensity
+
+    searcher = services.searcher()
+    path.write_text(json.dumps({"density": NeighbourDensity(searcher).measure(searcher.space())}) + "\n")
+
+
+def measure_densities(names: list[str], run: str) -> None:
+    from bot.services import Services
+
+    for name in names:
+        services = Services(settings_for(name, run))
+        _save_density(services, BENCH_DIR / "abstention-passes" / run / f"{name}-density.json")
+        services.close()
+
+
 def load_evidence(run: str) -> dict[str, dict[str, list[dict]]]:  # type: ignore[type-arg]
     from retrieval.abstention import Evidence
 
     out: dict[str, dict[str, list[dict]]] = {}  # type: ignore[type-arg]
     for name, kinds in question_files().items():
+        density_file = BENCH_DIR / "abstention-passes" / run / f"{name}-density.json"
+        density = json.loads(density_file.read_text())["density"] if density_file.exists() else None
         for kind in kinds:
             path = BENCH_DIR / "abstention-passes" / run / f"{name}-{kind}.pkl"
             if path.exists():
                 passes = pickle.loads(path.read_bytes())
                 out.setdefault(name, {})[kind] = [
-                    {"id": p["id"], **asdict(Evidence.of(p["hits"], p["support"]))} for p in passes]
+                    {"id": p["id"], **asdict(Evidence.of(p["hits"], p["support"], density))} for p in passes]
     return out
 
 
@@ -251,13 +319,17 @@ def Evidence_of(e: dict):  # type: ignore[no-untyped-def, type-arg]
 def main() -> None:
     sys.path.insert(0, str(REPO))
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", nargs="?", choices=("record", "report"), default="report")
+    parser.add_argument("command", nargs="?", choices=("record", "density", "report"), default="report")
     parser.add_argument("--name", default="base", help="the recorded passes to use (a folder name)")
     parser.add_argument("--sets", default="demo,aws,python-faq")
     parser.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "abstention.json")
     args = parser.parse_args()
+    names = [n for n in args.sets.split(",") if n in question_files()]
     if args.command == "record":
-        record([n for n in args.sets.split(",") if n in question_files()], args.name)
+        record(names, args.name)
+        return
+    if args.command == "density":  # passes recorded before the density was: measure it alone
+        measure_densities(names, args.name)
         return
     result = report(args.name)
     args.json_out.write_text(json.dumps(result, indent=1) + "\n")

@@ -139,9 +139,12 @@ class Services:
         from retrieval.rerank import with_rerank
 
         searcher = with_rerank(searcher, llm, self.chat_client, min_relevance=search.min_relevance)
+        from retrieval.neighbour_density import NeighbourDensity
+
         return AnswerPipeline(searcher, self.synthesizer(), top_k=search.top_k,
                               min_relevance=search.min_relevance, unit_embedder=self.sentence_embedder,
                               passage_reader=PassageReader(self.search_database()),
+                              density=NeighbourDensity(base),
                               rewriter=create_rewriter(search, self.chat_client, model=llm.llm_model))
 
     def indexer(self, progress: ProgressCallback | None = None,

@@ -307,7 +307,8 @@ class AnswerPipeline:
                  min_relevance: float = DEFAULTS.search.min_relevance, nearest_articles: int = 3,
                  rewriter: QueryRewriter | None = None, candidates: int = 8,
                  gate: AbstentionGate | None = None, unit_embedder: Embedder | None = None,
-                 passage_reader: PassageReader | None = None) -> None:
+                 passage_reader: PassageReader | None = None,
+                 density: Callable[[], float | None] | None = None) -> None:
         self.searcher = searcher
         # Embeds the passages' sentences for the gate and the answer (Services gives a cached one: the
         # same passages come back for every question on a topic); the searcher's own model by default.
@@ -319,6 +320,9 @@ class AnswerPipeline:
         self.rewriter = rewriter
         self.candidates = candidates
         self.gate = gate or AbstentionGate()
+        # The index's neighbour density, which raises the gate's bar in a crowded index
+        # (retrieval/neighbour_density.py); None keeps the base bar.
+        self.density = density
         # Reads what follows a lead-in that ends its chunk (None: the answer keeps to the hits).
         self.passage_reader = passage_reader
 
@@ -334,7 +338,7 @@ class AnswerPipeline:
         return AnswerPipeline(self.searcher, synthesizer, top_k=self.top_k, min_relevance=self.min_relevance,
                               nearest_articles=self.nearest_articles, rewriter=self.rewriter,
                               candidates=self.candidates, gate=self.gate, unit_embedder=self.unit_embedder,
-                              passage_reader=self.passage_reader)
+                              passage_reader=self.passage_reader, density=self.density)
 
     def answer(self, question: str, context: AskContext | None = None) -> Answer:
         final: Answer | None = None
@@ -375,11 +379,11 @@ class AnswerPipeline:
             embedder = self.searcher.query_embedder(result.space) if result.space else embedder
             qvec = embedder.embed_query(asked)
         support = score_support(asked, qvec, hits, embedder)
-        evidence = Evidence.of(hits, support)
+        evidence = Evidence.of(hits, support, self.density() if self.density else None)
         timings["support"] = (time.perf_counter() - started) * 1000 - sum(timings.values())
         if not self.gate.answers(evidence):
             log.debug("abstaining: confidence %.3f < %.3f (%s)", self.gate.confidence(evidence),
-                      self.gate.threshold, evidence.as_dict())
+                      self.gate.bar(evidence.density), evidence.as_dict())
             nearest = _distinct_articles(hits, self.nearest_articles)
             answer = Answer(question, abstain_text(nearest), [], "abstained", "none", nearest=nearest,
                             rewritten_question=rewritten,

@@ -9,7 +9,7 @@ cache of bench/common.py (one builder at a time). Questions: demo_eval/{queries,
 aws-docs-qa's queries, qrels and answers.jsonl (../shared/data, never copied) and the project's own
 bench/sets/aws-unanswerable.jsonl. Each question is asked once; the abstention gate is then calibrated on
 the recorded evidence (bench/calibrate_abstention.py's grid) and the answers are scored behind the shipped
-gate (`AbstentionGate()`). Results: bench/results/answer_quality.json and abstention.json.
+gate (`AbstentionGate()`). Results: bench/results/answer_quality.json (the gate's report: calibrate_abstention).
 """
 
 from __future__ import annotations
@@ -130,6 +130,7 @@ def one_pass(services, questions: list[str], recorded: list[dict] | None = None,
     embedder = embedder or pipeline.unit_embedder
     synthesizer = ExtractiveSynthesizer(embedder)
     following = pipeline.following_for(AskContext())
+    density = pipeline.density() if pipeline.density else None  # the gate's bar depends on the index
     out = []
     for i, question in enumerate(questions):
         started = time.perf_counter()
@@ -142,7 +143,7 @@ def one_pass(services, questions: list[str], recorded: list[dict] | None = None,
         relevant = support.relevant(hits, pipeline.min_relevance)[: synthesizer.passages]
         answer = synthesizer.compose(question, relevant, qvec, support.within(relevant),
                                      following=following)
-        out.append({"evidence": asdict(Evidence.of(hits, support)), "answer": answer,
+        out.append({"evidence": asdict(Evidence.of(hits, support, density)), "answer": answer,
                     "ms": (time.perf_counter() - started) * 1000,
                     # What the answerer was given, so `--recompose` can answer again without searching.
                     "hits": hits, "query_vector": qvec})
@@ -297,7 +298,8 @@ def main() -> None:
     parser.add_argument("--recompose", metavar="FROM", help="answer the search results recorded in folder FROM "
                         "again with the current answerer (no search), into --passes")
     parser.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "answer_quality.json")
-    parser.add_argument("--abstention-out", type=Path, default=REPO / "bench" / "results" / "abstention.json")
+    # bench/results/abstention.json is bench.calibrate_abstention's (held-out and cross-validated rates too)
+    parser.add_argument("--abstention-out", type=Path, default=None)
     args = parser.parse_args()
     global PASSES  # one process records one folder of passes
     PASSES = BENCH_DIR / args.passes
@@ -327,8 +329,9 @@ def main() -> None:
                                  "shipped_gate": shipped.__dict__, "calibration": calibration}
     for name, data in sets.items():
         report[name] = {"retrieval": data["retrieval"], **answer_report(data, shipped)}
-    args.abstention_out.parent.mkdir(parents=True, exist_ok=True)
-    args.abstention_out.write_text(json.dumps({**calibration, "evidence": evidence}, indent=1) + "\n")
+    if args.abstention_out:
+        args.abstention_out.parent.mkdir(parents=True, exist_ok=True)
+        args.abstention_out.write_text(json.dumps({**calibration, "evidence": evidence}, indent=1) + "\n")
     args.json_out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     print(json.dumps({k: v if not isinstance(v, dict) or "answers" not in v else
                       {"retrieval": v["retrieval"], "answers": v["answers"]} for k, v in report.items()}, indent=2))

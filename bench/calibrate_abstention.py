@@ -131,7 +131,8 @@ def calibrate(sets: dict[str, dict[str, list[dict]]]) -> dict:  # type: ignore[t
     names = list(sets)
     from retrieval.abstention import AbstentionGate
 
-    cosine_only = [AbstentionGate(threshold=t, unit_weight=0.0, margin_weight=0.0) for t in THRESHOLDS]
+    cosine_only = [AbstentionGate(threshold=t, unit_weight=0.0, margin_weight=0.0, density_weight=0.0)
+                   for t in THRESHOLDS]
     return {
         "targets": {"answered": ANSWER_TARGET, "abstained": ABSTAIN_TARGET},
         "chosen": report(_best(grid, sets), names),
@@ -295,19 +296,37 @@ def report(run: str) -> dict:  # type: ignore[type-arg]
     calibration_sets = {n: {"answerable": strip(k["answerable"]), "unanswerable": strip(k["unanswerable"])}
                         for n, k in recorded.items() if "answerable" in k and "unanswerable" in k}
     shipped = AbstentionGate()
-    per_set = {}
+    calibration = calibrate(calibration_sets)
+    for entry in calibration.values():
+        if isinstance(entry, dict) and "gate" in entry:
+            entry["held_out"] = held_out_rates(AbstentionGate(**entry["gate"]), recorded)
+    return {"run": run, "shipped_gate": asdict(shipped), "shipped": per_kind(shipped, recorded),
+            "calibration": calibration, "cross_validated": cross_validated(calibration_sets),
+            "evidence": {n: {kind: [{k: round(v, 4) if isinstance(v, float) else v for k, v in e.items()}
+                                    for e in items] for kind, items in kinds.items()}
+                         for n, kinds in recorded.items()}}
+
+
+def per_kind(gate, recorded: dict[str, dict[str, list[dict]]]) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """Each set's and kind's rate at `gate`, with the questions it gets wrong."""
+    out: dict[str, dict] = {}  # type: ignore[type-arg]
     for name, kinds in recorded.items():
-        per_set[name] = {}
+        out[name] = {}
         for kind, items in kinds.items():
-            answers = [shipped.answers(Evidence_of(e)) for e in items]
-            rate = sum(answers) / len(answers) if kind.startswith("answerable") else 1 - sum(answers) / len(answers)
-            misses = [e["id"] for e, a in zip(items, answers, strict=True) if a != kind.startswith("answerable")]
-            per_set[name][kind] = {"questions": len(items),
-                                   ("answered" if kind.startswith("answerable") else "abstained"): round(rate, 3),
-                                   "misses": misses}
-    return {"run": run, "shipped_gate": asdict(shipped), "shipped": per_set,
-            "calibration": calibrate(calibration_sets), "cross_validated": cross_validated(calibration_sets),
-            "evidence": recorded}
+            answerable = kind.startswith("answerable")
+            answers = [gate.answers(Evidence_of(e)) for e in items]
+            right = [a == answerable for a in answers]
+            out[name][kind] = {"questions": len(items),
+                               ("answered" if answerable else "abstained"): round(sum(right) / len(right), 3),
+                               "misses": [e["id"] for e, ok in zip(items, right, strict=True) if not ok]}
+    return out
+
+
+def held_out_rates(gate, recorded: dict[str, dict[str, list[dict]]]) -> dict[str, float]:  # type: ignore[no-untyped-def, type-arg]
+    rates_ = per_kind(gate, {n: {k: v for k, v in kinds.items() if k.endswith("-heldout")}
+                             for n, kinds in recorded.items()})
+    return {f"{n}/{k}": next(v for key, v in r.items() if key in ("answered", "abstained"))
+            for n, kinds in rates_.items() for k, r in kinds.items()}
 
 
 def Evidence_of(e: dict):  # type: ignore[no-untyped-def, type-arg]

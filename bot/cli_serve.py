@@ -90,6 +90,14 @@ def warm_up(services: Services) -> None:
         services.database()
     except KbbotError as exc:
         log.error("the database is unreachable at start-up (the bot retries on each question): %s", exc)
+        return
+    try:
+        density = services.pipeline.density
+        if density is not None:
+            density()  # the abstention gate's bar on a large index: ~1.5 s once, not in the first answer
+    except KbbotError as exc:
+        log.error("the index's density could not be measured at start-up (measured on the first question): %s",
+                  exc)
 
 
 def _listen(app: App, host: str, port: int, *, threads: int) -> HttpServer:

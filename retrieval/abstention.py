@@ -6,6 +6,11 @@ question's distinctive words occur in the passages (`coverage`: "stock" and "pri
 whether some single sentence, list item or table row supports the question (`best_unit`), not just the
 passage's general topic. The gate combines them into one confidence, calibrated on answerable and
 unanswerable questions of the demo KB and aws-docs-qa (bench/calibrate_abstention.py, BENCHMARKS.md).
+
+How high the bar must be depends on the index: in a crowded one (aws-docs-qa's overlapping guides) an
+unanswerable question lands as close to some passage as an answerable one does in the demo KB. The bar
+rises with the index's neighbour density (retrieval/neighbour_density.py), which is what lets one gate
+serve both; the density reads only passages every member may read, so restricted articles never move it.
 """
 
 from __future__ import annotations

@@ -117,6 +117,35 @@ def sync(obj, full: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def
         raise SystemExit(1)
 
 
+@click.command()
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.pass_obj
+def forget(obj, name: str, yes: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    """Remove a source and its articles from the index (its files or pages are not touched)."""
+    from retrieval.index_store import delete_empty_source, registered_sources
+    from retrieval.search import unknown_sources_error
+    from retrieval.sources.base import RetiredSource
+    from retrieval.sources_config import load_sources_file
+
+    registered = {n: kind for n, kind, _config in registered_sources(obj.database())}
+    if name not in registered:
+        raise unknown_sources_error({name}, sorted(registered))
+    sources_file = obj.settings.index.sources_file
+    if sources_file is not None and name in {spec.name for spec in load_sources_file(sources_file)}:
+        raise click.ClickException(f"Source {name!r} is declared in the sources file {sources_file}: remove it "
+                                   "there first, or the next sync indexes it again.")
+    if not yes:
+        click.confirm(f"Remove source {name!r} and its articles from the index?", abort=True, err=True)
+    run = _run_sync(obj, [RetiredSource(name, registered[name])], kind="incremental", as_json=as_json)
+    if run.status == "failed" or not delete_empty_source(obj.database(), name):
+        raise click.ClickException(f"Source {name!r} still has articles in the index: run `kbbot forget {name}` "
+                                   "again (`-v` logs why).")
+    if not as_json:
+        click.echo(f"Source {name!r} is no longer in the index.")
+
+
 def configured_sources(obj) -> list[Source]:  # type: ignore[no-untyped-def]
     """The configured sources (see `Services.configured_sources`)."""
     return obj.services.configured_sources()
@@ -277,4 +306,4 @@ def demo(obj) -> None:  # type: ignore[no-untyped-def]
               "--qrels demo_eval/qrels.tsv --mode dense --mode lexical --mode hybrid`)")
 
 
-COMMANDS = [migrate, ingest, sync, search, ask, status, eval_command, demo]
+COMMANDS = [migrate, ingest, sync, forget, search, ask, status, eval_command, demo]

@@ -340,6 +340,15 @@ def registered_sources(db: Database) -> list[tuple[str, str, dict[str, Any]]]:
     return [(name, kind, dict(config)) for name, kind, config in rows]
 
 
+def delete_empty_source(db: Database, name: str) -> bool:
+    """Drop the row of a source that has no article left (after `RetiredSource` synced); one that still
+    has articles (a sync that could not remove them all) is kept, so nothing is deleted unseen."""
+    with translate_errors("Removing the source"), db.raw_connection() as pg, pg.transaction():
+        deleted = pg.execute("DELETE FROM sources s WHERE s.name = %s AND NOT EXISTS "
+                             "(SELECT 1 FROM articles a WHERE a.source_id = s.id)", (name,)).rowcount
+    return bool(deleted)
+
+
 def _context(title: str, draft: ChunkDraft) -> str:
     return " > ".join((title, *draft.heading_path))
 

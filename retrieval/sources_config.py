@@ -322,7 +322,7 @@ def configured_sources(sources_file: Path | None, registered: list[tuple[str, st
     the index (name, kind, stored config) that the file does not declare.
 
     A registered source that cannot be rebuilt (e.g. a connector removed from the file) is skipped with a
-    warning rather than failing every other source; its articles stay searchable until it is removed.
+    warning rather than failing every other source; its articles stay searchable until `kbbot forget` removes it.
     """
     specs = load_sources_file(sources_file) if sources_file is not None else []
     sources = [build_source(spec) for spec in specs if spec.enabled]

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from bot import terminal
+from bot.cli import main
 from retrieval import sync
 from tests.fakes.slack_api import FakeSlack
 from tests.helpers import write_article
@@ -152,8 +154,9 @@ def test_a_source_whose_file_is_gone_is_reported_once_with_how_to_repoint_it(  #
     with caplog.at_level(logging.INFO):
         output = cli("sync").output
     assert output.startswith("Sync partial")
-    expected = (f"✗ lockers: The JSONL file {kb} does not exist (source 'lockers'): restore it, or point the source "
-                "at where it is now (its `path:` in the sources file, or `kbbot ingest NEW-PATH --name lockers`).")
+    expected = (f"✗ lockers: The JSONL file {kb} does not exist (source 'lockers'): restore it, point the source "
+                "at where it is now (its `path:` in the sources file, or `kbbot ingest NEW-PATH --name lockers`), "
+                "or take it out of the index with `kbbot forget lockers`.")
     assert expected in output and output.count("does not exist") == 1
     assert not [r for r in caplog.records if "source lockers failed" in r.getMessage()]  # said once, above
 
@@ -193,3 +196,36 @@ def test_an_abstention_with_no_article_to_show_does_not_point_at_any(  # type: i
     assert "closest matches" not in shown and "Nearest articles" not in shown and "level -2" not in shown
     employee = cli("ask", "What is the capital of Peru?", "--as-user", "U0EMPLOYEE").output
     assert "These articles were the closest matches" in employee and "• Parking" in employee
+
+
+def test_forget_takes_a_source_out_of_the_index(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    kb = tmp_path / "kb"
+    write_article(kb, "hr/parking.md", "Parking", "## Visitors\nVisitors park on level -2 with a day pass.\n")
+    write_article(kb, "hr/lockers.md", "Lockers", "## Lockers\nLockers on floor 3 open with your badge.\n")
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"id": "w", "title": "Wifi", "text": "The guest wifi is Northwind-Guest."}\n')
+    cli("ingest", str(kb), "--name", "test-kb")
+    cli("ingest", str(other))
+    expected = ("Error: No source named 'nosuch': the indexed sources are other, test-kb (`kbbot status` "
+                "describes them).")
+    assert _error_line(cli("forget", "nosuch", "--yes", ok=False)) == expected
+
+    kept = CliRunner().invoke(main, ["forget", "test-kb"], input="n\n")  # asks first; no is no
+    assert kept.exit_code == 1 and "Remove source 'test-kb' and its articles from the index?" in kept.output
+    assert json.loads(cli("status", "--json").output)["articles"] == 3
+
+    shown = cli("forget", "test-kb", "--yes").output
+    assert "2 removed" in shown and "Source 'test-kb' is no longer in the index." in shown
+    status = json.loads(cli("status", "--json").output)
+    assert status["articles"] == 1 and [s["name"] for s in status["sources"]] == ["other"]
+    assert cli("ask", "Where do visitors park?", "--json").output.count("parking.md") == 0
+    assert json.loads(cli("sync", "--json").output)["sources"] == ["other"]  # not synced again
+    assert kb.is_dir() and (kb / "hr" / "parking.md").is_file()  # its files are not touched
+
+    sources = tmp_path / "sources.yml"
+    sources.write_text(f"sources:\n  - name: other\n    type: jsonl\n    options:\n      path: {other}\n")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("KBBOT_SOURCES_FILE", str(sources))
+        declared = _error_line(cli("forget", "other", "--yes", ok=False))
+    assert declared == (f"Error: Source 'other' is declared in the sources file {sources}: remove it there first, "
+                        "or the next sync indexes it again.")

@@ -106,3 +106,15 @@ class Source(ABC):
     def close(self) -> None:
         """Release connections (HTTP clients); called by the sync when the source is done."""
         return None
+
+
+class RetiredSource(Source):
+    """A source being taken out of the index (`kbbot forget`): an empty full listing under its name, so a
+    sync removes every article it had the way it removes any deleted article, under the same lock."""
+
+    def __init__(self, name: str, kind: str) -> None:
+        super().__init__(name)
+        self.kind = kind
+
+    def iter_articles(self) -> Iterator[SourceItem]:
+        return iter(())

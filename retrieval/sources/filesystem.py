@@ -84,8 +84,9 @@ class FilesystemSource(Source):
 def missing_path(what: str, source: str) -> str:
     """A path-based source whose path is gone. It came from the sources file or from `kbbot ingest`, which
     a source does not know: name both ways of pointing it at the new place."""
-    return (f"{what} does not exist (source {source!r}): restore it, or point the source at where it is now "
-            f"(its `path:` in the sources file, or `kbbot ingest NEW-PATH --name {source}`).")
+    return (f"{what} does not exist (source {source!r}): restore it, point the source at where it is now "
+            f"(its `path:` in the sources file, or `kbbot ingest NEW-PATH --name {source}`), or take it out of "
+            f"the index with `kbbot forget {source}`.")
 
 
 def _walk(root: Path) -> list[tuple[str, Path]]:

@@ -62,8 +62,11 @@ def check(obj, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     else:
         _print(report)
     failed = [r for r in results if not r["ok"]]
-    if failed:
+    if failed and as_json:
         raise LLMError("; ".join(f"{r['role']} model: {r['error']}" for r in failed))
+    if failed:  # the report above says why, once
+        roles = " and the ".join(f"{r['role']} model" for r in failed)
+        raise LLMError(f"The {roles} failed the check: see `Check` above.")
 
 
 def _print(report: dict) -> None:  # type: ignore[type-arg]

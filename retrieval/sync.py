@@ -350,13 +350,16 @@ class Indexer:
     def _embed(self, texts: list[str], space: EmbeddingSpace, counts: RunCounts) -> np.ndarray:
         """Embed in slices, reporting progress after each: one large article is thousands of passages, and
         minutes without a sign of life read as a hang."""
-        if len(texts) <= EMBED_BATCH_CHUNKS:
-            return self.embedder.embed_documents(texts) if texts else np.zeros((0, space.dimension))
+        if not texts:
+            return np.zeros((0, space.dimension))
+        # Said before the first slice too: one slice takes seconds on a CPU, during which a progress bar
+        # would otherwise still show the article count it had when the embedding began.
+        self.progress(Progress("embedding", None, 0, len(texts), counts))
         parts = []
         for start in range(0, len(texts), EMBED_BATCH_CHUNKS):
             parts.append(self.embedder.embed_documents(texts[start:start + EMBED_BATCH_CHUNKS]))
             self.progress(Progress("embedding", None, start + len(parts[-1]), len(texts), counts))
-        return np.concatenate(parts)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _backfill(self, store: IndexStore, space: EmbeddingSpace, counts: RunCounts, beat: _Heartbeat) -> None:
         """Embed chunks that have no vector in the target space (a re-embed, or a crash between writes)."""

@@ -48,7 +48,10 @@ def test_check_calls_base_and_tone_models(kbbot, fake_openai: FakeOpenAI,  # typ
     assert result.exit_code == 1
     assert "Check base:   gpt-4o-mini: OK" in result.output
     assert "Tone model:   ft:gpt-4o-mini:gone:1 (routing: always)" in result.output
-    assert "tone model: Calling ft:gpt-4o-mini:gone:1: model 'ft:gpt-4o-mini:gone:1' does not exist" in result.output
+    reason = "Calling ft:gpt-4o-mini:gone:1: model 'ft:gpt-4o-mini:gone:1' does not exist"
+    assert f"Check tone:   ft:gpt-4o-mini:gone:1: FAILED: {reason}" in result.output
+    assert result.output.count(reason) == 1  # said once, not again in the error line
+    assert result.output.strip().endswith("Error: The tone model failed the check: see `Check` above.")
 
 
 def test_ask_json_says_which_arm_answered_and_why_it_fell_back(  # type: ignore[no-untyped-def]

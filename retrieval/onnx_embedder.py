@@ -87,6 +87,20 @@ def model_file(cache_dir: Path, *, quantized: bool) -> Path:
     return target
 
 
+def _basic_optimizations(plain: Path, out: Path) -> None:
+    """ONNX Runtime's basic graph optimizations (constant folding, redundant nodes), written to `out`: what
+    `optimize_model(opt_level=1)` runs before its fusions, done here because onnxruntime 1.31's
+    `optimize_by_onnxruntime` imports torch (unused on CPU), which the torch-free install does not have."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(out)
+    # As optimize_model does: shared constants would hide the weights from the fusions' pattern matching.
+    ort.InferenceSession(str(plain), options, providers=["CPUExecutionProvider"],
+                         disabled_optimizers=["ConstantSharing"])
+
+
 def _build(target: Path, *, quantized: bool) -> None:
     import time
 
@@ -100,11 +114,21 @@ def _build(target: Path, *, quantized: bool) -> None:
     source = weights_dir()
     staging = target.with_name(f".{target.name}.{os.getpid()}")
     plain, fused = staging.with_suffix(".plain"), staging.with_suffix(".fused")
+    basic = staging.with_suffix(".basic")
     try:
         plain.write_bytes(build_bert_mean_pooling(source))
+        _basic_optimizations(plain, basic)
         # Fuses attention, SkipLayerNorm and BiasGelu into ONNX Runtime's BERT kernels (about 1.3x here).
-        optimized = optimize_model(str(plain), model_type="bert", num_heads=12, hidden_size=DIMENSION,
-                                   opt_level=1)
+        # The optimizer warns that the graph's producer is not "pytorch" (it is onnx_export): true, and no
+        # news to anyone, on the first command a newcomer runs.
+        optimizer_log = logging.getLogger("onnxruntime.transformers.optimizer")
+        level = optimizer_log.level
+        optimizer_log.setLevel(logging.ERROR)
+        try:
+            optimized = optimize_model(str(basic), model_type="bert", num_heads=12, hidden_size=DIMENSION,
+                                       opt_level=0)
+        finally:
+            optimizer_log.setLevel(level)
         optimized.save_model_to_file(str(fused))
         if quantized:
             # Dynamic int8: weights quantized once (per channel), activations per call. reduce_range keeps
@@ -120,7 +144,7 @@ def _build(target: Path, *, quantized: bool) -> None:
     except Exception as exc:
         raise EmbeddingError(f"Building the ONNX model from {source} failed: {exc}") from exc
     finally:
-        for leftover in (plain, fused, staging):
+        for leftover in (plain, basic, fused, staging):
             leftover.unlink(missing_ok=True)
     log.info("built %s from the weights in %s in %.1f s", target.name, source, time.perf_counter() - started)
 

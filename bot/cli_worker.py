@@ -52,8 +52,9 @@ def worker(obj, once: bool, full: bool) -> None:  # type: ignore[no-untyped-def]
         raise click.UsageError("--full goes with --once; the scheduled full pass follows KBBOT_FULL_SYNC_CRON.")
     with _stop_on_signals() as stop:
         if once:
-            outcome = run_sync(SyncParts.of(obj.services), "full" if full else "incremental", trigger="worker",
-                               should_stop=stop.is_set)
+            with terminal.sync_progress(bar=True) as progress, terminal.errors_in_summary_only():
+                outcome = run_sync(SyncParts.of(obj.services), "full" if full else "incremental",
+                                   trigger="worker", should_stop=stop.is_set, progress=progress)
             if outcome.run is not None:
                 terminal.print_run(outcome.run)
             else:

@@ -27,8 +27,8 @@ from retrieval.answer_eval import AnswerReport
 from retrieval.evaluation import EvalReport
 from retrieval.runs import SyncRun
 from retrieval.status import IndexStatus
+from retrieval.sync import LISTED_IN_SUMMARY_LOG_FLAG, ProgressCallback
 from retrieval.sync import Progress as SyncProgress
-from retrieval.sync import ProgressCallback
 from retrieval.types import Answer, SearchHit
 
 log = logging.getLogger(__name__)
@@ -210,6 +210,28 @@ class ProgressLog:
             return
         self._next = now + self.every_s
         log.info("%s", progress_line(p, self._source))
+
+
+class _ListedInSummary(logging.Filter):
+    """Drops the log lines of a run that its summary, printed after it, lists (an error shown twice reads
+    as two errors). `-v` keeps them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, LISTED_IN_SUMMARY_LOG_FLAG, False) or log.isEnabledFor(logging.DEBUG)
+
+
+@contextlib.contextmanager
+def errors_in_summary_only() -> Iterator[None]:
+    """For a command that prints a run's summary: what the summary says is left out of the log."""
+    only_in_summary = _ListedInSummary()
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(only_in_summary)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(only_in_summary)
 
 
 @contextlib.contextmanager

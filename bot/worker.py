@@ -40,7 +40,7 @@ from retrieval.runs import RunKind, SyncRun
 from retrieval.settings import EmbeddingSettings, SchedulerSettings
 from retrieval.sources import Source
 from retrieval.spaces import active_space
-from retrieval.sync import Indexer, ProgressCallback
+from retrieval.sync import LISTED_IN_SUMMARY_LOG_FLAG, Indexer, ProgressCallback
 
 if TYPE_CHECKING:
     from bot.gaps_digest import DigestJob
@@ -121,7 +121,7 @@ def run_sync(parts: SyncParts, kind: RunKind, *, trigger: str = "schedule",
     summary = (f"{run.status} in {run.duration_s or 0:.1f} s: {run.added} added, {run.updated} updated, "
                f"{run.removed} removed, {run.unchanged} unchanged, {run.failed} failed")
     (log.warning if run.failed or run.status != "succeeded" else log.info)(
-        "scheduled %s sync (run %d) %s", kind, run.id, summary)
+        "scheduled %s sync (run %d) %s", kind, run.id, summary, extra={LISTED_IN_SUMMARY_LOG_FLAG: True})
     return JobOutcome(kind, "stopped" if run.status == "interrupted" else "ran", summary, run)
 
 

@@ -272,3 +272,16 @@ def test_a_first_run_without_torch_builds_the_model_and_answers(database_url: st
         f"{importlib.metadata.version('onnxruntime')}.b{onnx_embedder.BUILD_VERSION}.fp32.onnx"]
     answered = kbbot("ask", "Where do visitors park?")
     assert answered.returncode == 0 and "Visitors park on level -2" in answered.stdout, answered.stderr
+
+
+def test_worker_once_says_its_summary_once(cli, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    kb = tmp_path / "lockers.jsonl"
+    kb.write_text('{"id": "a", "title": "Lockers", "text": "Lockers on floor 3 open with your badge."}\n')
+    cli("ingest", str(kb))
+    kb.unlink()
+    with caplog.at_level(logging.INFO):
+        output = cli("worker", "--once").output
+    assert output.startswith("Sync partial") and output.count("does not exist") == 1
+    said = [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "sync (run" in m or "source lockers failed" in m], said  # in the summary

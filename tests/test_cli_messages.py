@@ -285,3 +285,21 @@ def test_worker_once_says_its_summary_once(cli, tmp_path: Path,  # type: ignore[
     assert output.startswith("Sync partial") and output.count("does not exist") == 1
     said = [r.getMessage() for r in caplog.records]
     assert not [m for m in said if "sync (run" in m or "source lockers failed" in m], said  # in the summary
+
+
+def test_a_folder_with_no_article_kbbot_reads_says_so(cli, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    pdfs = tmp_path / "pdfs"
+    pdfs.mkdir()
+    (pdfs / "handbook.pdf").write_bytes(b"%PDF-1.7")
+    (pdfs / "policy.docx").write_bytes(b"PK")
+    with caplog.at_level(logging.INFO):
+        assert "0 added" in cli("ingest", str(pdfs)).output
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning == (f"{pdfs} holds no article kbbot reads: its 2 files are .docx, .pdf; kbbot reads .htm, "
+                       ".html, .markdown, .md, .txt files")
+    write_article(pdfs, "parking.md", "Parking", "Visitors park on level -2.\n")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert "1 added" in cli("ingest", str(pdfs)).output
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]  # a folder with articles and others

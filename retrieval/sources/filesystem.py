@@ -91,7 +91,7 @@ def missing_path(what: str, source: str) -> str:
 
 def _walk(root: Path) -> list[tuple[str, Path]]:
     files: list[tuple[str, Path]] = []
-    ignored = 0
+    ignored: dict[str, int] = {}  # files of unsupported types, by extension
 
     def fail(exc: OSError) -> None:
         # An unreadable sub-folder would make its articles look deleted: fail the whole listing instead.
@@ -106,10 +106,15 @@ def _walk(root: Path) -> list[tuple[str, Path]]:
             if path.suffix.lower() in SUPPORTED_SUFFIXES:
                 files.append((path.relative_to(root).as_posix(), path))
             else:
-                ignored += 1
+                kind = path.suffix.lower() or "(no extension)"
+                ignored[kind] = ignored.get(kind, 0) + 1
                 logger.debug("ignoring %s: not a supported article type", path)
-    if ignored:
-        logger.debug("%s: ignored %d files with unsupported extensions", root, ignored)
+    if ignored and not files:
+        # A folder of PDFs or Word files would otherwise sync "successfully" with nothing in it.
+        logger.warning("%s holds no article kbbot reads: its %d files are %s; kbbot reads %s files", root,
+                       sum(ignored.values()), ", ".join(sorted(ignored)), ", ".join(sorted(SUPPORTED_SUFFIXES)))
+    elif ignored:
+        logger.debug("%s: ignored %d files with unsupported extensions", root, sum(ignored.values()))
     files.sort(key=lambda item: item[0])
     return files
 

@@ -43,6 +43,7 @@ from retrieval.search import FusionWeights, Searcher
 
 log = logging.getLogger("bench.variants")
 DEPTH = 50
+ANSWER_K = 8  # the answerer's search (AnswerPipeline.candidates): 40 passages a branch
 
 
 @dataclass(frozen=True)
@@ -98,14 +99,18 @@ class LabelledSet:
 
 
 def score(searcher: Searcher, data: LabelledSet, mode: str) -> dict:
-    ndcgs, recalls, best = [], [], []
+    ndcgs, recalls, best, first = [], [], [], []
     for query, qvec in zip(data.queries, data.qvecs, strict=True):
         hits = searcher.search_vector(query.text, qvec, k=DEPTH, mode=mode).hits  # type: ignore[arg-type]
         ranked = rank_articles([h.external_id for h in hits])
         ndcgs.append(ndcg(ranked, query.relevant, 10))
         recalls.append(recall(ranked, query.relevant, 10))
         best.append(max((h.similarity or 0.0 for h in hits), default=0.0))
+        # what the answerer cites first: the answers' citation precision is bounded by this share
+        answer_hits = searcher.search_vector(query.text, qvec, k=ANSWER_K, mode=mode).hits  # type: ignore[arg-type]
+        first.append(bool(answer_hits) and answer_hits[0].external_id in query.relevant)
     return {"ndcg@10": round(float(np.mean(ndcgs)), 4), "recall@10": round(float(np.mean(recalls)), 4),
+            "gold_first": round(float(np.mean(first)), 4),
             "per_query_ndcg@10": [round(x, 4) for x in ndcgs], "per_query_best_similarity": [round(x, 4) for x in best]}
 
 
@@ -256,13 +261,13 @@ def main() -> None:
 
 def table(report: dict) -> list[str]:
     sets = [s for s in report["sets"] if "variants" in report["sets"][s]]
-    lines = ["| variant | " + " | ".join(f"{s} nDCG@10 | {s} R@10" for s in sets) + " | mean nDCG@10 |",
-             "|---" * (2 * len(sets) + 2) + "|"]
+    lines = ["| variant | " + " | ".join(f"{s} nDCG@10 | {s} R@10 | {s} gold first" for s in sets)
+             + " | mean nDCG@10 |", "|---" * (3 * len(sets) + 2) + "|"]
     for name in report["variants"]:
         cells, ndcgs = [], []
         for s in sets:
             r = report["sets"][s]["variants"].get(name)
-            cells += [f"{r['ndcg@10']:.3f}", f"{r['recall@10']:.2f}"] if r else ["", ""]
+            cells += [f"{r['ndcg@10']:.3f}", f"{r['recall@10']:.2f}", f"{r['gold_first']:.2f}"] if r else ["", "", ""]
             if r:
                 ndcgs.append(r["ndcg@10"])
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {np.mean(ndcgs):.3f} |")

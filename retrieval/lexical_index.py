@@ -56,6 +56,8 @@ class LexicalOptions:
     # headings x2 helped aws alone. A change reaches the stored postings at the next sync (`postings_scoring`).
     title_weight: float = 3.0
     heading_weight: float = 1.0
+    # BM25F: title and heading occurrences are not normalised by the passage's length (`_term_weight`).
+    field_norm: bool = False
     # Entries kept (and read) per lexeme. On aws-docs-qa (40k chunks) hybrid Recall@10 was 0.90 at 1,000,
     # 0.93 at 2,000 and 0.95 (the exact scorer's) from 5,000 on; each entry costs 12 bytes to store and read.
     postings_depth: int = 5000
@@ -82,7 +84,7 @@ class LexicalOptions:
     def postings_scoring(self) -> str:
         """The settings baked into stored postings; postings computed with others are rebuilt."""
         return (f"k1={self.k1} b={self.b} title={self.title_weight} heading={self.heading_weight} "
-                f"depth={self.postings_depth}")
+                f"depth={self.postings_depth}" + (" bm25f" if self.field_norm else ""))
 
     @property
     def delta_max_chunks(self) -> int:
@@ -119,24 +121,40 @@ class LexicalIndex:
         self._rank_sql = self._build_rank_sql()
 
     # --- the formula ------------------------------------------------------------------------------
-    def _term_weight(self, tf: str, doc_len: str, avg_len: str) -> str:
-        """The per-chunk BM25 factor of a term: tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl)); a
-        term's score in a chunk is its idf times this."""
+    def _term_weight(self, tf: str, ctx: str, doc_len: str, avg_len: str) -> str:
+        """The per-chunk BM25 factor of a term; a term's score in a chunk is its idf times this. Classic
+        BM25: tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl)). With `field_norm` (BM25F), the text
+        occurrences `tf` are normalised by the passage's length and the weighted title and heading ones
+        `ctx` are not, then saturated together: tfn = tf / (1 - b + b * dl / avgdl) + ctx,
+        tfn * (k1 + 1) / (tfn + k1). A term found only in the text scores the same either way."""
         k1, b = f"{self.options.k1}::float8", f"{self.options.b}::float8"
-        return f"{tf} * ({k1} + 1) / ({tf} + {k1} * (1 - {b} + {b} * {doc_len} / {avg_len}))"
+        norm = f"(1 - {b} + {b} * {doc_len} / {avg_len})"
+        if not self.options.field_norm:
+            return f"{tf} * ({k1} + 1) / ({tf} + {k1} * {norm})"
+        tfn = f"({tf} / {norm} + {ctx})"
+        return f"{tfn} * ({k1} + 1) / ({tfn} + {k1})"
 
     @property
     def weighs_context(self) -> bool:
-        return (self.options.title_weight, self.options.heading_weight) != (1.0, 1.0)
+        """Whether title and heading positions are told apart from the text's (`_context_ends`)."""
+        return self.options.field_norm or (self.options.title_weight, self.options.heading_weight) != (1.0, 1.0)
 
-    def _tf(self, positions: str, ends: str) -> str:
-        """A term's frequency in a chunk, its title and heading occurrences weighted. The tsvector is built
-        from `context || ' ' || text` (context: "title > heading > ..."), so positions up to the last one of
-        the title's own tsvector are title words, and those up to the context's last are heading words:
-        `{ends}.title_end` and `{ends}.context_end` (`_context_ends`)."""
+    def _tf(self, positions: str, ends: str) -> tuple[str, str]:
+        """A term's frequency in a chunk as (text occurrences, weighted title and heading occurrences), the
+        SQL expressions `_term_weight` takes; without `field_norm` all of it is the first. The tsvector is
+        built from `context || ' ' || text` (context: "title > heading > ..."), so positions up to the last
+        one of the title's own tsvector are title words, and those up to the context's last are heading
+        words: `{ends}.title_end` and `{ends}.context_end` (`_context_ends`)."""
         if not self.weighs_context:
-            return f"cardinality({positions})::float8"
-        title, heading = self.options.title_weight - 1, self.options.heading_weight - 1
+            return f"cardinality({positions})::float8", "0::float8"
+        tw, hw = self.options.title_weight, self.options.heading_weight
+        if self.options.field_norm:
+            # positions are sorted: width_bucket counts those up to the title's and the context's end
+            p = f"CAST({positions} AS int[])"
+            in_title, in_context = f"width_bucket({ends}.title_end, {p})", f"width_bucket({ends}.context_end, {p})"
+            return (f"(cardinality({positions}) - {in_context})::float8",
+                    f"({tw}::float8 * {in_title} + {hw}::float8 * ({in_context} - {in_title}))")
+        title, heading = tw - 1, hw - 1
         extra = []
         if title:
             extra.append(f"{title}::float8 * count(*) FILTER (WHERE p <= {ends}.title_end)")
@@ -146,7 +164,7 @@ class LexicalIndex:
         # Positions are stored in ascending order: a term whose first one lies past the context occurs in
         # the text alone, as most do, and skips counting.
         return (f"(cardinality({positions}) + CASE WHEN {positions}[1] <= {ends}.context_end THEN "
-                f"(SELECT {' + '.join(extra)} FROM unnest({positions}) AS p) ELSE 0 END)::float8")
+                f"(SELECT {' + '.join(extra)} FROM unnest({positions}) AS p) ELSE 0 END)::float8", "0::float8")
 
     def _context_ends(self, chunk: str) -> str:
         """Columns `title_end, context_end` for a chunk row (see `_tf`); none when context is not weighed."""
@@ -163,7 +181,8 @@ class LexicalIndex:
         # sorted by lexeme in the C collation (byte order; a linguistic collation sorts the million-row
         # input several times slower). The chunk length is computed once per chunk in the subquery:
         # length(tsv) in the outer expression would detoast the tsvector again for each of its lexemes.
-        weight = self._term_weight("t.tf", "c.doc_len", "st.avg_doc_len")
+        weight = self._term_weight("t.tf", "t.ctx", "c.doc_len", "st.avg_doc_len")
+        tf, ctx = self._tf("positions", "c")
         return f"""
 INSERT INTO lexicon (lexeme, doc_freq, postings)
 SELECT lexeme COLLATE "C", count(*),
@@ -174,7 +193,7 @@ FROM (
     FROM (SELECT id, length(tsv)::float8 AS doc_len, tsv{self._context_ends("chunks")} FROM chunks
           WHERE id <= (SELECT max_chunk_id FROM lexicon_stats) OFFSET 0) c
     CROSS JOIN (SELECT greatest(avg_doc_len, 1) AS avg_doc_len FROM lexicon_stats) st
-    CROSS JOIN LATERAL (SELECT lexeme, {self._tf("positions", "c")} AS tf FROM unnest(c.tsv)) t
+    CROSS JOIN LATERAL (SELECT lexeme, {tf} AS tf, {ctx} AS ctx FROM unnest(c.tsv)) t
 ) pairs
 GROUP BY lexeme COLLATE "C"
 """
@@ -249,7 +268,8 @@ GROUP BY lexeme COLLATE "C"
         # lexicon predates postings (the next sync fills it). The delta is read through the primary key in
         # id order, which the LIMIT makes the planner's choice even in a generic plan.
         o = self.options
-        weight = self._term_weight("u.tf", "c.doc_len", "st.avg_doc_len")
+        weight = self._term_weight("u.tf", "u.ctx", "c.doc_len", "st.avg_doc_len")
+        tf, ctx = self._tf("positions", "c")
         return f"""
 WITH st AS MATERIALIZED (
     SELECT doc_count, greatest(avg_doc_len, 1) AS avg_doc_len, max_chunk_id FROM lexicon_stats
@@ -275,7 +295,7 @@ FROM (
     -- only the question's lexemes of each chunk (setweight marks them, ts_filter keeps them): unnesting a
     -- whole tsvector and joining its ~100 lexemes cost ~10 microseconds per delta chunk
     CROSS JOIN LATERAL (
-        SELECT lexeme, {self._tf("positions", "c")} AS tf
+        SELECT lexeme, {tf} AS tf, {ctx} AS ctx
         FROM unnest(ts_filter(setweight(c.tsv, 'A', (SELECT array_agg(lexeme) FROM terms)), '{{a}}'))
     ) u
     JOIN terms ON terms.lexeme = u.lexeme
@@ -290,18 +310,24 @@ HAVING count(*) > 0
         when the lexicon has no postings yet: then the caller scores with `exact_cte`. With `readable_by`
         (a reader's audience tokens), the best `n` of the candidates whose chunks that reader may see,
         whatever their rank overall: restricted chunks never take a place."""
-        # Binary results: the postings arrive as raw bytes (text format would hex-encode them, twice the size).
-        with conn.cursor(binary=True) as cur:
-            rows = cur.execute(self._rank_sql, {"qtext": question}, prepare=True).fetchall()
+        ranked = self.rank_scored(conn, question, n, readable_by=readable_by)
+        return None if ranked is None else [chunk_id for chunk_id, _ in ranked]
+
+    def rank_scored(self, conn: psycopg.Connection[Any], question: str, n: int, *,
+                    readable_by: Sequence[str] | None = None) -> list[tuple[int, float]] | None:
+        """`rank` with each chunk's BM25 score: (chunk id, score), best first."""
+        rows = self._postings(conn, question)
         try:
             if readable_by is None:
-                return top_chunks(rows, n)
+                return scored_chunks(rows, n)
             # Candidates are checked best first, in growing pools, until n are readable or none are left.
             checked = 0
-            readable: list[int] = []
+            readable: list[tuple[int, float]] = []
             for pool in (8 * n, 64 * n, 1 << 62):
-                ranked = top_chunks(rows, pool)
-                readable += _readable(conn, ranked[checked:], readable_by, n - len(readable))
+                ranked = scored_chunks(rows, pool)
+                score = dict(ranked[checked:])
+                readable += [(c, score[c]) for c in _readable(conn, [c for c, _ in ranked[checked:]], readable_by,
+                                                              n - len(readable))]
                 checked = len(ranked)
                 if len(readable) >= n or len(ranked) < pool:
                     break
@@ -309,13 +335,18 @@ HAVING count(*) > 0
         except _PostingsMissing:
             return None
 
+    def _postings(self, conn: psycopg.Connection[Any], question: str) -> list[tuple[float, bytes | None]]:
+        # Binary results: the postings arrive as raw bytes (text format would hex-encode them, twice the size).
+        with conn.cursor(binary=True) as cur:
+            return cur.execute(self._rank_sql, {"qtext": question}, prepare=True).fetchall()
+
     # --- exact scoring inside the search statement ------------------------------------------------
     def exact_cte(self, n: int, *, source_filter: str = "") -> str:
         """CTEs ending in `lexical (chunk_id, rank)`: exact BM25 over the chunks that hold the question's
         selective terms (`%(qtext)s`), for the fused search statement. `source_filter` is an SQL condition
         on the chunk `c` (e.g. its source), ANDed in."""
         o = self.options
-        weight = self._term_weight(self._tf("u.positions", "c"), "length(c.tsv)", "greatest(st.avg_doc_len, 1)")
+        weight = self._term_weight(*self._tf("u.positions", "c"), "length(c.tsv)", "greatest(st.avg_doc_len, 1)")
         where = "c.tsv @@ (SELECT query FROM candidates)" + (f" AND {source_filter}" if source_filter else "")
         if self.weighs_context:
             # the title's and headings' last positions computed once per candidate (OFFSET 0 keeps the
@@ -355,7 +386,7 @@ candidates AS (
     ) terms
 ),
 lexical AS (
-    SELECT chunk_id, row_number() OVER (ORDER BY bm25 DESC) AS rank
+    SELECT chunk_id, bm25 AS score, row_number() OVER (ORDER BY bm25 DESC, chunk_id) AS rank
     FROM (
         SELECT c.id AS chunk_id, sum(qt.idf * ({weight})) AS bm25
         FROM {chunks}
@@ -367,7 +398,7 @@ lexical AS (
         CROSS JOIN lexicon_stats st
         WHERE {where}
         GROUP BY c.id
-        ORDER BY bm25 DESC
+        ORDER BY bm25 DESC, c.id
         LIMIT {int(n)}
     ) scored
 )"""
@@ -388,8 +419,8 @@ class _PostingsMissing(Exception):
     """The lexicon was refreshed before postings existed: score this question the exact way."""
 
 
-def top_chunks(rows: Sequence[tuple[float, bytes | None]], n: int) -> list[int]:
-    """Chunk ids ranked by BM25 summed over the question terms' postings, best first, at most `n`."""
+def scored_chunks(rows: Sequence[tuple[float, bytes | None]], n: int) -> list[tuple[int, float]]:
+    """(chunk id, BM25 score) summed over the question terms' postings, best first, at most `n`."""
     if not rows:
         return []
     ids, scores = [], []
@@ -404,4 +435,4 @@ def top_chunks(rows: Sequence[tuple[float, bytes | None]], n: int) -> list[int]:
     best = np.argpartition(-totals, n - 1)[:n] if len(totals) > n else np.arange(len(totals))
     # Ties broken by chunk id so that repeated searches rank alike.
     order = np.lexsort((chunk_ids[best], -totals[best]))
-    return [int(i) for i in chunk_ids[best][order]]
+    return [(int(i), float(t)) for i, t in zip(chunk_ids[best][order], totals[best][order], strict=True)]

@@ -61,6 +61,12 @@ class FusionWeights:
     lexical: float = 1.0
     rrf_k: int = RRF_K
     article: float = 0.0
+    # "scores": instead of ranks, a convex combination of the branches' scores, dense_share x the cosine
+    # similarity scaled to the dense candidates' range + (1 - dense_share) x BM25 over the best BM25 (0 for
+    # a passage without the question's selective words). A passage only one branch found keeps its true
+    # cosine (computed for every fused passage), so a clear dense winner is not buried by ranks alone.
+    method: Literal["rrf", "scores"] = "rrf"
+    dense_share: float = 0.6
 
 
 @dataclass
@@ -84,7 +90,7 @@ class Retriever(Protocol):
 
 _DENSE_CTE = """
 dense AS (
-    SELECT chunk_id, row_number() OVER (ORDER BY dist) AS rank
+    SELECT chunk_id, dist, row_number() OVER (ORDER BY dist) AS rank
     FROM (
         SELECT e.chunk_id, ({vec} <=> CAST(%(qvec)s AS {qtype})){exact} AS dist
         FROM embeddings e
@@ -98,7 +104,9 @@ dense AS (
 # ids, so the prepared statement is reused).
 _POSTINGS_LEXICAL_CTE = """
 lexical AS (
-    SELECT chunk_id, rank FROM unnest(CAST(%(lexical_ids)s AS bigint[])) WITH ORDINALITY AS l(chunk_id, rank)
+    SELECT chunk_id, rank, score
+    FROM unnest(CAST(%(lexical_ids)s AS bigint[]), CAST(%(lexical_scores)s AS float8[])) WITH ORDINALITY
+         AS l(chunk_id, score, rank)
 )"""
 
 _SELECT = """
@@ -110,7 +118,7 @@ FROM fused f
 JOIN chunks c ON c.id = f.chunk_id
 JOIN articles a ON a.id = c.article_id
 JOIN sources s ON s.id = a.source_id
-LEFT JOIN embeddings e ON e.chunk_id = c.id AND e.space_id = {space}
+LEFT JOIN embeddings e ON e.chunk_id = c.id AND e.space_id = {space}{ranges}
 -- a re-embed may have switched spaces since the caller read this one: then no rows, and the caller checks
 WHERE EXISTS (SELECT 1 FROM embedding_spaces WHERE id = {space} AND status = 'active') {final_audience}
 ORDER BY score DESC
@@ -129,9 +137,30 @@ def _fused_cte(mode: SearchMode, weights: FusionWeights) -> str:
         "fused AS (SELECT coalesce(d.chunk_id, l.chunk_id) AS chunk_id, "
         f"coalesce({weights.dense:.6f} / ({rrf_k} + d.rank), 0) "
         f"+ coalesce({weights.lexical:.6f} / ({rrf_k} + l.rank), 0) AS score, "
-        "d.rank AS dense_rank, l.rank AS lexical_rank "
+        "d.rank AS dense_rank, l.rank AS lexical_rank, l.score AS lexical_score "
         "FROM dense d FULL OUTER JOIN lexical l ON d.chunk_id = l.chunk_id)"
     )
+
+
+# The branches' score ranges for `FusionWeights.method == "scores"`, over each branch's first NORM_DEPTH
+# passages whatever the number of candidates asked for, so that a passage scores the same for `--k 3` and
+# for a deeper search: NULL when a branch found nothing (the score expression then counts that branch as 0).
+NORM_DEPTH = 40
+_RANGES = f"""
+CROSS JOIN (SELECT min(1 - dist) FILTER (WHERE rank <= {NORM_DEPTH}) AS lo, max(1 - dist) AS hi FROM dense) dr
+CROSS JOIN (SELECT min(score) FILTER (WHERE rank <= {NORM_DEPTH}) AS lo, max(score) AS hi FROM lexical) lr"""
+
+
+def _score_expr(mode: SearchMode, weights: FusionWeights, similarity: str) -> str:
+    """The fused score's SQL: RRF (`f.score`), or the convex combination of min-max scaled scores."""
+    if mode != "hybrid" or weights.method == "rrf":
+        return "f.score"
+    share = min(max(weights.dense_share, 0.0), 1.0)
+    # a passage the dense branch did not return still has its cosine (below the range: negative)
+    dense = f"coalesce((coalesce({similarity}, dr.lo) - dr.lo) / nullif(dr.hi - dr.lo, 0), 1)"
+    lexical = ("CASE WHEN f.lexical_score IS NULL THEN 0 "
+               "ELSE coalesce((f.lexical_score - lr.lo) / nullif(lr.hi - lr.lo, 0), 1) END")
+    return f"coalesce({share:.6f} * {dense}, 0) + {1 - share:.6f} * {lexical}"
 
 
 def build_search_sql(space: EmbeddingSpace, mode: SearchMode, weights: FusionWeights,
@@ -158,12 +187,15 @@ def build_search_sql(space: EmbeddingSpace, mode: SearchMode, weights: FusionWei
         conditions = (["c.source_id = ANY(%(source_ids)s)"] if filtered else []) + ([f"c.{reader}"] if audience else [])
         ctes.append((lexical or LexicalIndex()).exact_cte(candidates, source_filter=" AND ".join(conditions)))
     ctes.append(_fused_cte(mode, weights))
+    evec = f"(e.embedding::vector({space.dimension}))"
+    base = _score_expr(mode, weights, f"1 - ({evec} <=> CAST(%(qvec)s AS vector({space.dimension})))")
     # After the final audience filter, so a passage the reader may not see lends its article nothing.
-    score = (f"f.score + {weights.article:.6f} * (sum(f.score) OVER (PARTITION BY c.article_id) - f.score)"
-             if weights.article else "f.score")
+    score = (f"{base} + {weights.article:.6f} * (sum({base}) OVER (PARTITION BY c.article_id) - {base})"
+             if weights.article else base)
     return "WITH " + ",\n".join(ctes) + _SELECT.format(score=score,
-        evec=f"(e.embedding::vector({space.dimension}))", dim=space.dimension, space=space.id, k=int(k),
+        evec=evec, dim=space.dimension, space=space.id, k=int(k),
         final_audience=f"AND c.{reader}" if audience else "",
+        ranges=_RANGES if base != "f.score" else "",
     )
 
 
@@ -282,12 +314,13 @@ class Searcher:
                     _session_setting(conn, info, "hnsw.iterative_scan", "relaxed_order")
                 from_postings = False
                 if sources is None and not exact and mode in ("lexical", "hybrid"):
-                    ranked = self.lexical.rank(conn, params["qtext"], candidates,  # type: ignore[arg-type]
-                                               readable_by=None if audience is None else audience.sql_tokens)
+                    ranked = self.lexical.rank_scored(conn, params["qtext"], candidates,  # type: ignore[arg-type]
+                                                      readable_by=None if audience is None else audience.sql_tokens)
                     if ranked is None:
                         log.info("the lexicon has no postings yet (the next sync adds them): scoring BM25 in SQL")
                     else:
-                        params["lexical_ids"] = "{" + ",".join(map(str, ranked)) + "}"
+                        params["lexical_ids"] = "{" + ",".join(str(c) for c, _ in ranked) + "}"
+                        params["lexical_scores"] = "{" + ",".join(f"{v:.9g}" for _, v in ranked) + "}"
                         from_postings = True
                 sql = build_search_sql(space, mode, self.weights, filtered=sources is not None, exact=exact,
                                        k=k, candidates=candidates, lexical_ids=from_postings,

@@ -40,3 +40,30 @@ def test_article_aggregation_adds_a_share_of_the_articles_other_passages(demo_da
     assert [h.score for h in hits] == pytest.approx([score for score, _ in expected])
     lone = {h.chunk_id for h in every if by_article[h.article_id] == h.score}
     assert any(h.chunk_id not in lone for h in hits)  # the question has articles with several passages
+
+
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_score_fusion_combines_the_scaled_cosine_and_bm25(demo_database, embedder, question: str) -> None:  # type: ignore[no-untyped-def]
+    weights = FusionWeights(method="scores", dense_share=0.6)
+    searcher = Searcher(demo_database, embedder, weights=weights)
+    qvec = embedder.embed_query(question)
+    dense = Searcher(demo_database, embedder, mode="dense").search_vector(question, qvec, k=40, candidates=40).hits
+    lo, hi = min(h.similarity for h in dense), max(h.similarity for h in dense)
+    with demo_database.engine.connect() as conn:
+        bm25 = dict(searcher.lexical.rank_scored(conn.connection.driver_connection, question, 40) or [])
+    low, best = min(bm25.values()), max(bm25.values())
+    hits = searcher.search_vector(question, qvec, k=10).hits
+    assert len(hits) == 10
+    for h in hits:
+        # a passage only the lexical branch found keeps its own cosine, below the dense candidates' range
+        lexical = (bm25[h.chunk_id] - low) / (best - low) if h.chunk_id in bm25 else 0.0
+        assert h.score == pytest.approx(0.6 * (h.similarity - lo) / (hi - lo) + 0.4 * lexical, abs=1e-5)
+    # ranges over each branch's first 40 passages: a deeper search scores the same passages alike
+    deeper = {h.chunk_id: h.score for h in searcher.search_vector(question, qvec, k=50).hits}
+    assert {h.chunk_id: h.score for h in hits} == pytest.approx({h.chunk_id: deeper[h.chunk_id] for h in hits})
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    # the search filtered by source scores BM25 exactly in SQL (every question term, where postings skip
+    # the common ones): the same scale, the best passage of each branch at its share
+    filtered = searcher.search_vector(question, qvec, k=10, sources=["demo"]).hits
+    assert [h.score for h in filtered] == sorted((h.score for h in filtered), reverse=True)
+    assert 0.6 <= filtered[0].score <= 1.0 + 1e-9

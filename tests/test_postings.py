@@ -51,12 +51,17 @@ def _term_scores(db, question: str, options: LexicalOptions | None = None,  # ty
     rarest_two = sorted(known, key=lambda lexeme: (known[lexeme], lexeme))[:2]
     scores: dict[str, dict[int, float]] = defaultdict(dict)
     for chunk_id, doc_len, lexeme, tf, in_title, in_headings in rows:
-        tf += (options.title_weight - 1) * in_title + (options.heading_weight - 1) * in_headings
         df = known.get(lexeme, 0)
         if df > doc_count * options.common_term_share and lexeme not in rarest_two and not every_term:
             continue
         idf = math.log(1 + (doc_count - df + 0.5) / (df + 0.5))
         norm = 1 - options.b + options.b * doc_len / max(avg_len, 1)
+        if options.field_norm:  # BM25F: only the text's occurrences are normalised by the passage length
+            tfn = (tf - in_title - in_headings) / norm + options.title_weight * in_title \
+                + options.heading_weight * in_headings
+            scores[lexeme][chunk_id] = idf * tfn * (options.k1 + 1) / (tfn + options.k1)
+            continue
+        tf += (options.title_weight - 1) * in_title + (options.heading_weight - 1) * in_headings
         scores[lexeme][chunk_id] = idf * tf * (options.k1 + 1) / (tf + options.k1 * norm)
     return scores
 
@@ -79,8 +84,10 @@ def test_postings_rank_like_bm25_over_the_tsvectors(demo_database, embedder, que
     assert [h.lexical_rank for h in hits] == list(range(1, len(hits) + 1))
 
 
-def test_title_and_heading_weights_rank_like_bm25f_in_every_scorer(demo_database, embedder) -> None:  # type: ignore[no-untyped-def]
-    weighted = LexicalIndex(LexicalOptions(title_weight=3.0, heading_weight=2.0))
+@pytest.mark.parametrize("field_norm", [False, True])
+def test_title_and_heading_weights_rank_like_bm25f_in_every_scorer(demo_database, embedder,  # type: ignore[no-untyped-def]
+                                                                    field_norm: bool) -> None:
+    weighted = LexicalIndex(LexicalOptions(title_weight=3.0, heading_weight=2.0, field_norm=field_norm))
     with demo_database.engine.begin() as conn:
         weighted.refresh(conn.connection.driver_connection)
     postings = Searcher(demo_database, embedder, mode="lexical", lexical=weighted)

@@ -55,9 +55,13 @@ class Variant:
 
 
 # Session 5's defaults, spelled out: the variants below change one thing at a time from these.
-BEFORE_LEXICAL = LexicalOptions(title_weight=1.0, heading_weight=1.0)
-BEFORE_FUSION = FusionWeights(dense=1.0, lexical=1.0, rrf_k=60, article=0.0)
+BEFORE_LEXICAL = LexicalOptions(k1=1.2, b=0.75, title_weight=1.0, heading_weight=1.0)
+BEFORE_FUSION = FusionWeights(dense=1.0, lexical=1.0, rrf_k=60, article=0.0, method="rrf")
 BEFORE = "before: hybrid 1:1, k=60"
+# Session 6's default (BM25 title x3, RRF) and session 7's candidates: BM25 k1/b, and the score fusion
+# choosing the first `score_head` passages.
+SESSION6 = "session 6: title x3, rrf 1:1 k=60"
+SESSION6_LEXICAL = LexicalOptions(k1=1.2, b=0.75, title_weight=3.0)
 
 
 def variants() -> list[Variant]:
@@ -80,6 +84,15 @@ def variants() -> list[Variant]:
         for lexical, k in ((0.5, 60), (0.75, 60), (1, 20), (0.5, 20), (0.75, 20)):
             out.append(Variant(f"title x3{f' heading x{heading}' if heading > 1 else ''} + rrf lexical {lexical}, "
                                f"k={k}", opts, replace(fusion, lexical=lexical, rrf_k=k)))
+    out.append(Variant(SESSION6, SESSION6_LEXICAL, fusion))
+    for k1, b in ((0.5, 0.5), (0.7, 0.3), (0.5, 0.4)):
+        opts = replace(SESSION6_LEXICAL, k1=k1, b=b)
+        out.append(Variant(f"bm25 k1 {k1} b {b}, rrf", opts, fusion))
+        for head in (1, 5):
+            out.append(Variant(f"bm25 k1 {k1} b {b}, score fusion 0.6 head {head}", opts,
+                               FusionWeights(method="scores", dense_share=0.6, score_head=head)))
+    out.append(Variant("score fusion 0.6 head 1, session 6 bm25", SESSION6_LEXICAL,
+                       FusionWeights(method="scores", dense_share=0.6, score_head=1)))
     out.append(Variant("default now", LexicalOptions(), FusionWeights()))
     return out
 

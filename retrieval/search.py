@@ -46,16 +46,19 @@ EXACT_FILTER_MAX_ROWS = 20000
 
 @dataclass(frozen=True)
 class FusionWeights:
-    """How the branches' rankings become one: weighted reciprocal rank fusion, weight / (rrf_k + rank)
-    per branch, then `article`: a passage gains that share of the scores of its article's other candidate
-    passages (0 ranks each passage on its own).
+    """How the branches' rankings become one. `method="scores"` (the default): the first `score_head`
+    passages by a convex combination of the branches' scores (below), the others by weighted reciprocal rank
+    fusion, weight / (rrf_k + rank) per branch; `method="rrf"`: all by the latter. Then `article`: a
+    passage gains that share of the scores of its article's other candidate passages (0: each on its own).
 
-    Measured side by side on three sets of different kinds (BENCHMARKS.md, bench/retrieval_variants.py):
-    FAQ-style sets favour the dense branch (lexical 0.75 and k=20 gained up to 0.06 nDCG@10 there), the
-    technical docs the lexical one (the same cost aws-docs-qa 0.016 next to 1:1 with the title weight), and
-    any weighting towards dense let more off-topic questions past the relevance gate, which reads the top
-    passages' similarity: 1:1 and k=60 stay. Article aggregation hurt on every set (long articles with many
-    matching passages crowd out the short one that answers), hence 0."""
+    Measured side by side on three sets of different kinds (BENCHMARKS.md "Session 7: ranking",
+    bench/fusion_replay.py, bench/retrieval_variants.py). Ranks alone throw away how far ahead a branch's
+    best passage is: the dense branch's clear winner on an FAQ-style question came 7th after fusion. The
+    score choice of the first passage raised the share of questions whose first passage is from a gold
+    article on all three sets (aws-docs-qa 0.60 -> 0.67, python-faq 0.78 -> 0.85, demo 0.93 -> 0.95);
+    ordering every passage by score lost aws Recall@10 (0.95 -> 0.93), hence RRF for the rest. Weighting
+    RRF towards dense helped the FAQ sets and lost on aws; article aggregation hurt on every set (long
+    articles with many matching passages crowd out the short one that answers), hence 0."""
 
     dense: float = 1.0
     lexical: float = 1.0
@@ -65,8 +68,13 @@ class FusionWeights:
     # similarity scaled to the dense candidates' range + (1 - dense_share) x BM25 over the best BM25 (0 for
     # a passage without the question's selective words). A passage only one branch found keeps its true
     # cosine (computed for every fused passage), so a clear dense winner is not buried by ranks alone.
-    method: Literal["rrf", "scores"] = "rrf"
+    method: Literal["rrf", "scores"] = "scores"
     dense_share: float = 0.6
+    # ... for the first `score_head` passages (what a reader sees and the answerer cites first); the rest
+    # keep the reciprocal-rank order, whose recall of the tail the score combination lost (aws-docs-qa
+    # Recall@10 0.95 -> 0.93 when it ordered everything). 1: the first passage by score, on all three sets
+    # the same gold-first rate as 5, and the gate's candidates closest to the ones it was calibrated on.
+    score_head: int = 1
 
 
 @dataclass
@@ -112,7 +120,7 @@ lexical AS (
 _SELECT = """
 SELECT c.id AS chunk_id, a.id AS article_id, s.name AS source, a.external_id, a.title, a.url,
        c.heading_path, c.text, c.char_start, c.char_end, a.source_updated_at,
-       {score} AS score, f.dense_rank, f.lexical_rank,
+       {score} AS score, f.score AS rank_score, f.dense_rank, f.lexical_rank,
        1 - ({evec} <=> CAST(%(qvec)s AS vector({dim}))) AS similarity
 FROM fused f
 JOIN chunks c ON c.id = f.chunk_id
@@ -120,8 +128,12 @@ JOIN articles a ON a.id = c.article_id
 JOIN sources s ON s.id = a.source_id
 LEFT JOIN embeddings e ON e.chunk_id = c.id AND e.space_id = {space}{ranges}
 -- a re-embed may have switched spaces since the caller read this one: then no rows, and the caller checks
-WHERE EXISTS (SELECT 1 FROM embedding_spaces WHERE id = {space} AND status = 'active') {final_audience}
-ORDER BY score DESC
+WHERE EXISTS (SELECT 1 FROM embedding_spaces WHERE id = {space} AND status = 'active') {final_audience}"""
+
+# Score fusion: the first `score_head` passages by the fused score, then the others by reciprocal rank.
+_HEAD_ORDER = """
+SELECT * FROM (SELECT *, row_number() OVER (ORDER BY score DESC, chunk_id) AS score_rank FROM ({select}) scored) ranked
+ORDER BY score_rank <= {head} DESC, CASE WHEN score_rank <= {head} THEN score_rank END, rank_score DESC, chunk_id
 LIMIT {k}"""
 
 
@@ -192,11 +204,12 @@ def build_search_sql(space: EmbeddingSpace, mode: SearchMode, weights: FusionWei
     # After the final audience filter, so a passage the reader may not see lends its article nothing.
     score = (f"{base} + {weights.article:.6f} * (sum({base}) OVER (PARTITION BY c.article_id) - {base})"
              if weights.article else base)
-    return "WITH " + ",\n".join(ctes) + _SELECT.format(score=score,
-        evec=evec, dim=space.dimension, space=space.id, k=int(k),
-        final_audience=f"AND c.{reader}" if audience else "",
-        ranges=_RANGES if base != "f.score" else "",
-    )
+    select = _SELECT.format(score=score, evec=evec, dim=space.dimension, space=space.id,
+                            final_audience=f"AND c.{reader}" if audience else "",
+                            ranges=_RANGES if base != "f.score" else "")
+    if base == "f.score":
+        return "WITH " + ",\n".join(ctes) + select + f"\nORDER BY score DESC\nLIMIT {int(k)}"
+    return "WITH " + ",\n".join(ctes) + _HEAD_ORDER.format(select=select, head=int(weights.score_head), k=int(k))
 
 
 def filter_is_small(conn: psycopg.Connection[Any], space: EmbeddingSpace, sources: Sequence[int],

@@ -67,8 +67,16 @@ def test_readme_per_diem_question_states_the_rate_from_the_table(kbbot) -> None:
     first = answer["citations"][0]
     assert first["external_id"] == "travel/per-diem.md" and first["heading_path"][-1] == "2026 rates by city"
     assert "| Toronto, Canada | CAD 85 |" in first["quote"]
+
+
+def test_readme_per_diem_search_ranks_the_rates_table_first(kbbot) -> None:  # type: ignore[no-untyped-def]
+    # the README's `kbbot search "per diem in Toronto" --k 3`: every passage of the article says "per diem"
+    # (its title), only the long rates table says "Toronto"
     found = kbbot("search", "per diem in Toronto", "--k", "3")
-    assert found["hits"][0]["external_id"] == "travel/per-diem.md"
+    first = found["hits"][0]
+    assert first["external_id"] == "travel/per-diem.md" and first["heading_path"][-1] == "2026 rates by city"
+    assert "| Toronto, Canada | CAD 85 |" in first["text"]
+
 
 
 def test_off_topic_company_question_abstains(kbbot) -> None:  # type: ignore[no-untyped-def]

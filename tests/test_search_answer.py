@@ -43,7 +43,7 @@ def test_source_filter_returns_only_that_source(demo_database, embedder, tmp_pat
     for mode in ("dense", "lexical", "hybrid"):
         hits = searcher.search("connect to the VPN", k=5, sources=["eng"], mode=mode).hits  # type: ignore[arg-type]
         assert hits and {h.source for h in hits} == {"eng"}
-    assert {h.source for h in searcher.search("connect to the VPN", k=10).hits} == {"demo", "eng"}
+    assert {h.source for h in searcher.search("connect to the VPN", k=20).hits} == {"demo", "eng"}
 
 
 def test_answer_cites_the_passage_it_quotes(pipeline: AnswerPipeline, demo_database) -> None:  # type: ignore[no-untyped-def]
@@ -97,10 +97,10 @@ def test_retrieval_quality_on_demo_eval(demo_database, embedder) -> None:
     assert len(queries) == 40
     report = evaluate(Searcher(demo_database, embedder), queries, k=5, mode="hybrid")
     assert report.recall_at_5 == 1.0
-    # Every gold article is first except these three, which are second (before BM25 weighed titles,
-    # session 6, q20 was second and q15 third).
-    assert {q["id"]: q["mrr@10"] for q in report.per_query if q["mrr@10"] != 1.0} == {
-        "q09": 0.5, "q15": 0.5, "q25": 0.5}
+    # Every gold article is first except these two, which are second (before BM25 weighed titles,
+    # session 6, q20 was second and q15 third; before the score fusion chose the first passage, session 7,
+    # q15 was second).
+    assert {q["id"]: q["mrr@10"] for q in report.per_query if q["mrr@10"] != 1.0} == {"q09": 0.5, "q25": 0.5}
 
 
 def test_an_unknown_source_is_named_with_the_indexed_ones(pipeline: AnswerPipeline) -> None:

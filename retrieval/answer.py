@@ -115,10 +115,13 @@ class ExtractiveSynthesizer:
     """The passages' own words that answer the question, each piece followed by its [n] marker.
 
     The best-supported unit (retrieval/support.py) anchors the answer: a step of a procedure brings the
-    whole procedure, in order, with its lead-in; a table row is quoted with its column names; a lead-in
-    ending in a colon brings the list it introduces. Up to `max_pieces - 1` further units are added only
-    when they are nearly as well supported (`margin`) and above `min_unit_similarity`: a short answer
-    beats one padded with neighbouring facts.
+    whole procedure, in order, with its lead-in; a table row is quoted with its column names; a list item
+    or a command comes with the sentence that introduces it; a lead-in brings what it introduces (its
+    list, table, code or definitions; when it ends its passage, the list that opens the next passage or
+    the names of the sections right below, read through `following` for the same readers). Up to
+    `max_pieces - 1` further units are added only when they are nearly as well supported (`margin`),
+    above `min_unit_similarity`, and, from another passage, share enough of what the question asks: a
+    short answer beats one padded with neighbouring facts. Only passages the answer quotes are cited.
     """
 
     name = "extractive"

@@ -14,8 +14,9 @@ retrieved so that ten articles can be ranked):
   for each pair),
 - fusion: RRF branch weights and k, and article-level aggregation (`FusionWeights`),
 - chunk size (re-embedded on demo and python-faq only; the aws cache holds one chunking).
-Then aws search latency of the session-5 defaults (`BEFORE`) against chosen variants (`--new`), in
-alternating rounds (ratios).
+Then aws search latency of the session-5 defaults (`BEFORE`, or `--old`) against chosen variants (`--new`),
+in alternating rounds (ratios). Each variant also reports the gold-first rate: the share of questions whose
+first passage of the answerer's search (k = 8) is from a gold article.
 """
 
 from __future__ import annotations
@@ -222,7 +223,8 @@ def main() -> None:
     parser.add_argument("--chunk-sizes", default="100,150,200",
                         help="chunk_max_tokens for the re-embedded sets (all-MiniLM-L6-v2 takes at most 216)")
     parser.add_argument("--only", help="variant names separated by ';' (default: all)")
-    parser.add_argument("--new", help="variants to time against BEFORE on aws, separated by ';'")
+    parser.add_argument("--new", help="variants to time against --old on aws, separated by ';'")
+    parser.add_argument("--old", default=BEFORE, help="the variant they are timed against (default: BEFORE)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
@@ -262,7 +264,7 @@ def main() -> None:
             with real_index(cache, "variants") as (db, conninfo):
                 report["sets"]["aws"] = {"questions": len(qs), "chunks": len(cache.chunks),
                                          "variants": run_variants(db, conninfo, data, chosen)}
-                old = next(v for v in variants() if v.name == BEFORE)
+                old = next(v for v in variants() if v.name == args.old)
                 for name in args.new.split(";") if args.new else []:
                     new = next(v for v in variants() if v.name == name)
                     report.setdefault("aws_latency", {})[name] = latency(db, conninfo, data, old, new, args.rounds)

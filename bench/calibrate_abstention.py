@@ -15,7 +15,8 @@ and python-faq (Debian's python3-doc, bench/python_faq.py; skipped when absent) 
 Sets: calibration on demo_eval/{queries,unanswerable}.jsonl and aws-docs-qa's 100 questions with
 bench/sets/aws-unanswerable.jsonl; never used for calibration, only to check it: demo_eval/
 {answerable,unanswerable}-heldout.jsonl and bench/sets/aws-unanswerable-heldout.jsonl (kinds the calibration
-sets lack: policies the KB does not have, AWS services outside its 14 guides, other vendors) and
+sets lack: policies the KB does not have, AWS services outside its 14 guides, other vendors),
+bench/sets/aws-answerable-heldout.jsonl (20 questions of ours on pages outside the gold set) and
 python-faq's 105 questions (answerable, a third kind of KB). The report gives each set's rates at the
 chosen gate, the same chosen on one set alone (does it carry to the other?), and cross-validated rates:
 the gate chosen on 4/5 of each calibration set, scored on the fifth it did not see.
@@ -185,6 +186,7 @@ def question_files() -> dict[str, dict[str, Path]]:
     if (AWS / "queries.jsonl").exists():
         out["aws"] = {"answerable": AWS / "queries.jsonl",
                       "unanswerable": REPO / "bench" / "sets" / "aws-unanswerable.jsonl",
+                      "answerable-heldout": REPO / "bench" / "sets" / "aws-answerable-heldout.jsonl",
                       "unanswerable-heldout": REPO / "bench" / "sets" / "aws-unanswerable-heldout.jsonl"}
     from bench import python_faq
 
@@ -225,7 +227,7 @@ def settings_for(name: str, run: str):  # type: ignore[no-untyped-def]
     return aws_settings("aws")
 
 
-def record(names: list[str], run: str) -> None:
+def record(names: list[str], run: str, kinds: set[str] | None = None) -> None:
     """Each question once through the pipeline's search and support; what the gate reads is kept."""
     import time
 
@@ -240,6 +242,8 @@ def record(names: list[str], run: str) -> None:
         pipeline = services.pipeline
         _save_density(services, out_dir / f"{name}-density.json")
         for kind, path in question_files()[name].items():
+            if kinds and kind not in kinds:
+                continue
             passes = []
             for question in load_questions(path):
                 started = time.perf_counter()
@@ -341,11 +345,12 @@ def main() -> None:
     parser.add_argument("command", nargs="?", choices=("record", "density", "report"), default="report")
     parser.add_argument("--name", default="base", help="the recorded passes to use (a folder name)")
     parser.add_argument("--sets", default="demo,aws,python-faq")
+    parser.add_argument("--kinds", help="record only these kinds, e.g. answerable-heldout (default: all)")
     parser.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "abstention.json")
     args = parser.parse_args()
     names = [n for n in args.sets.split(",") if n in question_files()]
     if args.command == "record":
-        record(names, args.name)
+        record(names, args.name, set(args.kinds.split(",")) if args.kinds else None)
         return
     if args.command == "density":  # passes recorded before the density was: measure it alone
         measure_densities(names, args.name)

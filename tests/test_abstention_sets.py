@@ -12,9 +12,12 @@ from retrieval.terms import content_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO, SETS = REPO / "demo_eval", REPO / "bench" / "sets"
-CALIBRATION = [DEMO / "queries.jsonl", DEMO / "unanswerable.jsonl", SETS / "aws-unanswerable.jsonl"]
-HELD_OUT = [DEMO / "answerable-heldout.jsonl", DEMO / "unanswerable-heldout.jsonl",
-            SETS / "aws-unanswerable-heldout.jsonl"]
+AWS_QUESTIONS = REPO.parent / "shared" / "data" / "aws-docs-qa" / "queries.jsonl"  # not in the repo
+CALIBRATION = [DEMO / "queries.jsonl", DEMO / "unanswerable.jsonl", SETS / "aws-unanswerable.jsonl",
+               *([AWS_QUESTIONS] if AWS_QUESTIONS.exists() else [])]
+HELD_OUT_ANSWERABLE = [DEMO / "answerable-heldout.jsonl", SETS / "aws-answerable-heldout.jsonl"]
+HELD_OUT_UNANSWERABLE = [DEMO / "unanswerable-heldout.jsonl", SETS / "aws-unanswerable-heldout.jsonl"]
+HELD_OUT = HELD_OUT_ANSWERABLE + HELD_OUT_UNANSWERABLE
 
 
 def _normal(text: str) -> tuple[str, ...]:
@@ -36,5 +39,5 @@ def test_question_ids_are_unique_within_each_set() -> None:
 
 def test_held_out_unanswerable_sets_are_large_enough_to_read_a_rate() -> None:
     # 30+ questions: one miss moves the rate by about 3 points, not 10.
-    assert all(len(load_questions(path)) >= 30 for path in HELD_OUT[1:])
-    assert len(load_questions(HELD_OUT[0])) >= 20
+    assert all(len(load_questions(path)) >= 30 for path in HELD_OUT_UNANSWERABLE)
+    assert all(len(load_questions(path)) >= 20 for path in HELD_OUT_ANSWERABLE)

@@ -239,6 +239,7 @@ def record(names: list[str], run: str, kinds: set[str] | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
         services = Services(settings_for(name, run))
+        _current_postings(services)
         pipeline = services.pipeline
         _save_density(services, out_dir / f"{name}-density.json")
         for kind, path in question_files()[name].items():
@@ -254,6 +255,21 @@ def record(names: list[str], run: str, kinds: set[str] | None = None) -> None:
             (out_dir / f"{name}-{kind}.pkl").write_bytes(pickle.dumps(passes))
             print(f"{name} {kind}: {len(passes)} questions", file=sys.stderr)
         services.close()
+
+
+def _current_postings(services) -> None:  # type: ignore[no-untyped-def]
+    """The BM25 postings rebuilt when they were built with other settings than this checkout's, as the
+    next `kbbot sync` would (the shared aws index predates a change of the defaults otherwise)."""
+    import psycopg
+
+    from retrieval.lexical_index import LexicalIndex
+
+    url = services.database().engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as conn:
+        lexical = LexicalIndex()
+        if lexical.needs_refresh(conn):
+            print(f"rebuilding the BM25 postings ({lexical.options.postings_scoring})", file=sys.stderr)
+            lexical.refresh(conn)
 
 
 def _save_density(services, path: Path) -> None:  # type: ignore[no-untyped-def]

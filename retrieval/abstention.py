@@ -67,7 +67,7 @@ class AbstentionGate:
     unit_weight: float = 0.5
     coverage_weight: float = 0.0
     margin_weight: float = 0.4
-    density_weight: float = 0.2
+    density_weight: float = 0.3
     reference_density: float = 0.6
 
     def confidence(self, evidence: Evidence) -> float:

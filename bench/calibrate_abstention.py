@@ -305,6 +305,45 @@ def load_evidence(run: str) -> dict[str, dict[str, list[dict]]]:  # type: ignore
     return out
 
 
+# The unsure band (AbstentionGate.unsure_band): answers that clear the bar by less are said to be unsure.
+# Chosen as the band that flags the most wrong answers on the calibration sets (mean over the sets) while
+# flagging at most one right answer in six on every one of them: a hedge on a right answer costs its reader
+# a second look, and one on most answers would mean nothing.
+BANDS = [round(0.005 * i, 3) for i in range(31)]
+MAX_UNSURE_RIGHT = 1 / 6
+
+
+def unsure_shares(gate, items: list[dict]) -> tuple[float, int]:  # type: ignore[no-untyped-def, type-arg]
+    """The share of the answers given that are said to be unsure, and how many answers were given."""
+    given = [e for e in items if gate.answers(Evidence_of(e))]
+    return (sum(not gate.sure(Evidence_of(e)) for e in given) / len(given) if given else 0.0), len(given)
+
+
+def choose_band(gate, sets: dict[str, dict]) -> float:  # type: ignore[no-untyped-def, type-arg]
+    from dataclasses import replace
+
+    best, best_caught = 0.0, -1.0
+    for band in BANDS:
+        banded = replace(gate, unsure_band=band)
+        if any(unsure_shares(banded, d["answerable"])[0] > MAX_UNSURE_RIGHT + 1e-9 for d in sets.values()):
+            continue
+        caught = sum(unsure_shares(banded, d["unanswerable"])[0] for d in sets.values()) / len(sets)
+        if caught > best_caught + 1e-9:
+            best, best_caught = band, caught
+    return best
+
+
+def unsure_report(gate, recorded: dict[str, dict[str, list[dict]]]) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """Per set and kind: of the answers given, how many are said to be unsure (on answerable questions
+    a hedge on a right answer; on unanswerable ones a wrong answer the reader is warned about)."""
+    out: dict[str, dict] = {}  # type: ignore[type-arg]
+    for name, kinds in recorded.items():
+        for kind, items in kinds.items():
+            share, given = unsure_shares(gate, items)
+            out.setdefault(name, {})[kind] = {"answers_given": given, "said_unsure": round(share, 3)}
+    return out
+
+
 def report(run: str) -> dict:  # type: ignore[type-arg]
     from retrieval.abstention import AbstentionGate
 
@@ -320,7 +359,12 @@ def report(run: str) -> dict:  # type: ignore[type-arg]
     for entry in calibration.values():
         if isinstance(entry, dict) and "gate" in entry:
             entry["held_out"] = held_out_rates(AbstentionGate(**entry["gate"]), recorded)
+    chosen = AbstentionGate(**calibration["chosen"]["gate"])
+    band = choose_band(chosen, {n: {k: recorded[n][k] for k in ("answerable", "unanswerable")}
+                                for n in calibration_sets})
+    calibration["chosen"]["gate"]["unsure_band"] = band
     return {"run": run, "shipped_gate": asdict(shipped), "shipped": per_kind(shipped, recorded),
+            "shipped_unsure": unsure_report(shipped, recorded),
             "calibration": calibration, "cross_validated": cross_validated(calibration_sets),
             "evidence": {n: {kind: [{k: round(v, 4) if isinstance(v, float) else v for k, v in e.items()}
                                     for e in items] for kind, items in kinds.items()}

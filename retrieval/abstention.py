@@ -69,6 +69,9 @@ class AbstentionGate:
     margin_weight: float = 0.4
     density_weight: float = 0.3
     reference_density: float = 0.6
+    # An answer whose confidence clears the bar by less than this is said to be unsure (chosen on the
+    # same sets: it flags most wrong answers and few right ones; BENCHMARKS.md "Session 8: abstention").
+    unsure_band: float = 0.055
 
     def confidence(self, evidence: Evidence) -> float:
         return ((1 - self.unit_weight) * evidence.top_similarity + self.unit_weight * evidence.best_unit
@@ -81,3 +84,7 @@ class AbstentionGate:
 
     def answers(self, evidence: Evidence) -> bool:
         return self.confidence(evidence) >= self.bar(evidence.density)
+
+    def sure(self, evidence: Evidence) -> bool:
+        """Whether an answer clears the bar by the unsure band: below it, the answer says it is unsure."""
+        return self.confidence(evidence) >= self.bar(evidence.density) + self.unsure_band

@@ -43,6 +43,11 @@ ABSTAIN_TEXT = (
 NOTHING_NEAR_TEXT = "I couldn't find an answer to that in the knowledge base, and no article comes close: ask a human."
 
 
+# Opens an answer the gate only just let through (AbstentionGate.sure): near the bar most wrong answers
+# are, so the reader is told to check it rather than trust it.
+UNSURE_LEAD = "I'm not sure this answers your question; the closest the knowledge base has:\n\n"
+
+
 def abstain_text(nearest: Sequence[SearchHit]) -> str:
     return ABSTAIN_TEXT if nearest else NOTHING_NEAR_TEXT
 
@@ -393,6 +398,9 @@ class AnswerPipeline:
                             timings_ms={**timings, "total": (time.perf_counter() - started) * 1000})
             yield answer
             return
+        unsure = not self.gate.sure(evidence)
+        if unsure:
+            yield UNSURE_LEAD
         synth_started = time.perf_counter()
         # Never give the answerer (so never cite) a passage below the relevance bar. The extractive
         # answerer reads all candidates (it quotes only the best units); a model gets top_k.
@@ -411,6 +419,8 @@ class AnswerPipeline:
         if final.outcome == "abstained":
             nearest = final.nearest or _distinct_articles(hits, self.nearest_articles)
             final = dataclasses.replace(final, text=final.text or abstain_text(nearest), nearest=nearest)
+        elif unsure and final.outcome == "answered":
+            final = dataclasses.replace(final, text=UNSURE_LEAD + final.text, unsure=True)
         yield dataclasses.replace(
             final, rewritten_question=final.rewritten_question or rewritten,
             timings_ms={**timings, **final.timings_ms,

@@ -108,3 +108,5 @@ class Answer:
     note: str | None = None  # e.g. "the LLM was unreachable; extractive answer"
     arm: str | None = None  # the routing arm ("tone" / "base") when a router chose the model; see routing.py
     fallback_reason: str | None = None  # why `model` is not the arm's first model (what the failed ones said)
+    # The gate's confidence only just cleared its bar (retrieval/abstention.py): the text opens with UNSURE_LEAD.
+    unsure: bool = False

@@ -61,6 +61,7 @@ def answer_json(answer: Answer) -> dict[str, Any]:
         "arm": answer.arm,
         "fallback_reason": answer.fallback_reason,
         "note": answer.note,
+        "unsure": answer.unsure,
         "citations": [
             {"number": c.number, "quote": c.quote, **hit_json(c.hit, c.number)} for c in answer.citations
         ],

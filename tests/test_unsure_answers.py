@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.cli_index import DEMO_QUESTIONS
+from bot.json_output import answer_json
 from bot.services import Services
 from retrieval.abstention import AbstentionGate
 from retrieval.answer import UNSURE_LEAD, AnswerPipeline, ExtractiveSynthesizer
@@ -46,6 +47,7 @@ def test_an_answer_near_the_bar_opens_by_saying_it_is_unsure(demo_database: Data
     assert unsure.unsure and unsure.text == UNSURE_LEAD + sure.text
     assert unsure.citations == sure.citations  # the same quotes, the same [n] markers
     assert text.strip() == unsure.text.strip()  # the lead is streamed first, not added afterwards
+    assert answer_json(unsure)["unsure"] is True and answer_json(sure)["unsure"] is False  # kbbot ask --json
 
 
 def test_an_abstention_never_says_it_is_unsure(demo_database: Database, embedder: Any) -> None:

@@ -113,6 +113,8 @@ class AnswerLog:
         metadata = dict(asked.metadata)
         if answer.note:
             metadata["note"] = answer.note
+        if answer.unsure:  # the gate only just let it through: a gap candidate (retrieval/gaps.py)
+            metadata["unsure"] = True
         if answer.nearest:
             metadata["nearest"] = [
                 {"title": h.title, "url": h.url, "similarity": h.similarity, "article_id": h.article_id}

@@ -1,10 +1,12 @@
 """Knowledge gaps: the questions the bot could not answer well, grouped by meaning, ranked for a KB owner.
 
-A question is a gap when the bot abstained, someone gave its answer a 👎, or the asker pressed "Ask a
-human". Gap questions are embedded (once per embedding model: `question_vectors` caches them) and grouped
-by agglomerative clustering on cosine distance (SciPy's hierarchical clustering, average linkage, a threshold
-measured on demo_eval/gaps_questions.jsonl; see BENCHMARKS.md). Each group is ranked by how many people
-asked and how recently: every person counts 1, halved for each `HALF_LIFE_DAYS` since they last asked.
+A question is a gap when the bot abstained, answered only unsure (retrieval/abstention.py's unsure band:
+mostly near-miss questions such as a company car next to the corporate card), someone gave its answer a
+👎, or the asker pressed "Ask a human". Gap questions are embedded (once per embedding model:
+`question_vectors` caches them) and grouped by agglomerative clustering on cosine distance (SciPy's
+hierarchical clustering, average linkage, a threshold measured on demo_eval/gaps_questions.jsonl; see
+BENCHMARKS.md). Each group is ranked by how many people asked and how recently: every person counts 1,
+halved for each `HALF_LIFE_DAYS` since they last asked.
 
 The report reads nothing of Slack: who may see what is passed in (`Viewer`), and the edges (CLI, App Home,
 digest) render it.
@@ -172,7 +174,7 @@ class GapsReport:
 
 
 _GAP_CONDITION = (
-    "(a.outcome = 'abstained' OR a.metadata ? 'escalated_by' OR EXISTS "
+    "(a.outcome = 'abstained' OR a.metadata ? 'unsure' OR a.metadata ? 'escalated_by' OR EXISTS "
     "(SELECT 1 FROM feedback f WHERE f.answer_id = a.id AND f.value = 'down'))"
 )
 

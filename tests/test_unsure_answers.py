@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ from bot.json_output import answer_json
 from bot.services import Services
 from retrieval.abstention import AbstentionGate
 from retrieval.answer import UNSURE_LEAD, AnswerPipeline, ExtractiveSynthesizer
+from retrieval.answer_log import AnswerLog, Asked
 from retrieval.db import Database
+from retrieval.gaps import GapFinder
 from retrieval.search import Searcher
 from retrieval.settings import load_settings
 from retrieval.types import Answer
@@ -68,6 +71,20 @@ def test_an_llm_answer_near_the_bar_says_it_is_unsure_too(demo_database: Databas
     assert answer.outcome == "answered" and answer.model == "gpt-4o-mini" and answer.unsure
     assert answer.text == UNSURE_LEAD + "Up to 5 unused days carry over [1]."
     assert text.strip() == answer.text.strip()
+
+
+def test_an_unsure_answer_is_a_knowledge_gap_and_a_sure_one_is_not(demo_database: Database,
+                                                                    embedder: Any) -> None:
+    log = AnswerLog(demo_database)
+    unsure = pipeline_with(demo_database, embedder, AbstentionGate(unsure_band=1.0)).answer(QUESTION)
+    sure_question = "How do I enroll in MFA?"
+    sure = pipeline_with(demo_database, embedder, AbstentionGate()).answer(sure_question)
+    assert unsure.unsure and not sure.unsure
+    log.record(Asked(QUESTION, "channel", "U1", "C0IT", "1.1"), unsure)
+    log.record(Asked(sure_question, "channel", "U2", "C0IT", "1.2"), sure)
+    report = GapFinder(demo_database, embedder).report(since=datetime.now(UTC) - timedelta(days=1))
+    assert [q.question for g in report.groups for q in g.questions] == [QUESTION]
+    assert report.groups[0].answer_sample.startswith(UNSURE_LEAD.strip())
 
 
 def test_the_demo_and_readme_questions_are_answered_without_doubt(demo_database: Database, embedder: Any) -> None:

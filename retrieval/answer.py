@@ -12,7 +12,9 @@ An LLM synthesizer (see `retrieval.llm`) plugs in through the same `Synthesizer`
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +32,7 @@ from retrieval.neighbours import Following, PassageReader
 from retrieval.search import Retriever
 from retrieval.settings import DEFAULTS
 from retrieval.support import ScoredUnit, Support, is_procedure_question, score_support
+from retrieval.terms import stems
 from retrieval.types import Answer, Citation, SearchHit
 
 log = logging.getLogger(__name__)
@@ -114,6 +117,10 @@ OTHER_ARTICLE_MARGIN = 0.03
 OTHER_PASSAGE_OVERLAP = 0.5
 # Added to the support's own weight of the question's words (retrieval/support.py) when choosing units.
 ANSWER_OVERLAP_WEIGHT = 0.1
+# Added per share of the question's word pairs (adjacent content words, weighted by rarity) that a unit
+# holds as adjacent words too: "maximum number of datasets" is the row "Maximum number of datasets", not
+# the row "Maximum number of forecasts … large datasets" holding the same words apart.
+PHRASE_WEIGHT = 0.15
 
 
 class ExtractiveSynthesizer:
@@ -161,6 +168,7 @@ class ExtractiveSynthesizer:
             # for "how do I": steps rarely repeat the question's words, their heading ("Enrolling") does.
             support = Support([dataclasses.replace(u, score=u.score + ANSWER_OVERLAP_WEIGHT * u.overlap)
                                for u in support.units], support.coverage)
+        support = _with_phrases(question, support)
         support, continued = self._continue_trailing(support, passages, following)
         anchor = support.best
         if anchor is None or anchor.similarity < self.min_unit_similarity:
@@ -436,6 +444,23 @@ class AnswerPipeline:
             return None
         log.debug("follow-up rewritten for search: %r -> %r", question, rewritten)
         return rewritten
+
+
+def _with_phrases(question: str, support: Support) -> Support:
+    """The support with PHRASE_WEIGHT x the weighted share of the question's word pairs each unit holds."""
+    wanted = _pairs(stems(question))
+    if not wanted or not PHRASE_WEIGHT:
+        return support
+    held = [_pairs(stems(u.unit.rendered)) & wanted for u in support.units]
+    n = len(held)
+    weights = {pair: math.log((n + 1) / (sum(pair in h for h in held) + 0.5)) for pair in wanted}
+    total = sum(weights.values()) or 1.0
+    return Support([dataclasses.replace(u, score=u.score + PHRASE_WEIGHT * sum(weights[p] for p in h) / total)
+                    if h else u for u, h in zip(support.units, held, strict=True)], support.coverage)
+
+
+def _pairs(words: Sequence[str]) -> set[tuple[str, str]]:
+    return set(itertools.pairwise(words))
 
 
 def _distinct_articles(hits: Sequence[SearchHit], limit: int) -> list[SearchHit]:

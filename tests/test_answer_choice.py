@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from retrieval.answer import ExtractiveSynthesizer
 from retrieval.answer_units import passage_units
+from retrieval.support import ScoredUnit, Support
 from retrieval.types import SearchHit
 
 QUOTAS = ("| Resource | Default limit |\n|---|---|\n"
@@ -37,3 +38,26 @@ def test_a_sentence_about_the_page_itself_never_answers(embedder) -> None:  # ty
     answer = ExtractiveSynthesizer(embedder).compose(question, [_hit(passage, "Kiln network", "Security")],
                                                      embedder.embed_query(question))
     assert answer.text == "Kiln controllers talk to the studio server over TLS 1.2 only. [1]"
+
+
+def _scored(hit: SearchHit, rank: int, text: str, score: float, overlap: float) -> ScoredUnit:
+    return ScoredUnit(hit, rank, passage_units(text)[0], similarity=score, overlap=overlap, score=score)
+
+
+def test_another_article_is_cited_only_when_its_unit_is_as_specific(embedder) -> None:  # type: ignore[no-untyped-def]
+    """The support is given (its scores are what retrieval/support.py would compute): the rule under test is
+    the answerer's, which quotes a second article's unit only when it holds as much of what was asked."""
+    booking = "Book on the board by the door, a week ahead, to use the kiln."
+    notes = "Kiln slots go fast in December, so members reserve early for holiday firings."
+    first = SearchHit(1, 1, "kb", "bookings.md", "Kiln bookings", None, ("Booking",), booking, 0, len(booking),
+                      None, 0.8, 0.7)
+    second = SearchHit(2, 2, "kb", "notes.md", "Studio notes", None, ("Notes",), notes, 0, len(notes), None, 0.79, 0.6)
+    question = "How far ahead do members book the big kiln?"
+    synthesizer = ExtractiveSynthesizer(embedder)
+    vector = embedder.embed_query(question)
+    nearby = Support([_scored(first, 0, booking, 0.80, 0.6), _scored(second, 1, notes, 0.80, 0.4)], 1.0)
+    answer = synthesizer.compose(question, [first, second], vector, nearby)
+    assert [c.hit.article_id for c in answer.citations] == [1]
+    as_specific = Support([_scored(first, 0, booking, 0.80, 0.6), _scored(second, 1, notes, 0.79, 0.6)], 1.0)
+    answer = synthesizer.compose(question, [first, second], vector, as_specific)
+    assert [c.hit.article_id for c in answer.citations] == [1, 2]

@@ -94,7 +94,9 @@ def warm_up(services: Services) -> None:
     try:
         density = services.pipeline.density
         if density is not None:
-            value = density()  # the abstention gate's bar on a large index: ~1.5 s once, not in the first answer
+            # Stored by the last sync; an index synced before densities were stored is measured here (~1.5 s
+            # on 40k passages) rather than in the first answer.
+            value = density()
             if value is not None:
                 log.info("index density %.3f: the abstention gate's bar follows it", value)
     except KbbotError as exc:

@@ -117,6 +117,9 @@ def status_json(status: IndexStatus) -> dict[str, Any]:
         "keyword_lists": {"rebuilt_at": _iso(status.keyword.rebuilt_at),
                           "newer_chunks": status.keyword.newer_chunks} if status.keyword else None,
         "held_back": [{"source": s, "reason": r, "articles": n} for s, r, n in status.held_back],
+        "density": {"value": status.density.value, "passages": status.density.passages,
+                    "measured_at": _iso(status.density.measured_at),
+                    "answer_bar": status.answer_bar} if status.density else None,
     }
 
 

@@ -144,7 +144,7 @@ class Services:
         return AnswerPipeline(searcher, self.synthesizer(), top_k=search.top_k,
                               min_relevance=search.min_relevance, unit_embedder=self.sentence_embedder,
                               passage_reader=PassageReader(self.search_database()),
-                              density=NeighbourDensity(base),
+                              density=NeighbourDensity(base, store_db=self.database()),
                               rewriter=create_rewriter(search, self.chat_client, model=llm.llm_model))
 
     def indexer(self, progress: ProgressCallback | None = None,

@@ -23,6 +23,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from retrieval.abstention import AbstentionGate
 from retrieval.answer_eval import AnswerReport
 from retrieval.evaluation import EvalReport
 from retrieval.runs import SyncRun
@@ -121,6 +122,8 @@ def print_status(status: IndexStatus) -> None:
         since = (f"; {plural(newer, 'passage')} added since {'is' if newer == 1 else 'are'} scored directly "
                  "until the next rebuild" if newer else "")
         console.print(f"Keyword search lists: rebuilt {status.keyword.rebuilt_at:%Y-%m-%d %H:%M UTC}{since}")
+    if status.vectors:
+        console.print(_answer_bar_line(status), markup=False)
     for s in status.sources:
         ok = s.last_success_at.strftime("%Y-%m-%d %H:%M UTC") if s.last_success_at else "never"
         mode = "incremental" if s.incremental else "lists every article each run"
@@ -146,6 +149,20 @@ def print_status(status: IndexStatus) -> None:
         console.print("Oldest articles:")
         for title, source, updated in status.oldest_articles:
             console.print(f"  {title} ({source}) — {age(updated)}", markup=False)
+
+
+def _answer_bar_line(status: IndexStatus) -> str:
+    density, bar = status.density, status.answer_bar
+    if density is None or bar is None:
+        return "Confidence needed to answer: not known until the next sync or question measures the index"
+    base = AbstentionGate().bar(None)
+    if density.value is None:
+        return f"Confidence needed to answer: {bar:.2f} (no passage is readable by every member to measure by)"
+    measured = (f"density {density.value:.2f} over {density.passages:,} passages"
+                + (f", measured {density.measured_at:%Y-%m-%d %H:%M UTC}" if density.measured_at else ""))
+    if bar > base:
+        return f"Confidence needed to answer: {bar:.2f}, raised from {base:.2f} as this index is crowded ({measured})"
+    return f"Confidence needed to answer: {bar:.2f} ({measured})"
 
 
 def print_eval(reports: list[EvalReport]) -> None:

@@ -9,10 +9,13 @@ real question lands on its answer in the demo KB. The abstention gate raises its
 (BENCHMARKS.md "Session 7: abstention").
 
 Fail closed: only passages every member may read (audience `public` or `everyone`) are sampled and
-searched, through the searcher's own audience filter, so a restricted article never moves the bar.
+compared, so a restricted article never moves the bar.
+
 Measured exactly in SQL (64 sampled passages against every readable one: ~20 ms on the demo KB, ~1.5 s on
-aws-docs-qa's 40k passages), once per embedding space, then again in the background each hour while the
-last value serves; an index with nothing member-readable has no density and the gate keeps its base bar.
+aws-docs-qa's 40k passages). The density changes only when passages do, and every change of passages goes
+through a sync (retrieval/sync.py), so the sync measures it at its end and stores it with the embedding
+space; a question reads the stored value (one primary-key look-up). An index synced before densities were
+stored has none: the first reader measures it and stores it for the others.
 """
 
 from __future__ import annotations
@@ -20,18 +23,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
 from retrieval.access import EVERYONE, PUBLIC
-from retrieval.db import translate_errors
+from retrieval.db import Database, translate_errors
 from retrieval.errors import KbbotError
-from retrieval.search import Searcher
 from retrieval.spaces import EmbeddingSpace
+
+if TYPE_CHECKING:
+    from retrieval.search import Searcher
 
 log = logging.getLogger(__name__)
 
 READABLE = [PUBLIC, EVERYONE]  # audience tokens every member holds
+SAMPLE = 64
+POOL = 50_000
 # Exact nearest neighbours of a fixed pseudo-random sample (by hashed chunk id: the same index gives the same
 # density every time) among at most :pool readable passages (all of them up to 50k; beyond, a sample, which
 # makes the density a lower bound there).
@@ -41,63 +51,97 @@ WITH readable AS MATERIALIZED (
     WHERE e.space_id = :space AND c.audience && CAST(:readable AS text[])
     ORDER BY md5(e.chunk_id::text) LIMIT :pool),
 sample AS (SELECT * FROM readable ORDER BY md5(chunk_id::text) LIMIT :n)
-SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY nearest) AS density, count(*) AS sampled FROM (
-    SELECT max(1 - (r.embedding <=> s.embedding)) AS nearest
-    FROM sample s JOIN readable r ON r.article_id <> s.article_id GROUP BY s.chunk_id) per_passage""")
+SELECT (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY nearest) FROM (
+            SELECT max(1 - (r.embedding <=> s.embedding)) AS nearest
+            FROM sample s JOIN readable r ON r.article_id <> s.article_id GROUP BY s.chunk_id) per_passage
+       ) AS density,
+       (SELECT count(*) FROM readable) AS passages""")
+
+
+@dataclass(frozen=True)
+class Density:
+    value: float | None  # None: no member-readable passage has a neighbour in another article
+    passages: int  # member-readable passages it was measured over (at most the pool)
+    measured_at: datetime | None = None  # set when read back from the index
+
+
+def measure(db: Database, space: EmbeddingSpace, *, sample: int = SAMPLE, pool: int = POOL) -> Density:
+    started = time.perf_counter()
+    with translate_errors("Measuring the index's density"), db.engine.connect() as conn:
+        row = conn.execute(_DENSITY_SQL, {"space": space.id, "readable": READABLE, "pool": pool,
+                                          "n": sample}).one()
+    density = Density(None if row.density is None else float(row.density), int(row.passages))
+    log.debug("index density %s over %d readable passages, measured in %.0f ms",
+              "none" if density.value is None else f"{density.value:.3f}", density.passages,
+              (time.perf_counter() - started) * 1000)
+    return density
+
+
+def stored(db: Database, space: EmbeddingSpace) -> Density | None:
+    """The density stored with the space, or None when it was never measured (or a failed sync cleared it)."""
+    with translate_errors("Reading the index's density"), db.engine.connect() as conn:
+        row = conn.execute(text(
+            "SELECT density, density_passages, density_measured_at FROM embedding_spaces "
+            "WHERE id = :id AND density_measured_at IS NOT NULL"), {"id": space.id}).first()
+    return None if row is None else Density(row.density, row.density_passages, row.density_measured_at)
+
+
+def store(db: Database, space: EmbeddingSpace, density: Density, *, unless_stored: bool = False) -> None:
+    """`unless_stored`: a reader's measurement, which must not overwrite what a sync stored meanwhile (the
+    reader may have measured the passages as they were before that sync)."""
+    condition = " AND density_measured_at IS NULL" if unless_stored else ""
+    with translate_errors("Storing the index's density"), db.engine.begin() as conn:
+        conn.execute(text(
+            "UPDATE embedding_spaces SET density = :d, density_passages = :n, density_measured_at = now() "
+            f"WHERE id = :id{condition}"), {"d": density.value, "n": density.passages, "id": space.id})
+
+
+def clear(db: Database, space: EmbeddingSpace) -> None:
+    """Forget the stored density (a sync that changed passages failed before measuring it again)."""
+    with translate_errors("Clearing the index's density"), db.engine.begin() as conn:
+        conn.execute(text("UPDATE embedding_spaces SET density = NULL, density_passages = NULL, "
+                          "density_measured_at = NULL WHERE id = :id"), {"id": space.id})
 
 
 class NeighbourDensity:
-    """`density()`: median over sampled passages of the best similarity to a passage of another article."""
+    """`density()`: the active space's stored density; measured (and stored) when it has none yet.
 
-    def __init__(self, searcher: Searcher, *, sample: int = 64, pool: int = 50_000, ttl_s: float = 3600.0) -> None:
+    `store_db`: where to store a measurement, when searches read a replica (read-only); the searcher's own
+    database by default. A measurement that cannot be stored is kept in this process until one is."""
+
+    def __init__(self, searcher: Searcher, *, store_db: Database | None = None, sample: int = SAMPLE,
+                 pool: int = POOL) -> None:
         self.searcher = searcher
+        self.store_db = store_db
         self.sample = sample
         self.pool = pool
-        self.ttl_s = ttl_s
         self._lock = threading.Lock()
-        self._cached: dict[int, tuple[float, float | None]] = {}  # space id -> (measured at, density)
-        self._refreshing: set[int] = set()
+        self._unstored: dict[int, float | None] = {}  # space id -> density measured here but not stored
 
     def __call__(self) -> float | None:
         try:
             space = self.searcher.space()
         except KbbotError:
             return None  # an empty index: the search itself reports it
-        with self._lock:
-            cached = self._cached.get(space.id)
-            if cached is not None:
-                if time.monotonic() - cached[0] >= self.ttl_s and space.id not in self._refreshing:
-                    self._refreshing.add(space.id)
-                    threading.Thread(target=self._refresh, args=(space,), name="kbbot-density", daemon=True).start()
-                return cached[1]
-        # The first question on this space waits for it: a bar too low would answer what it should not.
-        value = self.measure(space)
-        with self._lock:
-            self._cached[space.id] = (time.monotonic(), value)
-        return value
-
-    def _refresh(self, space: EmbeddingSpace) -> None:
-        try:
-            value = self.measure(space)
-        except Exception:  # the last value keeps serving; tried again after another ttl
-            log.warning("could not measure the index's density again", exc_info=True)
-            with self._lock:
-                self._cached[space.id] = (time.monotonic(), self._cached[space.id][1])
-        else:
-            with self._lock:
-                self._cached[space.id] = (time.monotonic(), value)
-        finally:
-            with self._lock:
-                self._refreshing.discard(space.id)
+        known = stored(self.searcher.db, space)
+        if known is not None:
+            return known.value
+        with self._lock:  # one measurement at a time: the first questions after a start arrive together
+            if space.id in self._unstored:
+                return self._unstored[space.id]
+            known = stored(self.searcher.db, space)  # another thread's measurement, while this one waited
+            if known is not None:
+                return known.value
+            # This question waits for it: a bar too low would answer what it should not.
+            density = measure(self.searcher.db, space, sample=self.sample, pool=self.pool)
+            try:
+                store(self.store_db or self.searcher.db, space, density, unless_stored=True)
+            except KbbotError as exc:
+                log.warning("the index's density could not be stored, so it is kept in this process only: %s",
+                            exc)
+                self._unstored[space.id] = density.value
+            return density.value
 
     def measure(self, space: EmbeddingSpace) -> float | None:
-        started = time.perf_counter()
-        with translate_errors("Measuring the index's density"), self.searcher.db.engine.connect() as conn:
-            row = conn.execute(_DENSITY_SQL, {"space": space.id, "readable": READABLE, "pool": self.pool,
-                                              "n": self.sample}).one()
-        if row.density is None:
-            return None
-        # Debug: every CLI question measures it once; `kbbot serve` logs the start-up value itself.
-        log.debug("index density %.3f (%d passages sampled in %.0f ms)", row.density, row.sampled,
-                 (time.perf_counter() - started) * 1000)
-        return float(row.density)
+        """Measured now, not stored (benchmarks record it next to their passes)."""
+        return measure(self.searcher.db, space, sample=self.sample, pool=self.pool).value

@@ -1,16 +1,18 @@
 """What `kbbot status` and the App Home show about the index: size, model, freshness, failures.
 
-Assembled from the tables' owners (retrieval/index_store.py, spaces.py, lexical_index.py, runs.py); no SQL
-of its own."""
+Assembled from the tables' owners (retrieval/index_store.py, spaces.py, lexical_index.py, runs.py,
+neighbour_density.py); no SQL of its own."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from retrieval.abstention import AbstentionGate
 from retrieval.db import Database, translate_errors
 from retrieval.index_store import held_back_counts, index_counts, oldest_articles, source_summaries
 from retrieval.lexical_index import KeywordStatus, LexicalIndex
+from retrieval.neighbour_density import Density, stored
 from retrieval.runs import RunLog, SyncRun
 from retrieval.spaces import spaces_in_use
 
@@ -49,10 +51,18 @@ class IndexStatus:
     # Articles indexed but never answered, because the source restricts them to people kbbot cannot map
     # to Slack: (source, why, how many), most first.
     held_back: list[tuple[str, str, int]] = field(default_factory=list)
+    # The active space's neighbour density, which raises the answer bar in a crowded index; None until
+    # a sync (or the first question on an index synced before densities were stored) measures it.
+    density: Density | None = None
 
     @property
     def held_back_articles(self) -> int:
         return sum(n for _, _, n in self.held_back)
+
+    @property
+    def answer_bar(self) -> float | None:
+        """The confidence a question needs to be answered rather than abstained on, at this density."""
+        return AbstentionGate().bar(self.density.value) if self.density else None
 
 
 def index_status(db: Database, *, oldest: int = 5) -> IndexStatus:
@@ -67,6 +77,7 @@ def index_status(db: Database, *, oldest: int = 5) -> IndexStatus:
     active = next((s for s in spaces if s.status == "active"), None)
     building = next((s for s in spaces if s.status == "building"), None)
     runs = RunLog(db)
+    density = stored(db, active) if active else None
     return IndexStatus(
         articles=articles, chunks=chunks, vectors=vectors,
         model=f"{active.provider}/{active.model}" if active else None,
@@ -77,6 +88,7 @@ def index_status(db: Database, *, oldest: int = 5) -> IndexStatus:
         oldest_articles=old,
         keyword=keyword,
         held_back=held,
+        density=density,
     )
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from retrieval import neighbour_density
 from retrieval.access import DEFAULT_AUDIENCE
 from retrieval.chunking import chunk_article
 from retrieval.db import Database, translate_errors
@@ -152,11 +153,34 @@ class Indexer:
                 counts.errors.append({"where": "run", "error": f"unexpected error: {exc}"})
                 raise
             finally:
+                self._settle_density(counts, status)
                 self.runs.finish(lock_conn, run_id, counts, status)
                 self.progress(Progress("done", None, 0, None, counts))
         run = self.runs.get(run_id)
         assert run is not None
         return run
+
+    def _settle_density(self, counts: RunCounts, status: str) -> None:
+        """Measure the index's neighbour density again when this run changed passages or vectors (or the
+        active space has none stored), so that questions read it instead of measuring it
+        (retrieval/neighbour_density.py). A run that changed them and did not finish clears it instead:
+        the next question measures the index as it is. Never fails the run: a density that could not be
+        stored is measured by the next reader."""
+        changed = bool(counts.added or counts.updated or counts.removed or counts.chunks_embedded)
+        try:
+            with self.db.engine.connect() as conn:
+                space = active_space(conn)
+            if space is None:
+                return
+            if status not in ("succeeded", "partial"):
+                if changed:
+                    neighbour_density.clear(self.db, space)
+                return
+            if changed or neighbour_density.stored(self.db, space) is None:
+                neighbour_density.store(self.db, space, neighbour_density.measure(self.db, space))
+        except Exception as exc:
+            log.warning("the index's density was not stored (the next question measures it): %s", exc)
+            log.debug("storing the index's density failed", exc_info=True)
 
     # --- stages --------------------------------------------------------------------------------
     def _target_space(self, store: IndexStore, kind: RunKind) -> tuple[EmbeddingSpace, bool]:

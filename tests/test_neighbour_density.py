@@ -3,12 +3,14 @@ real PostgreSQL+pgvector with the local model."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+from retrieval import neighbour_density
 from retrieval.abstention import AbstentionGate, Evidence
 from retrieval.answer import AnswerPipeline, ExtractiveSynthesizer
 from retrieval.db import Database
@@ -21,12 +23,12 @@ from tests.conftest import fresh_database_url
 DEMO_KB = Path(__file__).resolve().parents[1] / "demo_kb"
 
 
-def _copies(kb: Path, audience: str) -> Path:
-    """Every IT article again under another name: each passage's nearest passage of another article is its
-    own copy (similarity 1), as crowded as an index can be."""
+def _copies(kb: Path, audience: str, *, source: Path | None = None) -> Path:
+    """Every IT article (of `source`, else of `kb`) again under another name, next to `kb`: each passage's
+    nearest passage of another article is its own copy (similarity 1), as crowded as an index can be."""
     copies = kb.parent / "copies"
-    copies.mkdir(exist_ok=True)
-    for path in sorted((kb / "it").glob("*.md")):
+    copies.mkdir(parents=True, exist_ok=True)
+    for path in sorted(((source or kb) / "it").glob("*.md")):
         body = path.read_text(encoding="utf-8")
         assert body.startswith("---\n")
         (copies / f"copy-{path.name}").write_text(f"---\naudience: {audience}\n" + body[4:], encoding="utf-8")
@@ -59,13 +61,70 @@ def test_a_restricted_article_never_moves_the_density(pg_server, embedder, tmp_p
         db.close()
 
 
-def test_the_density_is_measured_once_then_served_from_the_cache(demo_database, embedder) -> None:  # type: ignore[no-untyped-def]
-    density = NeighbourDensity(Searcher(demo_database, embedder))
-    calls = []
-    measure = density.measure
-    density.measure = lambda space: calls.append(space) or measure(space)  # type: ignore[method-assign]
-    first = density()
-    assert first is not None and density() == first and len(calls) == 1
+def _frozen(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Records every measurement from here on (a question that reads the stored density makes none)."""
+    calls: list[object] = []
+    measure = neighbour_density.measure
+    monkeypatch.setattr(neighbour_density, "measure", lambda *a, **kw: calls.append(a) or measure(*a, **kw))
+    return calls
+
+
+def test_a_sync_stores_the_density_and_questions_read_it(pg_server, embedder, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    kb = tmp_path / "kb"
+    shutil.copytree(DEMO_KB / "it", kb / "it")
+    url, _ = fresh_database_url(pg_server)
+    db = Database.from_url(url.render_as_string(hide_password=False), migrate=False)
+    try:
+        indexer = Indexer(db, embedder, chunk_max_tokens=200)
+        indexer.sync([FilesystemSource("kb", kb)])
+        searcher = Searcher(db, embedder)
+        space = searcher.space()
+        first = neighbour_density.stored(db, space)
+        with db.engine.connect() as conn:
+            passages = conn.execute(text("SELECT count(*) FROM chunks")).scalar()
+        assert first is not None and first.measured_at is not None and first.passages == passages
+        assert first.value == pytest.approx(NeighbourDensity(searcher).measure(space))
+
+        calls = _frozen(monkeypatch)
+        assert NeighbourDensity(searcher)() == first.value and not calls  # read, not measured
+
+        indexer.sync([FilesystemSource("kb", kb)])  # nothing changed: nothing measured
+        assert neighbour_density.stored(db, space) == first and not calls
+
+        # Copies everyone may read: the sync that added them measures again, and questions see it.
+        indexer.sync([FilesystemSource("kb", kb), FilesystemSource("copies", _copies(kb, "everyone"))])
+        crowded = neighbour_density.stored(db, space)
+        assert crowded is not None and crowded.value > 0.95 and crowded.passages > first.passages
+        assert len(calls) == 1 and NeighbourDensity(searcher)() == crowded.value and len(calls) == 1
+    finally:
+        db.close()
+
+
+def test_an_index_without_a_stored_density_is_measured_once_and_stored(demo_database, embedder,  # type: ignore[no-untyped-def]
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index synced before densities were stored: the first question measures it, for every later one."""
+    searcher = Searcher(demo_database, embedder)
+    space = searcher.space()
+    synced = neighbour_density.stored(demo_database, space)
+    assert synced is not None
+    neighbour_density.clear(demo_database, space)
+    calls = _frozen(monkeypatch)
+    assert NeighbourDensity(searcher)() == pytest.approx(synced.value) and len(calls) == 1
+    assert NeighbourDensity(searcher)() == pytest.approx(synced.value) and len(calls) == 1  # another process
+    assert neighbour_density.stored(demo_database, space).passages == synced.passages  # type: ignore[union-attr]
+
+
+def test_a_sync_that_stops_after_changing_passages_clears_the_density(demo_database, embedder,  # type: ignore[no-untyped-def]
+                                                                     tmp_path: Path) -> None:
+    """The stored value described the passages before the run: the next question measures them again."""
+    space = Searcher(demo_database, embedder).space()
+    assert neighbour_density.stored(demo_database, space) is not None
+    asked = iter(range(100))
+    stopping = Indexer(demo_database, embedder, chunk_max_tokens=200, should_stop=lambda: next(asked) >= 1)
+    run = stopping.sync([FilesystemSource("copies", _copies(tmp_path / "kb", "everyone", source=DEMO_KB))])
+    assert run.status == "interrupted" and run.added >= 1
+    assert neighbour_density.stored(demo_database, space) is None
 
 
 def test_the_bar_rises_with_density_above_the_reference_only() -> None:
@@ -87,3 +146,22 @@ def test_the_pipeline_gives_the_gate_the_index_density(demo_database, embedder) 
     crowded = AnswerPipeline(searcher, ExtractiveSynthesizer(embedder), gate=gate, density=lambda: 0.95)
     assert sparse.answer(question).outcome == "answered"
     assert crowded.answer(question).outcome == "abstained"
+
+
+def test_ingest_and_forget_through_the_cli_keep_the_stored_density_current(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    kb = tmp_path / "kb"
+    shutil.copytree(DEMO_KB / "it", kb / "it")
+    cli("ingest", str(kb))
+    alone = json.loads(cli("status", "--json").output)["density"]
+    assert alone["measured_at"] and 0.3 < alone["value"] < 0.9 and alone["answer_bar"] == AbstentionGate().bar(None)
+    assert "Confidence needed to answer: 0.53 (density" in cli("status").output
+
+    cli("ingest", str(_copies(kb, "everyone")))
+    crowded = json.loads(cli("status", "--json").output)["density"]
+    assert crowded["value"] > 0.95 and crowded["passages"] > alone["passages"]
+    assert crowded["answer_bar"] == pytest.approx(AbstentionGate().bar(crowded["value"]))
+    assert "raised from 0.53 as this index is crowded" in cli("status").output
+
+    cli("forget", "copies", "--yes")
+    after = json.loads(cli("status", "--json").output)["density"]
+    assert after["value"] == pytest.approx(alone["value"]) and after["passages"] == alone["passages"]

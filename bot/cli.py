@@ -3,9 +3,9 @@ context and turns the core's exceptions into messages a person can act on."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
-from dataclasses import dataclass, field
 
 import click
 
@@ -23,19 +23,34 @@ from bot import (
 from bot.cli_help import FullHelpGroup
 from bot.services import Services
 from retrieval.errors import KbbotError
-from retrieval.settings import Settings, load_settings
+from retrieval.settings import DEFAULTS, Settings, load_settings
 
 
-@dataclass
 class CliContext:
-    settings: Settings
-    services: Services = field(init=False)
+    """One command's settings and services, read on first use: `kbbot CMD --help` needs neither, so it works
+    with a broken setting, and the command itself says which one (a KbbotError, shown as one line)."""
 
-    def __post_init__(self) -> None:
-        self.services = Services(self.settings)
+    def __init__(self, settings: Settings | None, error: KbbotError | None = None) -> None:
+        self._settings = settings
+        self._error = error
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            assert self._error is not None
+            raise self._error
+        return self._settings
+
+    @functools.cached_property
+    def services(self) -> Services:
+        return Services(self.settings)
 
     def database(self):  # type: ignore[no-untyped-def]
         return self.services.database()
+
+    def close(self) -> None:
+        if "services" in vars(self):  # only what was opened
+            self.services.close()
 
 
 class KbbotGroup(FullHelpGroup):
@@ -72,12 +87,13 @@ def _configure_logging(level: str, *, verbose: bool) -> None:
 def main(ctx: click.Context, verbose: bool) -> None:
     """kbbot: answers questions from your knowledge base, with citations."""
     try:
-        settings = load_settings()
-    except KbbotError as exc:
-        raise click.ClickException(str(exc)) from exc
-    _configure_logging("DEBUG" if verbose else settings.logging.log_level, verbose=verbose)
-    ctx.obj = CliContext(settings)
-    ctx.call_on_close(ctx.obj.services.close)
+        settings, error = load_settings(), None
+    except KbbotError as exc:  # reported by the command that reads the settings, not by its --help
+        settings, error = None, exc
+    level = settings.logging.log_level if settings else DEFAULTS.logging.log_level
+    _configure_logging("DEBUG" if verbose else level, verbose=verbose)
+    ctx.obj = CliContext(settings, error)
+    ctx.call_on_close(ctx.obj.close)
 
 
 def _register() -> None:

@@ -21,6 +21,7 @@ README's configuration table is generated from these classes (`kbbot config --ma
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_type_hints
@@ -431,13 +432,32 @@ def load_settings(*, _env_file: Any = ".env", **overrides: object) -> Settings:
             built[name] = group(_env_file=_env_file, **by_group[name])  # type: ignore[arg-type]
         except ValidationError as exc:
             first = first or exc
-            for err in exc.errors():
-                loc = str(err["loc"][0]) if err["loc"] else "?"
-                variable = loc if loc.isupper() else group.env_name(loc) if loc in group.model_fields else loc
-                problems.append(f"{variable}: {err['msg']}")
+            problems.extend(_problem(group, err, _env_file) for err in exc.errors())
     if problems:
-        raise ConfigError("Invalid configuration — " + "; ".join(problems)) from first
+        one = len(problems) == 1
+        raise ConfigError(f"Invalid setting{'' if one else 's'}: {'; '.join(problems)}. Fix {'it' if one else 'them'}, "
+                          f"or unset {'it to use the default' if one else 'them to use the defaults'}.") from first
     return Settings(**built)  # type: ignore[arg-type]
+
+
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "URL")
+
+
+def _problem(group: type[_Group], err: Any, env_file: Any) -> str:
+    """One setting at fault, as the person fixing it needs it: the variable, the value given unless it
+    may hold a secret, where it was set, what is wrong, and the default."""
+    loc = str(err["loc"][0]) if err["loc"] else ""
+    field_name = next((n for n in group.model_fields if loc in (n, group.env_name(n))), None)
+    if field_name is None:
+        return f"{loc or group.__name__}: {err['msg']}"
+    variable = group.env_name(field_name)
+    given = err.get("input")
+    annotation = str(group.model_fields[field_name].annotation)
+    secret = "Secret" in annotation or any(word in variable for word in _SECRET_WORDS)
+    shown = f"={given}" if isinstance(given, str) and not secret else ""
+    where = " in the environment" if variable in os.environ else f" in {env_file}" if env_file else ""
+    default = group.model_fields[field_name].get_default(call_default_factory=True)
+    return f"{variable}{shown}{where}: {err['msg']}" + ("" if default in (None, "") else f" (default {default})")
 
 
 def _field_name(key: str) -> str:

@@ -305,3 +305,32 @@ def test_a_folder_with_no_article_kbbot_reads_says_so(cli, tmp_path: Path,  # ty
     with caplog.at_level(logging.INFO):
         assert "1 added" in cli("ingest", str(pdfs)).output
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]  # a folder with articles and others
+
+
+def test_a_broken_setting_leaves_help_working_and_the_command_names_it(tmp_path: Path) -> None:
+    """`KBBOT_TOP_K=abc` in .env or the environment: every `--help` still works; a command says, in one
+    line, which variable is wrong, where it was set and what it defaults to, never echoing a secret."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLACK_", "KBBOT_", "OPENAI_")) and k != "DATABASE_URL"}
+    env.update(KBBOT_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(REPO))
+
+    def kbbot(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(KBBOT), *args], env={**env, **extra}, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+
+    (tmp_path / ".env").write_text("KBBOT_TOP_K=abc\n")
+    for command in (["ask", "--help"], ["sync", "--help"], ["--help"], ["answers", "export", "--help"]):
+        shown = kbbot(*command)
+        assert shown.returncode == 0 and shown.stdout.startswith("Usage: kbbot"), (command, shown.stderr)
+    failed = kbbot("ask", "How do I enroll in MFA?")
+    assert failed.returncode == 1 and failed.stdout == "", failed.stdout
+    assert failed.stderr.splitlines() == [
+        "Error: Invalid setting: KBBOT_TOP_K=abc in .env: Input should be a valid integer, unable to parse string "
+        "as an integer (default 5). Fix it, or unset it to use the default."]
+
+    (tmp_path / ".env").unlink()
+    both = kbbot("status", KBBOT_SEARCH_MODE="psychic", DATABASE_URL="mysql://kb:s3cret-pw@db/kb")
+    assert both.returncode == 1 and len(both.stderr.splitlines()) == 1, both.stderr
+    assert both.stderr.startswith("Error: Invalid settings: DATABASE_URL in the environment: ")
+    assert "KBBOT_SEARCH_MODE=psychic in the environment: " in both.stderr and "(default hybrid)" in both.stderr
+    assert "s3cret-pw" not in both.stderr and both.stderr.rstrip().endswith("unset them to use the defaults.")

@@ -542,7 +542,8 @@ def _render(piece: Sequence[ScoredUnit], numbers: Sequence[int]) -> str:
     marker = " " + "".join(f"[{n}]" for n in numbers)
     items = [u for u in piece if u.unit.kind in ("item", "heading")]
     if len(items) < 2 and all(u.unit.kind == "sentence" for u in piece[1:]):  # a sentence and its continuation
-        return " ".join(_as_statement(_statement_text(u)) for u in piece) + marker
+        label = f"**{piece[0].unit.label}**: " if piece[0].unit.label else ""  # "**Manual Tracking**: …"
+        return label + " ".join(_as_statement(_statement_text(u)) for u in piece) + marker
     lines = [_statement_text(u) for u in piece if u.unit.kind not in ("item", "heading")]
     for n, u in enumerate(items, 1):
         lines.append(f"{n}. {_statement_text(u)}" if u.unit.ordered else f"- {_statement_text(u)}")

@@ -52,6 +52,9 @@ class Unit:
     # The passage's last sentence, announcing what follows ("…the following names:"): what it introduces
     # is in the article's next passage (chunking packs paragraphs, so a list can open the next chunk).
     trails: bool = False
+    # The bold line right above the paragraph ("**Manual Tracking**" + what it is): the name the answer says
+    # with the sentence, as a heading would be. Not part of the unit's text (nor of its embedding).
+    label: str | None = None
 
     @property
     def words(self) -> int:
@@ -125,7 +128,24 @@ def passage_units(text: str) -> list[Unit]:
             blank_before = bool(paragraph)
         i += 1
     flush_paragraph(before_block=False, at_end=True)
-    return _definitions(units, block)
+    return _labelled(_definitions(units, block))
+
+
+_LABEL = re.compile(r"^\*\*([^*\n]{2,60}?):?\*\*:?$")
+# Admonitions and lists of links: bold lines that name no paragraph.
+_NOT_A_NAME = re.compile(r"^(?:note|important|tip|warning|caution|topics|example|examples)\b", re.IGNORECASE)
+
+
+def _labelled(units: list[Unit]) -> list[Unit]:
+    """A paragraph's first sentence under a bold line of its own names that line as its label."""
+    out = list(units)
+    for i, unit in enumerate(out[:-1]):
+        name = _LABEL.match(unit.quote.strip())
+        after = out[i + 1]
+        if (name and unit.kind == after.kind == "sentence" and after.position == unit.position + 1
+                and not _NOT_A_NAME.match(name.group(1))):
+            out[i + 1] = replace(after, label=_plain(name.group(1)))
+    return out
 
 
 # At most this many statements after a colon are what it introduces ("…one of the following states:" +

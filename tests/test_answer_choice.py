@@ -61,3 +61,16 @@ def test_another_article_is_cited_only_when_its_unit_is_as_specific(embedder) ->
     as_specific = Support([_scored(first, 0, booking, 0.80, 0.6), _scored(second, 1, notes, 0.79, 0.6)], 1.0)
     answer = synthesizer.compose(question, [first, second], vector, as_specific)
     assert [c.hit.article_id for c in answer.citations] == [1, 2]
+
+
+def test_a_paragraph_under_a_bold_name_is_quoted_with_it(embedder) -> None:  # type: ignore[no-untyped-def]
+    passage = ("The studio offers two kinds of firing.\n\n**Bisque firing**\n\nThe first firing hardens raw clay "
+               "at 1,000 degrees so it can be glazed.\n\n**Note**\n\nLoad the kiln before 17:00.\n\n"
+               "**Glaze firing**\n\nThe second firing melts the glaze at 1,240 degrees.\n")
+    units = passage_units(passage)
+    assert [u.label for u in units if u.label] == ["Bisque firing", "Glaze firing"]  # "Note" names nothing
+    question = "How hot does the kiln get when it melts the glaze?"
+    answer = ExtractiveSynthesizer(embedder).compose(question, [_hit(passage, "Firing", "Firing")],
+                                                     embedder.embed_query(question))
+    assert answer.text.startswith("**Glaze firing**: The second firing melts the glaze at 1,240 degrees.")
+    assert all("Glaze firing" not in c.quote for c in answer.citations)  # a citation quotes the passage's text

@@ -27,8 +27,8 @@ from tests.fakes.openai_api import FakeOpenAI, fake_openai  # noqa: F401 - fixtu
 DEMO_EVAL = Path(__file__).resolve().parents[1] / "demo_eval"
 QUESTION = "How many unused vacation days can I carry over into next year?"
 # Floors a little below what the shipped band reaches on the demo calibration sets (BENCHMARKS.md,
-# Session 8: abstention: 6 of 36 right answers said to be unsure, 7 of 9 wrong ones): a regression fails here.
-UNSURE_RIGHT_AT_MOST, UNSURE_WRONG_AT_LEAST = 0.2, 0.6
+# Session 8: abstention: 9 of 36 right answers said to be unsure, 9 of 9 wrong ones): a regression fails here.
+UNSURE_RIGHT_AT_MOST, UNSURE_WRONG_AT_LEAST = 0.3, 0.75
 
 
 def pipeline_with(demo_database: Database, embedder: Any, gate: AbstentionGate) -> AnswerPipeline:

@@ -18,7 +18,6 @@ from bot.lazy import built_once
 from retrieval.answer import AnswerPipeline, ExtractiveSynthesizer, Synthesizer
 from retrieval.answer_log import AnswerLog
 from retrieval.db import Database
-from retrieval.embedding_cache import CachedEmbedder
 from retrieval.embeddings import Embedder, create_embedder
 from retrieval.index_store import registered_sources
 from retrieval.neighbours import PassageReader
@@ -27,6 +26,7 @@ from retrieval.settings import Settings
 from retrieval.sources import Source
 from retrieval.spaces import EmbeddingSpace, HnswOptions
 from retrieval.sync import Indexer, ProgressCallback
+from retrieval.unit_vectors import UnitEmbedder, UnitVectorStore
 
 if TYPE_CHECKING:
     from retrieval.llm import ChatClient
@@ -109,10 +109,16 @@ class Services:
         return active_tone_model(self.database().engine)
 
     @built_once
-    def sentence_embedder(self) -> Embedder:
+    def sentence_embedder(self) -> UnitEmbedder:
         """The embedder behind the extractive answerer: the top passages' sentences repeat across
-        questions, so their vectors are cached (retrieval/embedding_cache.py)."""
-        return CachedEmbedder(self.embedder)
+        questions, so their vectors are kept in memory and in the index (retrieval/unit_vectors.py)."""
+        embedder = self.embedder
+        return UnitEmbedder(embedder, self.unit_vector_store())
+
+    def unit_vector_store(self) -> UnitVectorStore:
+        embedder = self.embedder
+        return UnitVectorStore(self.database(), provider=embedder.provider, model=embedder.model,
+                               dimension=embedder.dimension)
 
     def synthesizer(self) -> Synthesizer:
         extractive = ExtractiveSynthesizer(self.sentence_embedder)

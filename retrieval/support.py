@@ -21,6 +21,7 @@ from retrieval.answer_units import Unit, passage_units
 from retrieval.embeddings import Embedder
 from retrieval.terms import stems
 from retrieval.types import SearchHit
+from retrieval.unit_vectors import PassageUnits, UnitEmbedder, embedding_text
 
 OVERLAP_WEIGHT = 0.15
 HEADING_WEIGHT = 0.1
@@ -74,7 +75,7 @@ def score_support(question: str, question_vector: np.ndarray, hits: Sequence[Sea
     if not units:
         return Support([], 0.0)
     texts = [_embedding_text(hits[p], unit) for p, unit in units]
-    vectors = embedder.embed_documents(texts)
+    vectors = _embed_units(embedder, hits, units, texts)
     similarity = vectors @ np.asarray(question_vector, dtype=np.float32)
     words = [set(stems(unit.rendered)) for _, unit in units]
     headings = [_heading_words(hits[p]) for p, _ in units]
@@ -102,8 +103,19 @@ def is_procedure_question(question: str) -> bool:
 
 
 def _embedding_text(hit: SearchHit, unit: Unit) -> str:
-    """The unit in its context, as passages are embedded: title and headings say what it is about."""
-    return f"{' > '.join((hit.title, *hit.heading_path))}: {unit.rendered}"
+    return embedding_text(hit.title, hit.heading_path, unit.rendered)
+
+
+def _embed_units(embedder: Embedder, hits: Sequence[SearchHit], units: Sequence[tuple[int, Unit]],
+                 texts: Sequence[str]) -> np.ndarray:
+    """Through the stored vectors when the embedder keeps them (retrieval/unit_vectors.py), by passage."""
+    if not isinstance(embedder, UnitEmbedder):
+        return embedder.embed_documents(texts)
+    by_passage: dict[int, list[str]] = {}
+    for (p, _), text in zip(units, texts, strict=True):
+        by_passage.setdefault(p, []).append(text)
+    # Units come passage by passage (the order of `units`), so the stacked vectors line up with `texts`.
+    return embedder.embed_units([PassageUnits(hits[p].chunk_id, ts) for p, ts in by_passage.items()])
 
 
 def _heading_words(hit: SearchHit) -> set[str]:

@@ -104,6 +104,14 @@ def warm_up(services: Services) -> None:
                   exc)
 
 
+def _prepare_answer_sentences(services: Services) -> None:
+    """In the background: the sentences of passages synced without them (retrieval/unit_warm.py)."""
+    try:
+        services.start_unit_warmer()
+    except KbbotError as exc:
+        log.error("answer sentences are not prepared in the background (answers embed them): %s", exc)
+
+
 def _listen(app: App, host: str, port: int, *, threads: int) -> HttpServer:
     try:
         return HttpServer(app, host=host, port=port, threads=threads)
@@ -134,6 +142,7 @@ def serve(obj, host: str | None, port: int | None) -> None:  # type: ignore[no-u
     server = None if slack.slack_app_token else _listen(app, host or slack.host, port or slack.port,
                                                          threads=max(4, slack.slack_workers))
     warm_up(services)
+    _prepare_answer_sentences(services)
     scheduler = None
     if settings.scheduler.scheduler_in_serve:  # single-process deployments: the worker's schedule runs here too
         from bot.worker import start_scheduler

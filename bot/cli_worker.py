@@ -63,6 +63,7 @@ def worker(obj, once: bool, full: bool) -> None:  # type: ignore[no-untyped-def]
         for source in obj.services.configured_sources():  # a broken sources file stops a fresh worker here
             log.info("will sync %s", source.describe())
         scheduler = SyncScheduler.of(obj.services).start()
+        obj.services.start_unit_warmer()  # after each sync, the new passages' answer sentences
         log.info("kbbot worker started: one sync at a time across every worker, replica and /reindex")
         try:
             while not stop.wait(1.0):

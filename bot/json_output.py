@@ -120,6 +120,8 @@ def status_json(status: IndexStatus) -> dict[str, Any]:
         "density": {"value": status.density.value, "passages": status.density.passages,
                     "measured_at": _iso(status.density.measured_at),
                     "answer_bar": status.answer_bar} if status.density else None,
+        "answer_sentences": {"prepared": status.answer_sentences.prepared,
+                             "passages": status.answer_sentences.passages} if status.answer_sentences else None,
     }
 
 

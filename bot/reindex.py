@@ -252,6 +252,8 @@ class Reindexer:
             lines.append("No sync has run yet.")
         lines.append(f"Index: {status.articles} articles, {status.chunks} passages, model "
                      f"`{status.model or 'none'}`.")
+        if status.answer_sentences is not None:
+            lines.append(status.answer_sentences.line().capitalize() + ".")
         if admin and status.held_back:
             lines.append(f":no_entry: {status.held_back_articles} articles are held back (indexed, never answered "
                          "until their restriction maps to Slack groups):")

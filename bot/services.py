@@ -25,8 +25,9 @@ from retrieval.search import Retriever, Searcher
 from retrieval.settings import Settings
 from retrieval.sources import Source
 from retrieval.spaces import EmbeddingSpace, HnswOptions
-from retrieval.sync import Indexer, ProgressCallback
+from retrieval.sync import Indexer, Progress, ProgressCallback
 from retrieval.unit_vectors import UnitEmbedder, UnitVectorStore
+from retrieval.unit_warm import UnitWarmer
 
 if TYPE_CHECKING:
     from retrieval.llm import ChatClient
@@ -49,6 +50,7 @@ class Services:
         if embedder is not None:
             self.embedder = embedder
         self._other_embedders: dict[tuple[str, str], Embedder] = {}
+        self._unit_warmer: UnitWarmer | None = None
         self._embedders_lock = threading.Lock()
 
     @built_once
@@ -120,6 +122,18 @@ class Services:
         return UnitVectorStore(self.database(), provider=embedder.provider, model=embedder.model,
                                dimension=embedder.dimension)
 
+    def start_unit_warmer(self) -> UnitWarmer | None:
+        """For long-running processes (`kbbot serve`, `kbbot worker`): prepares the answer sentences of
+        passages that have none, now (an index synced before they were stored) and after each sync this
+        process runs. None when KBBOT_PREPARE_ANSWER_SENTENCES is off."""
+        if not self.settings.index.prepare_answer_sentences:
+            return None
+        if self._unit_warmer is None:
+            units = self.sentence_embedder
+            self._unit_warmer = UnitWarmer(self.database(), self.embedder, self.unit_vector_store(),
+                                           answers_busy=units.busy).start()
+        return self._unit_warmer
+
     def synthesizer(self) -> Synthesizer:
         extractive = ExtractiveSynthesizer(self.sentence_embedder)
         if self.chat_client is None:
@@ -156,6 +170,16 @@ class Services:
     def indexer(self, progress: ProgressCallback | None = None,
                 should_stop: Callable[[], bool] | None = None) -> Indexer:
         index = self.settings.index
+        warmer = self._unit_warmer
+        if warmer is not None:
+            # The sync's new and changed passages get their answer sentences prepared when it ends.
+            def progress_then_warm(p: Progress, report: ProgressCallback | None = progress) -> None:
+                if report is not None:
+                    report(p)
+                if p.stage == "done":
+                    warmer.kick()
+
+            progress = progress_then_warm
         return Indexer(self.database(), self.embedder, chunk_max_tokens=index.chunk_max_tokens,
                        progress=progress, should_stop=should_stop,
                        index_options=HnswOptions.from_settings(index, embedded=self.settings.storage.embedded))
@@ -172,6 +196,8 @@ class Services:
         return configured_sources(self.settings.index.sources_file, registered_sources(self.database()))
 
     def close(self) -> None:
+        if self._unit_warmer is not None:
+            self._unit_warmer.stop()
         built = vars(self)  # only what was opened: closing must not open anything
         for name in ("_replica", "_primary"):
             if name in built:

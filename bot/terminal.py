@@ -115,6 +115,8 @@ def print_status(status: IndexStatus) -> None:
     console.print(f"Index: {status.articles} articles, {status.chunks} passages, {status.vectors} vectors")
     console.print(f"Embedding model: {status.model or 'none yet'}"
                   + (f" ({status.dimension} dims)" if status.dimension else ""))
+    if status.answer_sentences is not None:
+        console.print(status.answer_sentences.line().capitalize())
     if status.building_model:
         console.print(f"[yellow]Re-embedding with {status.building_model} in progress[/yellow]")
     if status.keyword:

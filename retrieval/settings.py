@@ -179,6 +179,12 @@ class IndexSettings(_Group):
     sources_file: Path | None = Field(
         None, description="YAML file declaring the sources that `kbbot sync`, the worker and /reindex read.",
     )
+    prepare_answer_sentences: bool = Field(
+        True,
+        description="`kbbot serve` and `kbbot worker` embed the sentences of new passages in the background "
+        "after a sync (lowest priority), so a first question on a topic answers without running the model on "
+        "them. Off: each passage's sentences are embedded by the first answer that needs them.",
+    )
 
 
 class SearchSettings(_Group):

@@ -1,7 +1,7 @@
 """What `kbbot status` and the App Home show about the index: size, model, freshness, failures.
 
 Assembled from the tables' owners (retrieval/index_store.py, spaces.py, lexical_index.py, runs.py,
-neighbour_density.py); no SQL of its own."""
+neighbour_density.py, unit_warm.py); no SQL of its own."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from retrieval.lexical_index import KeywordStatus, LexicalIndex
 from retrieval.neighbour_density import Density, stored
 from retrieval.runs import RunLog, SyncRun
 from retrieval.spaces import spaces_in_use
+from retrieval.unit_warm import Preparation, preparation
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class IndexStatus:
     # The active space's neighbour density, which raises the answer bar in a crowded index; None until
     # a sync (or the first question on an index synced before densities were stored) measures it.
     density: Density | None = None
+    # Passages whose answer sentences are embedded and stored (retrieval/unit_warm.py); None before a sync.
+    answer_sentences: Preparation | None = None
 
     @property
     def held_back_articles(self) -> int:
@@ -74,6 +77,7 @@ def index_status(db: Database, *, oldest: int = 5) -> IndexStatus:
         keyword = LexicalIndex().status(pg)
         held = held_back_counts(pg)
         old = oldest_articles(pg, oldest)
+        sentences = preparation(pg)
     active = next((s for s in spaces if s.status == "active"), None)
     building = next((s for s in spaces if s.status == "building"), None)
     runs = RunLog(db)
@@ -89,6 +93,7 @@ def index_status(db: Database, *, oldest: int = 5) -> IndexStatus:
         keyword=keyword,
         held_back=held,
         density=density,
+        answer_sentences=sentences,
     )
 
 

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -146,6 +147,8 @@ class UnitEmbedder:
         self._writes: queue.Queue[tuple[tuple[int, Sequence[str], np.ndarray], bool]] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
+        self._in_flight = 0
+        self._last_done = 0.0  # time.monotonic() when an answer last finished embedding units
 
     @property
     def dimension(self) -> int:
@@ -160,8 +163,22 @@ class UnitEmbedder:
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
 
+    def busy(self, *, within_s: float = 0.5) -> bool:
+        """Whether answers are embedding units now or did within `within_s` (the warm gives way)."""
+        return self._in_flight > 0 or time.monotonic() - self._last_done < within_s
+
     def embed_units(self, passages: Sequence[PassageUnits]) -> np.ndarray:
         """The vectors of every passage's units, stacked in the order given."""
+        with self._writer_lock:
+            self._in_flight += 1
+        try:
+            return self._embed_units(passages)
+        finally:
+            with self._writer_lock:
+                self._in_flight -= 1
+                self._last_done = time.monotonic()
+
+    def _embed_units(self, passages: Sequence[PassageUnits]) -> np.ndarray:
         texts = [t for p in passages for t in p.texts]
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)

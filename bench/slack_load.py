@@ -25,6 +25,13 @@ topics its users keep asking about.
 same index and questions instead of the dev-server comparison, alternating the order over `--rounds`
 (issue 17: before/after ONNX Runtime in one run). `--json-out` saves the results.
 
+`--unit-states warmed,never,memory` runs a fresh `kbbot serve` per state of the answer sentences' stored
+vectors (retrieval/unit_vectors.py), order alternated over `--rounds`: `warmed`, the table as the warm left
+it (bench/unit_warm.py fills it; the share of passages prepared is recorded); `never`, a never-warmed table
+(the rows are set aside for the run and put back after), as right after a first sync, with the server's
+background warm starting; `memory`, the same empty table with the warm off: only the in-memory cache, the
+cold path before the table existed (each answer's one read of the table finds nothing).
+
 `--kb aws` uses the index of ../shared/data/aws-docs-qa (2,791 articles, ~40k passages) that
 bench/ingest_aws.py keeps in ~/.cache/kbbot-bench/aws (KBBOT_BENCH_DIR), building it there if it is absent
 (kbbot's Indexer, vectors from the shared embedding cache of bench/common.py); `--kb demo` indexes the
@@ -64,6 +71,7 @@ AWS_DIR = REPO.parent / "shared" / "data" / "aws-docs-qa"
 BENCH_DIR = Path(os.environ.get("KBBOT_BENCH_DIR", Path.home() / ".cache" / "kbbot-bench"))
 SECRET = "bench-signing-secret"
 SEARCHING = "Searching the knowledge base"
+WARM_UP_QUESTION = "what does the cafeteria serve on fridays"
 
 
 def _free_port() -> int:
@@ -125,8 +133,8 @@ def dev_server_main(port: int) -> None:
     app.start(port=port, path="/slack/events", http_server_logger_enabled=False)
 
 
-def start_server(kind: str, data_dir: Path, fake: FakeSlack, workers: int,
-                 log_path: Path, backend: str | None = None) -> tuple[subprocess.Popen, int]:
+def start_server(kind: str, data_dir: Path, fake: FakeSlack, workers: int, log_path: Path,
+                 backend: str | None = None, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "KBBOT_", "OPENAI_"))},
            "KBBOT_DATA_DIR": str(data_dir), "SLACK_BOT_TOKEN": "xoxb-bench", "SLACK_SIGNING_SECRET": SECRET,
@@ -135,6 +143,7 @@ def start_server(kind: str, data_dir: Path, fake: FakeSlack, workers: int,
            "TRANSFORMERS_OFFLINE": "1"}
     if backend:
         env["KBBOT_EMBEDDING_BACKEND"] = backend
+    env |= extra_env or {}
     env.pop("DATABASE_URL", None)
     dev = [sys.executable, "-m", "bench.slack_load", "_dev", str(port)]
     command = [str(KBBOT), "serve"] if kind == "kbbot" else dev
@@ -161,6 +170,54 @@ def stop_server(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# --- the answer sentences' stored vectors ----------------------------------------------------------------
+
+UNIT_STATES = ("warmed", "never", "memory")
+SET_ASIDE = "unit_vectors_set_aside_by_bench"
+
+
+def _index_db(data_dir: Path):  # type: ignore[no-untyped-def]
+    from retrieval.db import Database
+    from retrieval.settings import load_settings
+
+    return Database.open(load_settings(_env_file=None, data_dir=data_dir).storage)
+
+
+def restore_unit_vectors(data_dir: Path) -> None:
+    """Put back rows a run set aside (also after a crash of an earlier run: called before any run)."""
+    db = _index_db(data_dir)
+    try:
+        with db.raw_connection() as conn, conn.transaction():
+            if conn.execute("SELECT to_regclass(%s)", (SET_ASIDE,)).fetchone()[0] is not None:  # type: ignore[index]
+                conn.execute("DROP TABLE IF EXISTS unit_vectors")
+                conn.execute(f"ALTER TABLE {SET_ASIDE} RENAME TO unit_vectors")
+    finally:
+        db.close()
+
+
+def set_unit_vectors_aside(data_dir: Path) -> None:
+    """An empty `unit_vectors` for one run (a rename: instant, and nothing is copied)."""
+    db = _index_db(data_dir)
+    try:
+        with db.raw_connection() as conn, conn.transaction():
+            conn.execute(f"ALTER TABLE unit_vectors RENAME TO {SET_ASIDE}")
+            conn.execute(f"CREATE TABLE unit_vectors (LIKE {SET_ASIDE} INCLUDING ALL)")
+    finally:
+        db.close()
+
+
+def unit_preparation(data_dir: Path) -> dict[str, int]:
+    from retrieval.unit_warm import preparation
+
+    db = _index_db(data_dir)
+    try:
+        with db.raw_connection() as conn:
+            state = preparation(conn)
+    finally:
+        db.close()
+    return {"prepared": state.prepared, "passages": state.passages} if state else {}
 
 
 # --- the load ---------------------------------------------------------------------------------------
@@ -308,6 +365,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="with --backends: rounds, order alternated")
     parser.add_argument("--passes", type=int, default=1, help="the same events again to the same server "
                         "(the second pass finds the sentence-vector cache warm)")
+    parser.add_argument("--unit-states", help="comma-separated of warmed,never,memory: `kbbot serve` once per "
+                        "state of the answer sentences' stored vectors, order alternated over --rounds")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     if args.kb == "aws" and not AWS_DIR.exists():
@@ -316,20 +375,38 @@ def main() -> None:
     results = []
     try:
         data_dir, questions = prepare_index(args.kb, workdir)
-        runs: list[tuple[str, str | None]] = [(k, None) for k in ([args.only] if args.only else ["kbbot", "dev"])]
+        runs: list[tuple[str, str | None, str | None]] = [
+            (k, None, None) for k in ([args.only] if args.only else ["kbbot", "dev"])]
         if args.backends:
             names = args.backends.split(",")
-            runs = [("kbbot", b) for n in range(args.rounds) for b in (names if n % 2 == 0 else names[::-1])]
-        for number, (kind, backend) in enumerate(runs):
+            runs = [("kbbot", b, None) for n in range(args.rounds) for b in (names if n % 2 == 0 else names[::-1])]
+        if args.unit_states:
+            states = args.unit_states.split(",")
+            if unknown := set(states) - set(UNIT_STATES):
+                sys.exit(f"unknown --unit-states {sorted(unknown)}: choose from {', '.join(UNIT_STATES)}")
+            runs = [("kbbot", None, u) for n in range(args.rounds) for u in (states if n % 2 == 0 else states[::-1])]
+            restore_unit_vectors(data_dir)
+        for number, (kind, backend, unit_state) in enumerate(runs):
             # Event ids unique across runs and invocations: the server remembers the deliveries it has seen in
             # the index's database, and a repeated id is dropped as a Slack retry (no answer, a 600 s wait).
-            label = f"{kind}{(backend or '').replace('-', '')}{number}t{int(time.time())}"
+            label = f"{kind}{(backend or '').replace('-', '')}{unit_state or ''}{number}t{int(time.time())}"
             passes: list[tuple[dict[str, Any], datetime, datetime]] = []
+            extra_env = {}
+            if unit_state in ("never", "memory"):
+                set_unit_vectors_aside(data_dir)
+                extra_env["KBBOT_PREPARE_ANSWER_SENTENCES"] = "true" if unit_state == "never" else "false"
+            prepared = unit_preparation(data_dir) if unit_state else None
+            if unit_state == "warmed" and prepared and prepared["prepared"] < prepared["passages"]:
+                # What a completed warm leaves: nothing to prepare. A partly warmed index (the passages of
+                # the questions only, bench/unit_warm.py --questions) would otherwise start the rest now.
+                extra_env["KBBOT_PREPARE_ANSWER_SENTENCES"] = "false"
             with FakeSlack() as fake:
-                process, port = start_server(kind, data_dir, fake, args.workers, workdir / f"{kind}.log", backend)
+                process, port = start_server(kind, data_dir, fake, args.workers, workdir / f"{kind}.log", backend,
+                                             extra_env)
                 try:
-                    # One question first: the model and the database pool are warm in both servers.
-                    run_load(f"{label}warm", port, fake, questions, events=1, rate=0, concurrency=1,
+                    # One question first, off every topic of the set: the model and the database pool are
+                    # warm in every server, and no passage of the questions is cached by it.
+                    run_load(f"{label}warm", port, fake, [WARM_UP_QUESTION], events=1, rate=0, concurrency=1,
                              retry_share=0, seed=args.seed)
                     for number_of_pass in range(1, args.passes + 1):
                         since = datetime.now(UTC)
@@ -341,10 +418,16 @@ def main() -> None:
                         passes.append((result, since, datetime.now(UTC)))
                 finally:
                     stop_server(process)
+                    if unit_state in ("never", "memory"):
+                        restore_unit_vectors(data_dir)
             for result, since, until in passes:
                 result["stages"] = stage_breakdown(data_dir, since, until)
                 result["kb"], result["server"] = args.kb, kind
                 result["embedding_backend"] = backend or "default"
+                if unit_state:
+                    result["unit_vectors"] = {"state": unit_state, **(prepared or {}),
+                                              "warm_running": extra_env.get("KBBOT_PREPARE_ANSWER_SENTENCES",
+                                                                            "true") == "true"}
                 result["load_avg_1m_after"] = round(os.getloadavg()[0], 1)
                 results.append(result)
                 print(json.dumps(result), flush=True)

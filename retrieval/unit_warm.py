@@ -29,7 +29,7 @@ from retrieval.unit_vectors import UnitVectorStore, passage_unit_texts
 
 log = logging.getLogger(__name__)
 
-WARM_LOCK_KEY = 7204502  # next to the migration lock (retrieval/db.py) and the sync lock (retrieval/runs.py)
+WARM_LOCK_KEY = 7204503  # after the migration lock (7204501, retrieval/db.py) and the sync lock (7204502, runs.py)
 BATCH_PASSAGES = 16  # ~75 units, ~1.5 s on one core: short enough to give way to answers quickly
 
 

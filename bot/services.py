@@ -199,6 +199,8 @@ class Services:
         if self._unit_warmer is not None:
             self._unit_warmer.stop()
         built = vars(self)  # only what was opened: closing must not open anything
+        if "sentence_embedder" in built:
+            built["sentence_embedder"].flush()  # what this process's answers computed, for the next ones
         for name in ("_replica", "_primary"):
             if name in built:
                 built[name].close()

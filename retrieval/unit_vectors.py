@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from sqlalchemy.exc import SQLAlchemyError
 
 from retrieval.answer_units import passage_units
 from retrieval.db import Database
@@ -219,7 +220,7 @@ class UnitEmbedder:
             return {}
         try:
             return self.store.read(chunk_ids)
-        except psycopg.Error as exc:  # the answer does not depend on the table: compute instead
+        except (psycopg.Error, SQLAlchemyError) as exc:  # the answer does not need the table: compute instead
             log.warning("answer units' vectors could not be read (computing them): %s", exc)
             return {}
 

@@ -187,6 +187,13 @@ class ExtractiveSynthesizer:
             steps = [u for u in support.units if u.unit.ordered and u.similarity >= self.min_unit_similarity
                      and u.score >= anchor.score - slack(u)]
             anchor = max(steps, key=lambda u: u.score, default=anchor)
+            if anchor.unit.ordered:
+                # One instruction better supported than every step of the procedure answers instead: "how
+                # do I get a card" is "Request a card in Ledgerly…", not the lost-card steps next to it.
+                single = [u for u in support.units if u.unit.block is None and not u.unit.fragment
+                          and u.similarity >= self.min_unit_similarity and u.score > anchor.score
+                          and _says_what_to_do([u])]
+                anchor = max(single, key=lambda u: u.score, default=anchor)
         # Heading-like fragments and pointers never answer; a lead-in ending in ":" brings its list.
         bar = max(self.min_unit_similarity, best_score - self.margin)
         pieces = [self._expand(anchor, support.units, continued)]
@@ -220,6 +227,12 @@ class ExtractiveSynthesizer:
                 continue
             if anchor.unit.ordered and any(u.unit.ordered for u in piece):
                 continue  # steps answer with one procedure: "how to enrol" is not also "if you lose it"
+            if (procedure and anchor.unit.ordered and candidate.hit.heading_path != anchor.hit.heading_path
+                    and not _says_what_to_do(piece)):
+                # The steps answer "how do I"; another section may add something to do (a command, another
+                # way), not context that shares the question's words: "Working from home, a café…" from
+                # "When you need the VPN", "Your laptop is missing an OS update" from a troubleshooting entry.
+                continue
             pieces.append(piece)
             taken.update(id(u) for u in piece)
         # The anchor first (the answer), then the rest in reading order.
@@ -529,6 +542,43 @@ def _opening(lead_in: Unit, units: Sequence[ScoredUnit], max_steps: int) -> list
 def _heading_text(heading: str) -> str:
     """A section heading as a list item reads it: its link text kept as a link, escapes dropped."""
     return " ".join(unescape(heading).split())
+
+
+# Words that open a statement, not an instruction ("Your laptop is…", "If a site…", "Others can…").
+_STATEMENT_OPENER_LIST = """
+a an the this that these those your our my their its his her it you we they i
+he she there here if when whenever while because as after before once since unless until although though for in
+on at by with without from of into onto during within and or but so nor each every all some any no not most
+many much more few other others another one both either neither is are was were be been being can could should
+would will may might must shall does did has have had what which who whom whose how why where only also even
+just please
+"""
+_STATEMENT_OPENERS = frozenset(_STATEMENT_OPENER_LIST.split())
+# After the first word, these say it was a subject ("Setup is…", "Northwind will…"), not a verb.
+_VERBS_AFTER_A_SUBJECT = frozenset(("is", "are", "was", "were", "be", "can", "could", "should", "would", "will", "may",
+                                    "might", "must", "shall", "does", "did", "has", "have", "had"))
+_ACTION_OPENERS = frozenset(("do", "don", "never", "always"))
+
+
+def _says_what_to_do(piece: Sequence[ScoredUnit]) -> bool:
+    """A command, or a sentence or item in the imperative ("Request a card in Ledgerly…", "Don't…"): a
+    crude test of the first words, enough to tell an instruction from a condition or an explanation."""
+    for u in piece:
+        if u.unit.kind == "code":
+            return True
+        if u.unit.kind not in ("sentence", "item") or u.unit.lead_in:
+            continue
+        words = [w.lower() for w in _WORDS.findall(unescape(u.unit.rendered).replace("**", ""))]
+        if not words or not u.unit.rendered.lstrip("*_`")[:1].isupper():
+            continue
+        first = words[0]
+        if first in _ACTION_OPENERS:
+            return True
+        inflected = first.endswith(("ing", "ed")) or (first.endswith("s") and not first.endswith("ss"))
+        if (first not in _STATEMENT_OPENERS and not inflected
+                and (len(words) < 2 or words[1] not in _VERBS_AFTER_A_SUBJECT)):
+            return True
+    return False
 
 
 def _near_duplicate(a: str, b: str) -> bool:

@@ -4,7 +4,8 @@ indexed demo KB.
 
 The expectations are labelled in demo_eval/newcomer_questions.jsonl: for each question its gold article and
 section (the first citation, and the only sections an answer may cite), the facts the answer must state (in
-order: a procedure's steps), and what it must not contain (a sentence from an unrelated section)."""
+order: a procedure's steps), and what it must not contain (a sentence from an unrelated section). An answer
+the bot is unsure of fails unless the entry says `may_be_unsure`."""
 
 from __future__ import annotations
 
@@ -104,6 +105,9 @@ def test_newcomer_question_is_answered_right(kbbot, entry: dict) -> None:  # typ
     if entry["outcome"] == "abstained":
         assert answer["citations"] == []
         return
+    # "I'm not sure this answers your question" is no way to answer a question the docs suggest; a vague
+    # statement ("a weird email asking for my password") may be answered so
+    assert entry.get("may_be_unsure") or not answer["unsure"], answer["answer"]
     text = answer["answer"]
     first = answer["citations"][0]
     assert (first["external_id"], _section(first)) == (entry["article"], entry["sections"][0]), text

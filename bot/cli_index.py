@@ -143,7 +143,7 @@ def search(obj, question: str, k: int, mode: str | None, sources: tuple[str, ...
     if as_json:
         _emit_json(json_output.search_json(question, mode or searcher.mode, result.hits, result.timings_ms))
     else:
-        terminal.print_hits(result.hits)
+        terminal.print_hits(result.hits, question)
 
 
 @click.command()

@@ -25,11 +25,13 @@ from rich.text import Text
 
 from retrieval.abstention import AbstentionGate
 from retrieval.answer_eval import AnswerReport
+from retrieval.answer_units import passage_units
 from retrieval.evaluation import EvalReport
 from retrieval.runs import SyncRun
 from retrieval.status import IndexStatus
 from retrieval.sync import LISTED_IN_SUMMARY_LOG_FLAG, ProgressCallback
 from retrieval.sync import Progress as SyncProgress
+from retrieval.terms import stems
 from retrieval.types import Answer, SearchHit
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,10 @@ def heading(hit: SearchHit) -> str:
     return " › ".join(hit.heading_path)
 
 
-def print_hits(hits: list[SearchHit]) -> None:
+SNIPPET_CHARS = 240
+
+
+def print_hits(hits: list[SearchHit], question: str = "") -> None:
     if not hits:
         console.print("No passages found.")
         return
@@ -63,8 +68,23 @@ def print_hits(hits: list[SearchHit]) -> None:
         where = f" › {heading(hit)}" if hit.heading_path else ""
         sim = f"sim {hit.similarity:.2f}" if hit.similarity is not None else ""
         console.print(f"[bold]{rank}. {hit.title}[/bold]{where}  [dim]({hit.source}:{hit.external_id}, {sim})[/dim]")
-        snippet = " ".join(hit.text.split())
-        console.print(emphasis(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}"))
+        console.print(emphasis(f"   {snippet(hit, question)}"))
+
+
+def snippet(hit: SearchHit, question: str = "") -> str:
+    """The passage's opening; when the question's own word (not the title's) comes only further down, the
+    opening shortened and the sentence or table row holding it ("per diem in Toronto": the Toronto row of
+    a long rates table, which the opening would cut off)."""
+    text = " ".join(hit.text.split())
+    if len(text) <= SNIPPET_CHARS:
+        return text
+    head = text[:SNIPPET_CHARS]
+    wanted = set(stems(question)) - set(stems(hit.title))
+    if wanted and not wanted & set(stems(head)):
+        unit = next((u for u in passage_units(hit.text) if wanted & set(stems(u.rendered))), None)
+        if unit is not None:
+            return f"{text[:SNIPPET_CHARS // 2]}… {' '.join(unit.rendered.split())[:SNIPPET_CHARS]}"
+    return head + "…"
 
 
 def emphasis(line: str) -> Text:

@@ -37,10 +37,10 @@ def kbbot(pg_server: URL, demo_template: str, tmp_path: Path, monkeypatch: pytes
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
 
-    def run(*args: str) -> dict:  # type: ignore[type-arg]
-        result = runner.invoke(main, [*args, "--json"], catch_exceptions=False)
+    def run(*args: str, as_json: bool = True):  # type: ignore[no-untyped-def]
+        result = runner.invoke(main, [*args, "--json"] if as_json else list(args), catch_exceptions=False)
         assert result.exit_code == 0, result.output
-        return json.loads(result.output)
+        return json.loads(result.output) if as_json else result.output
 
     yield run
     _drop_database(pg_server, name)
@@ -136,6 +136,14 @@ def test_kbbot_demo_answers_its_questions_right(cli) -> None:  # type: ignore[no
         sources = shown.split("Sources", 1)[1]
         assert re.findall(r"\[\d+\] ", sources) == ["[1] "], sources  # one cited passage: the gold section
         assert f"› {entry['sections'][0]}" in sources
+
+
+def test_readme_search_shows_the_row_it_was_found_for(kbbot) -> None:  # type: ignore[no-untyped-def]
+    # The rates table opens with Lisbon: its first 240 characters never reach Toronto.
+    shown = kbbot("search", "per diem in Toronto", "--k", "3", as_json=False)
+    first = shown.split("\n2. ", 1)[0]
+    assert "2026 rates by city" in first and "City: Toronto, Canada; Daily rate: CAD 85" in _plain(first), shown
+    assert "Lisbon" in first  # still the passage's opening, shortened
 
 
 def test_readme_mfa_question_quotes_only_the_enrolment_steps(kbbot) -> None:  # type: ignore[no-untyped-def]

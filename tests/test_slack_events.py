@@ -98,8 +98,8 @@ def test_messages_tab_shows_prompts_and_a_status_then_answers(slack_bot: BotUnde
     prompts = fake.wait_for(lambda _: fake.calls_to("assistant.threads.setSuggestedPrompts"))[0]
     assert prompts.params["thread_ts"] == thread_ts and len(prompts.params["prompts"]) >= 2
 
-    # An explicit question: with the vaguer "a weird email" the phishing article ranks 9th of the fused
-    # candidates and the answer is below the calibrated bar (BENCHMARKS.md, Session 6: answer quality).
+    # An explicit question: the vaguer "a weird email asking for my password" is answered only unsure
+    # (tests/test_demo_answers.py), which is not what this test is about.
     _ts, _ = slack_bot.message("I got a phishing email asking for my password, what should I do?",
                               channel="D0EMPLOYEE", channel_type="im", thread_ts=thread_ts)
     answers = slack_bot.final_answer("D0EMPLOYEE", thread_ts, count=2)  # the greeting, then the answer

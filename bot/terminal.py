@@ -84,7 +84,13 @@ def snippet(hit: SearchHit, question: str = "") -> str:
         unit = next((u for u in passage_units(hit.text) if wanted & set(stems(u.rendered))), None)
         if unit is not None:
             return f"{text[:SNIPPET_CHARS // 2]}… {' '.join(unit.rendered.split())[:SNIPPET_CHARS]}"
-    return head + "…"
+    return clip(text, SNIPPET_CHARS)
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` on one line, shortened at a word boundary with an ellipsis when longer than `limit`."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1].rsplit(" ", 1)[0] + "…"
 
 
 def emphasis(line: str) -> Text:
@@ -111,7 +117,7 @@ def print_answer(answer: Answer) -> None:
             console.print(f"  [{c.number}] {hit.title}{where} — {age(hit.updated_at)}", markup=False)
             if hit.url:
                 console.print(f"      {hit.url}", markup=False)
-            console.print(emphasis(f"      “{c.quote[:200]}”"))
+            console.print(emphasis(f"      “{clip(c.quote, 200)}”"))
     elif answer.nearest:
         console.print("\n[bold]Nearest articles[/bold]")
         for hit in answer.nearest:
@@ -132,7 +138,8 @@ def print_run(run: SyncRun, *, label: str = "Sync") -> None:
 
 
 def print_status(status: IndexStatus) -> None:
-    console.print(f"Index: {status.articles} articles, {status.chunks} passages, {status.vectors} vectors")
+    console.print(f"Index: {plural(status.articles, 'article')}, {plural(status.chunks, 'passage')}, "
+                  f"{plural(status.vectors, 'vector')}")
     console.print(f"Embedding model: {status.model or 'none yet'}"
                   + (f" ({status.dimension} dims)" if status.dimension else ""))
     if status.answer_sentences is not None:

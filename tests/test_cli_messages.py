@@ -334,3 +334,27 @@ def test_a_broken_setting_leaves_help_working_and_the_command_names_it(tmp_path:
     assert both.stderr.startswith("Error: Invalid settings: DATABASE_URL in the environment: ")
     assert "KBBOT_SEARCH_MODE=psychic in the environment: " in both.stderr and "(default hybrid)" in both.stderr
     assert "s3cret-pw" not in both.stderr and both.stderr.rstrip().endswith("unset them to use the defaults.")
+
+
+def test_a_long_quote_is_shortened_at_a_word(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    kb = tmp_path / "kb"
+    sentence = ("Visitors to the Lisbon office park on level minus two of the Atrium garage, where the barrier "
+                "reads the temporary permit that reception emails the evening before the visit, and the permit "
+                "covers one car for the whole day including evenings and weekends when the office is closed.")
+    write_article(kb, "facilities/visitor-parking.md", "Visitor parking", f"## Parking\n{sentence}\n")
+    cli("ingest", str(kb))
+    shown = cli("ask", "Where do visitors to the Lisbon office park?").output
+    quote = next(line.strip() for line in shown.splitlines() if line.strip().startswith("“"))
+    assert quote.endswith("…”") and len(quote) <= 202, shown
+    words = quote[1:-2].split()
+    assert " ".join(words) in sentence and sentence.split()[len(words) - 1] == words[-1], quote  # whole words
+
+
+def test_status_counts_read_with_thousands_separators() -> None:
+    from retrieval.status import IndexStatus
+
+    status = IndexStatus(articles=2791, chunks=40353, vectors=1, model="local/m", dimension=384, building_model=None,
+                         sources=[], last_run=None, running=None)
+    with terminal.console.capture() as captured:
+        terminal.print_status(status)
+    assert captured.get().splitlines()[0] == "Index: 2,791 articles, 40,353 passages, 1 vector"

@@ -325,7 +325,8 @@ def index_from_cache(args: argparse.Namespace) -> tuple:  # type: ignore[type-ar
     return db, queries, settings, Path(tmp)
 
 
-LATENCY_VARIANTS = ("onnx", "onnx, 1 passage slot", "onnx, no passage gate", "onnx, GIL switch 1 ms", "torch")
+LATENCY_VARIANTS = ("onnx", "onnx, 1 passage slot", "onnx, no passage gate", "onnx, GIL switch 1 ms", "torch",
+                    "onnx, warm running")
 
 
 def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> None:  # type: ignore[no-untyped-def]
@@ -378,6 +379,7 @@ def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> No
             switch = sys.getswitchinterval()
             if variant.endswith("GIL switch 1 ms"):
                 sys.setswitchinterval(0.001)
+            warmer = _start_warm(db, embedder) if variant.endswith("warm running") else None
             workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(busy)]
             for w in workers:
                 w.start()
@@ -395,6 +397,8 @@ def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> No
             stop.set()
             for w in workers:
                 w.join()
+            if warmer is not None:
+                warmer.stop()
             sys.setswitchinterval(switch)
             if failures:
                 raise RuntimeError(f"{variant}, {busy} busy: an answer worker failed: {failures[0]!r}") from failures[0]
@@ -403,8 +407,22 @@ def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> No
                         "max_ms": round(max(timings), 1), "threads": embedder.threads,
                         "passage_slots": embedder.gate.slots if embedder.gate else None,  # type: ignore[attr-defined]
                         "answers_per_s": round(answered[0] / window, 2), "load_avg_1m": loads}
+            if warmer is not None:
+                out[key]["warm_passages_per_s"] = round(warmer.prepared / window, 2)
             print(key, out[key], flush=True)
     report["question_embedding_latency"] = out
+
+
+def _start_warm(db, embedder):  # type: ignore[no-untyped-def]
+    """The background warm of `kbbot serve` (retrieval/unit_warm.py) on this index, from an empty table,
+    never pausing for answers (the workers here do not report themselves busy): its worst case."""
+    from retrieval.unit_vectors import UnitVectorStore
+    from retrieval.unit_warm import UnitWarmer
+
+    with db.raw_connection() as conn:
+        conn.execute("DELETE FROM unit_vectors")
+    store = UnitVectorStore(db, provider=embedder.provider, model=embedder.model, dimension=embedder.dimension)
+    return UnitWarmer(db, embedder, store, idle_poll_s=3600).start()
 
 
 def stop_embedded_server(data_dir: Path) -> None:

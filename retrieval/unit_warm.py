@@ -45,7 +45,11 @@ class Preparation:
         return self.prepared >= self.passages
 
     def line(self) -> str:
-        return f"answer sentences prepared: {self.prepared:,} of {self.passages:,} passages"
+        done = f"answer sentences prepared: {self.prepared:,} of {self.passages:,} passages"
+        if self.complete:
+            return done
+        # A newcomer after `kbbot demo` sees a partial count and should know it fills itself.
+        return done + " (the rest are prepared in the background while `kbbot serve` or `kbbot worker` runs)"
 
 
 def preparation(conn: psycopg.Connection[Any]) -> Preparation | None:

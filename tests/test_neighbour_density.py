@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,8 +14,9 @@ from sqlalchemy import text
 
 from retrieval import neighbour_density
 from retrieval.abstention import AbstentionGate, Evidence
-from retrieval.answer import AnswerPipeline, ExtractiveSynthesizer
+from retrieval.answer import AnswerPipeline
 from retrieval.db import Database
+from retrieval.extractive import ExtractiveSynthesizer
 from retrieval.neighbour_density import NeighbourDensity
 from retrieval.search import Searcher
 from retrieval.sources import FilesystemSource
@@ -35,7 +38,9 @@ def _copies(kb: Path, audience: str, *, source: Path | None = None) -> Path:
     return copies
 
 
-def test_a_restricted_article_never_moves_the_density(pg_server, embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@contextmanager
+def _it_index(pg_server, embedder, tmp_path: Path) -> Iterator[tuple[Path, Database, Indexer, Searcher]]:  # type: ignore[no-untyped-def]
+    """The demo KB's IT articles synced into a database of their own."""
     kb = tmp_path / "kb"
     shutil.copytree(DEMO_KB / "it", kb / "it")
     url, _ = fresh_database_url(pg_server)
@@ -43,7 +48,13 @@ def test_a_restricted_article_never_moves_the_density(pg_server, embedder, tmp_p
     try:
         indexer = Indexer(db, embedder, chunk_max_tokens=200)
         indexer.sync([FilesystemSource("kb", kb)])
-        searcher = Searcher(db, embedder)
+        yield kb, db, indexer, Searcher(db, embedder)
+    finally:
+        db.close()
+
+
+def test_a_restricted_article_never_moves_the_density(pg_server, embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with _it_index(pg_server, embedder, tmp_path) as (kb, db, indexer, searcher):
         alone = NeighbourDensity(searcher).measure(searcher.space())
         assert alone is not None and 0.3 < alone < 0.9
 
@@ -57,8 +68,6 @@ def test_a_restricted_article_never_moves_the_density(pg_server, embedder, tmp_p
         # The same copies readable by everyone: now they count, and the index is as crowded as can be.
         indexer.sync([FilesystemSource("kb", kb), FilesystemSource("hr", _copies(kb, "everyone"))])
         assert NeighbourDensity(searcher).measure(searcher.space()) > 0.95
-    finally:
-        db.close()
 
 
 def _frozen(monkeypatch: pytest.MonkeyPatch) -> list[object]:
@@ -71,14 +80,7 @@ def _frozen(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
 def test_a_sync_stores_the_density_and_questions_read_it(pg_server, embedder, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    kb = tmp_path / "kb"
-    shutil.copytree(DEMO_KB / "it", kb / "it")
-    url, _ = fresh_database_url(pg_server)
-    db = Database.from_url(url.render_as_string(hide_password=False), migrate=False)
-    try:
-        indexer = Indexer(db, embedder, chunk_max_tokens=200)
-        indexer.sync([FilesystemSource("kb", kb)])
-        searcher = Searcher(db, embedder)
+    with _it_index(pg_server, embedder, tmp_path) as (kb, db, indexer, searcher):
         space = searcher.space()
         first = neighbour_density.stored(db, space)
         with db.engine.connect() as conn:
@@ -97,8 +99,6 @@ def test_a_sync_stores_the_density_and_questions_read_it(pg_server, embedder, tm
         crowded = neighbour_density.stored(db, space)
         assert crowded is not None and crowded.value > 0.95 and crowded.passages > first.passages
         assert len(calls) == 1 and NeighbourDensity(searcher)() == crowded.value and len(calls) == 1
-    finally:
-        db.close()
 
 
 def test_an_index_without_a_stored_density_is_measured_once_and_stored(demo_database, embedder,  # type: ignore[no-untyped-def]

@@ -123,7 +123,8 @@ def one_pass(services, questions: list[str], recorded: list[dict] | None = None,
     from dataclasses import asdict
 
     from retrieval.abstention import Evidence
-    from retrieval.answer import AskContext, ExtractiveSynthesizer
+    from retrieval.answer import AskContext
+    from retrieval.extractive import ExtractiveSynthesizer
     from retrieval.support import score_support
 
     searcher, pipeline = services.searcher(), services.pipeline

@@ -335,8 +335,9 @@ def latency(args: argparse.Namespace, report: dict, db, queries, settings) -> No
     The workers embed every candidate sentence afresh (no sentence cache: the worst case, each answer
     keeps the cores busy with passage embeddings) and search PostgreSQL. A worker that fails stops the
     benchmark instead of leaving a round measured on fewer workers than it says."""
-    from retrieval.answer import AnswerPipeline, ExtractiveSynthesizer
+    from retrieval.answer import AnswerPipeline
     from retrieval.embeddings import create_local_embedder
+    from retrieval.extractive import ExtractiveSynthesizer
     from retrieval.search import Searcher
     from retrieval.threads import PassageGate
 

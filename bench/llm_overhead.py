@@ -116,7 +116,7 @@ def overhead(services, questions_: list[str], rounds: int) -> dict:  # type: ign
 
 def extractive_side_by_side(services, questions_: list[str]) -> dict:  # type: ignore[no-untyped-def]
     """The offline alternative on the same passages (it embeds the passages' sentences)."""
-    from retrieval.answer import ExtractiveSynthesizer
+    from retrieval.extractive import ExtractiveSynthesizer
 
     extractive = ExtractiveSynthesizer(services.embedder)
     searcher = services.searcher()

@@ -239,8 +239,8 @@ def eval_command(obj, queries: Path, qrels: Path, k: int, modes: tuple[str, ...]
 
 def _answer_reports(obj, labelled, answers_path: Path | None, unanswerable_path: Path | None,  # type: ignore[no-untyped-def]
                     answerers: tuple[str, ...]) -> list:  # type: ignore[type-arg]
-    from retrieval.answer import ExtractiveSynthesizer
     from retrieval.answer_eval import evaluate_answers, load_gold_answers, load_questions
+    from retrieval.extractive import ExtractiveSynthesizer
 
     gold = load_gold_answers(answers_path) if answers_path else {}
     unanswerable = load_questions(unanswerable_path) if unanswerable_path else []

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bot.lazy import built_once
-from retrieval.answer import AnswerPipeline, ExtractiveSynthesizer, Synthesizer
+from retrieval.answer import AnswerPipeline, Synthesizer
 from retrieval.answer_log import AnswerLog
 from retrieval.db import Database
 from retrieval.embeddings import Embedder, create_embedder
+from retrieval.extractive import ExtractiveSynthesizer
 from retrieval.index_store import registered_sources
 from retrieval.neighbours import PassageReader
 from retrieval.search import Retriever, Searcher

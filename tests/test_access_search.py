@@ -14,8 +14,9 @@ from sqlalchemy import text
 
 from retrieval import search as search_module
 from retrieval.access import ReaderScope
-from retrieval.answer import AnswerPipeline, AskContext, ExtractiveSynthesizer
+from retrieval.answer import AnswerPipeline, AskContext
 from retrieval.db import Database
+from retrieval.extractive import ExtractiveSynthesizer
 from retrieval.search import Searcher
 from retrieval.sources import FilesystemSource
 from retrieval.sync import Indexer

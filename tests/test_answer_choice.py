@@ -3,8 +3,8 @@ the page itself (real local embedding model, no database)."""
 
 from __future__ import annotations
 
-from retrieval.answer import ExtractiveSynthesizer
 from retrieval.answer_units import passage_units
+from retrieval.extractive import ExtractiveSynthesizer
 from retrieval.support import ScoredUnit, Support
 from retrieval.types import SearchHit
 

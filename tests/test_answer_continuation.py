@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy import text
 
 from retrieval.access import ReaderScope
-from retrieval.answer import AnswerPipeline, AskContext, ExtractiveSynthesizer
+from retrieval.answer import AnswerPipeline, AskContext
 from retrieval.answer_units import passage_units
 from retrieval.db import Database
+from retrieval.extractive import ExtractiveSynthesizer
 from retrieval.neighbours import PassageReader
 from retrieval.search import Searcher
 from retrieval.sources import FilesystemSource

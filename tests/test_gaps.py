@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import text
 
-from retrieval.answer import AnswerPipeline, ExtractiveSynthesizer
+from retrieval.answer import AnswerPipeline
 from retrieval.answer_log import AnswerLog, Asked
 from retrieval.db import Database
+from retrieval.extractive import ExtractiveSynthesizer
 from retrieval.gaps import GapFinder, Viewer, cluster_labels, nearest_from_searcher
 from retrieval.gaps_articles import articles_to_review
 from retrieval.gaps_eval import LabelledQuestions, scores

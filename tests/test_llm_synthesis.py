@@ -15,8 +15,9 @@ from click.testing import CliRunner
 
 from bot.services import Services
 from finetune import registry
-from retrieval.answer import ABSTAIN_TEXT, AskContext, ExtractiveSynthesizer
+from retrieval.answer import ABSTAIN_TEXT, AskContext
 from retrieval.db import Database
+from retrieval.extractive import ExtractiveSynthesizer
 from retrieval.llm.prompt import NO_ANSWER, SYSTEM_PROMPT
 from retrieval.llm.synthesizer import EMPTY_NOTE, EXTRACTIVE_NOTE, UNCITED_NOTE, WITHHELD_NOTE, LLMSynthesizer
 from retrieval.settings import load_settings

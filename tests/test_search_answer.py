@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from retrieval.answer import ABSTAIN_TEXT, AnswerPipeline, AskContext, ExtractiveSynthesizer
+from retrieval.answer import ABSTAIN_TEXT, AnswerPipeline, AskContext
 from retrieval.errors import EmptyQuestionError, SourceError
 from retrieval.evaluation import evaluate, load_labelled_queries
+from retrieval.extractive import ExtractiveSynthesizer
 from retrieval.search import Searcher
 
 DEMO_EVAL = Path(__file__).resolve().parents[1] / "demo_eval"

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.answer import AnswerPipeline, ExtractiveSynthesizer
+from retrieval.answer import AnswerPipeline
 from retrieval.db import Database
+from retrieval.extractive import ExtractiveSynthesizer
 from retrieval.search import Searcher
 from retrieval.sources.filesystem import FilesystemSource
 from retrieval.sync import Indexer

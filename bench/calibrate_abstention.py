@@ -354,6 +354,112 @@ def unsure_report(gate, recorded: dict[str, dict[str, list[dict]]]) -> dict:  # 
     return out
 
 
+# --- what a refusal lists (AbstentionGate.near) -------------------------------------------------------
+
+NEAR_THRESHOLDS = [round(0.20 + 0.01 * i, 2) for i in range(26)]
+NEAR_WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
+# A refused answerable question must keep its list by this much: its nearest article is what it needs.
+NEAR_MARGIN = 0.03
+
+
+def _gold_articles() -> dict[str, set[str]]:
+    """Each answerable question's relevant articles (qrels, or a held-out line's own `article`)."""
+    import csv
+
+    from bench import python_faq
+
+    out: dict[str, set[str]] = {}
+    for path in (REPO / "demo_eval" / "qrels.tsv", AWS / "qrels.tsv", python_faq.QRELS):
+        if path.exists():
+            with path.open(encoding="utf-8") as fh:
+                for row in csv.DictReader(fh, delimiter="\t"):
+                    out.setdefault(row["query-id"], set()).add(row["corpus-id"])
+    for kinds in question_files().values():
+        for path in kinds.values():
+            for line in path.open(encoding="utf-8"):
+                record = json.loads(line)
+                if "article" in record:
+                    out[record["_id"]] = {record["article"]}
+    return out
+
+
+def _labels() -> dict[str, str]:
+    """An unanswerable question's `kind`: off-topic (nothing to do with the KB's subject) or near-miss."""
+    return {record["_id"]: record["kind"] for kinds in question_files().values() for path in kinds.values()
+            for line in path.open(encoding="utf-8") if "kind" in (record := json.loads(line))}
+
+
+def load_refusals(run: str, gate) -> dict[str, dict[str, list[dict]]]:  # type: ignore[no-untyped-def, type-arg]
+    """Per set and kind, each question `gate` refuses: the best similarity among the articles the refusal
+    would list (AnswerPipeline._near_articles), whether one of them is gold, and the question's label."""
+    from retrieval.abstention import Evidence
+    from retrieval.answer import _distinct_articles
+
+    gold, labels = _gold_articles(), _labels()
+    out: dict[str, dict[str, list[dict]]] = {}  # type: ignore[type-arg]
+    for name, kinds in question_files().items():
+        density_file = BENCH_DIR / "abstention-passes" / run / f"{name}-density.json"
+        density = json.loads(density_file.read_text())["density"] if density_file.exists() else None
+        for kind in kinds:
+            path = BENCH_DIR / "abstention-passes" / run / f"{name}-{kind}.pkl"
+            if not path.exists():
+                continue
+            refused = out.setdefault(name, {}).setdefault(kind, [])
+            for p in pickle.loads(path.read_bytes()):
+                if gate.answers(Evidence.of(p["hits"], p["support"], density)):
+                    continue
+                listed = {h.article_id: h.external_id for h in _distinct_articles(p["hits"], 3)}
+                best = max((h.similarity or 0.0 for h in p["hits"] if h.article_id in listed), default=0.0)
+                refused.append({"id": p["id"], "similarity": best, "density": density,
+                                "gold_listed": bool(gold.get(p["id"], set()) & set(listed.values())),
+                                "label": "answerable" if kind.startswith("answerable") else labels.get(p["id"])})
+    return out
+
+
+def nearness_report(gate, refusals: dict[str, dict[str, list[dict]]]) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """Per set and kind, of the refusals: how many list articles, the off-topic ones listing none, the
+    answerable ones (and those whose gold was listed) keeping their list."""
+    out: dict[str, dict] = {}  # type: ignore[type-arg]
+    for name, kinds in refusals.items():
+        for kind, items in kinds.items():
+            near = [gate.near(r["similarity"], r["density"]) for r in items]
+            entry: dict[str, object] = {"refused": len(items), "listing_articles": sum(near)}
+            for label in ("answerable", "off-topic", "near-miss"):
+                mine = [n for r, n in zip(items, near, strict=True) if r["label"] == label]
+                if mine:
+                    entry[label] = {"refused": len(mine), "listing_articles": sum(mine)}
+            gold = [n for r, n in zip(items, near, strict=True) if r["gold_listed"]]
+            if gold:
+                entry["gold_listed_kept"] = f"{sum(gold)}/{len(gold)}"
+            out.setdefault(name, {})[kind] = entry
+    return out
+
+
+def choose_near(gate, refusals: dict[str, dict[str, list[dict]]]):  # type: ignore[no-untyped-def, type-arg]
+    """The nearness cut-off (near_similarity, near_density_weight) chosen on the calibration sets'
+    refusals: every refused answerable question keeps its list by NEAR_MARGIN; then the most off-topic
+    refusals listing nothing (mean share over the sets); then the widest margin."""
+    from dataclasses import replace
+
+    calibration = {n: k for n, k in refusals.items() if "answerable" in k and "unanswerable" in k}
+    best, best_key = None, None
+    for t, w in itertools.product(NEAR_THRESHOLDS, NEAR_WEIGHTS):
+        candidate = replace(gate, near_similarity=t, near_density_weight=w)
+        answerable = [r for k in calibration.values() for r in k["answerable"]]
+        margin = min((r["similarity"] - candidate.near_cut(r["density"]) for r in answerable), default=1.0)
+        if margin < NEAR_MARGIN:
+            continue
+        shares = []
+        for kinds in calibration.values():
+            off = [r for r in kinds["unanswerable"] if r["label"] == "off-topic"]
+            if off:
+                shares.append(sum(not candidate.near(r["similarity"], r["density"]) for r in off) / len(off))
+        key = (round(sum(shares) / len(shares), 9) if shares else 0.0, round(margin, 9))
+        if best_key is None or key > best_key:
+            best, best_key = candidate, key
+    return best
+
+
 def report(run: str) -> dict:  # type: ignore[type-arg]
     from retrieval.abstention import AbstentionGate
 
@@ -373,8 +479,13 @@ def report(run: str) -> dict:  # type: ignore[type-arg]
     band = choose_band(chosen, {n: {k: recorded[n][k] for k in ("answerable", "unanswerable")}
                                 for n in calibration_sets})
     calibration["chosen"]["gate"]["unsure_band"] = band
+    refusals = load_refusals(run, shipped)
+    near = choose_near(shipped, refusals)
     return {"run": run, "shipped_gate": asdict(shipped), "shipped": per_kind(shipped, recorded),
             "shipped_unsure": unsure_report(shipped, recorded),
+            "shipped_refusals": nearness_report(shipped, refusals),
+            "near_chosen": None if near is None else {"near_similarity": near.near_similarity,
+                                                      "near_density_weight": near.near_density_weight},
             "calibration": calibration, "cross_validated": cross_validated(calibration_sets),
             "evidence": {n: {kind: [{k: round(v, 4) if isinstance(v, float) else v for k, v in e.items()}
                                     for e in items] for kind, items in kinds.items()}

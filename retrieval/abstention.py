@@ -73,6 +73,15 @@ class AbstentionGate:
     # same sets: it flags the wrong answers near the bar and a quarter of the demo's right ones at most;
     # BENCHMARKS.md "Session 8: abstention").
     unsure_band: float = 0.07
+    # A refusal lists the nearest articles only when one of them is near: its best passage at least this
+    # similar to the question, raised by `near_density_weight` per unit of density above the reference
+    # (in aws-docs-qa's crowded index "How tall is Mount Everest?" still finds passages at 0.25-0.45).
+    # Below it the "nearest" articles are noise ("What is the capital of Peru?" next to the Wi-Fi and
+    # learning-budget articles) and the refusal says the KB has nothing on it instead. Chosen on the
+    # refusals of the calibration sets: every refused answerable question keeps its list, and most
+    # off-topic ones list nothing (bench/calibrate_abstention.py, BENCHMARKS.md "Session 9: abstention").
+    near_similarity: float = 0.28
+    near_density_weight: float = 0.8
 
     def confidence(self, evidence: Evidence) -> float:
         return ((1 - self.unit_weight) * evidence.top_similarity + self.unit_weight * evidence.best_unit
@@ -85,6 +94,14 @@ class AbstentionGate:
 
     def answers(self, evidence: Evidence) -> bool:
         return self.confidence(evidence) >= self.bar(evidence.density)
+
+    def near_cut(self, density: float | None) -> float:
+        """The similarity an article's best passage needs for a refusal to offer it."""
+        excess = 0.0 if density is None else max(0.0, density - self.reference_density)
+        return self.near_similarity + self.near_density_weight * excess
+
+    def near(self, similarity: float, density: float | None) -> bool:
+        return similarity >= self.near_cut(density)
 
     def sure(self, evidence: Evidence) -> bool:
         """Whether an answer clears the bar by the unsure band: below it, the answer says it is unsure."""

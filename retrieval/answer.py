@@ -35,9 +35,11 @@ ABSTAIN_TEXT = (
     "I couldn't find an answer to that in the knowledge base. These articles were the closest matches; "
     "one of them may help, or ask a human."
 )
-# When no article is listed (an empty index, or none the readers may see): "these articles" would point
-# at nothing.
-NOTHING_NEAR_TEXT = "I couldn't find an answer to that in the knowledge base, and no article comes close: ask a human."
+# When no article is listed: none comes near the question (AbstentionGate.near: "What is the capital of
+# Peru?"), the index is empty, or the readers may see none. "These articles" would point at noise or at
+# nothing.
+NOTHING_NEAR_TEXT = ("The knowledge base has nothing on that: no article comes close to your question. "
+                     "If it's about work, ask a human.")
 
 
 # Opens an answer the gate only just let through (AbstentionGate.sure): near the bar most wrong answers
@@ -183,7 +185,7 @@ class AnswerPipeline:
         if not self.gate.answers(evidence):
             log.debug("abstaining: confidence %.3f < %.3f (%s)", self.gate.confidence(evidence),
                       self.gate.bar(evidence.density), evidence.as_dict())
-            nearest = _distinct_articles(hits, self.nearest_articles)
+            nearest = self._near_articles(hits, evidence.density)
             answer = Answer(question, abstain_text(nearest), [], "abstained", "none", nearest=nearest,
                             rewritten_question=rewritten,
                             timings_ms={**timings, "total": (time.perf_counter() - started) * 1000})
@@ -217,6 +219,13 @@ class AnswerPipeline:
             timings_ms={**timings, **final.timings_ms,
                         "synthesize": (time.perf_counter() - synth_started) * 1000,
                         "total": (time.perf_counter() - started) * 1000})
+
+    def _near_articles(self, hits: Sequence[SearchHit], density: float | None) -> list[SearchHit]:
+        """The nearest distinct articles a refusal offers, or none when not one of them is near."""
+        nearest = _distinct_articles(hits, self.nearest_articles)
+        listed = {h.article_id for h in nearest}
+        best = max((h.similarity or 0.0 for h in hits if h.article_id in listed), default=0.0)
+        return nearest if self.gate.near(best, density) else []
 
     def _rewrite(self, question: str, context: AskContext) -> str | None:
         """The standalone form of a thread follow-up; None for a first message or an unchanged one."""

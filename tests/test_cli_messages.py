@@ -193,10 +193,13 @@ def test_an_abstention_with_no_article_to_show_does_not_point_at_any(  # type: i
     monkeypatch.setenv("SLACK_API_URL", fake_slack.api_url)
     fake_slack.users["U0GUEST"] = {"is_restricted": True}  # a guest reads public articles: there are none
     shown = cli("ask", "Where do visitors park?", "--as-user", "U0GUEST").output
-    assert "no article comes close: ask a human." in shown
+    assert "The knowledge base has nothing on that: no article comes close" in shown
     assert "closest matches" not in shown and "Nearest articles" not in shown and "level -2" not in shown
-    employee = cli("ask", "What is the capital of Peru?", "--as-user", "U0EMPLOYEE").output
+    employee = cli("ask", "How much does the parking garage cost per month?", "--as-user", "U0EMPLOYEE").output
     assert "These articles were the closest matches" in employee and "• Parking" in employee
+    # An unrelated question is not pointed at the parking article either: it is nowhere near it.
+    unrelated = cli("ask", "What is the capital of Peru?", "--as-user", "U0EMPLOYEE").output
+    assert "The knowledge base has nothing on that" in unrelated and "• Parking" not in unrelated
 
 
 def test_forget_takes_a_source_out_of_the_index(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -211,13 +211,18 @@ def print_answer_eval(reports: list[AnswerReport]) -> None:
     table = Table(title=f"Answers to {first.answerable} answerable ({first.with_gold} with gold answers) and "
                         f"{first.unanswerable} unanswerable questions")
     for column in ("answerer", "answered", "abstained (unanswerable)", "gold recall", "contains gold",
-                   "all key terms", "citation precision", "answer p50 ms"):
+                   "all key terms", "citation precision", "unsure (right / wrong)", "answer p50 ms"):
         table.add_column(column, justify="right")
     for r in reports:
+        unsure = f"{r.unsure_rate:.1%} ({_share_or_dash(r.unsure_of_right)} / {_share_or_dash(r.unsure_of_wrong)})"
         table.add_row(r.answerer, f"{r.answered_rate:.1%}", f"{r.abstained_rate:.1%}", f"{r.token_recall:.3f}",
                       f"{r.contains_gold:.1%}", f"{r.all_key_terms:.1%}", f"{r.citation_precision:.3f}",
-                      f"{r.answer_ms_p50:.0f}")
+                      unsure, f"{r.answer_ms_p50:.0f}")
     console.print(table)
+
+
+def _share_or_dash(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
 
 
 PROGRESS_LOG_EVERY_S = 10.0

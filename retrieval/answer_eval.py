@@ -11,7 +11,11 @@ terms), and unanswerable questions in the queries format. Metrics, per answerer:
 - `all_key_terms`: share whose answer holds every key term (the gold's `key_terms` when given, else all
   of its content words: the stricter metric);
 - `citation_precision`: cited passages belonging to a gold article, over all cited passages;
-- `answered_rate` on answerable and `abstained_rate` on unanswerable questions.
+- `answered_rate` on answerable and `abstained_rate` on unanswerable questions;
+- `unsure_rate`: answers given that open by saying they are unsure (retrieval/abstention.py's unsure band),
+  and that share among right answers (`unsure_of_right`: gold content held) and wrong ones
+  (`unsure_of_wrong`: an answer to an unanswerable question, or one missing the gold): a hedge should
+  fall on the wrong answers.
 """
 
 from __future__ import annotations
@@ -123,6 +127,9 @@ class AnswerReport:
     answer_words_p50: float
     answer_ms_p50: float
     answer_ms_p95: float
+    unsure_rate: float = 0.0  # answers given (to either kind of question) that say they are unsure
+    unsure_of_right: float | None = None  # ... of the right answers (gold content held); None: there are none
+    unsure_of_wrong: float | None = None  # ... of the wrong ones (unanswerable answered, or gold missed)
     per_question: list[dict[str, object]] = field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
@@ -144,6 +151,7 @@ def evaluate_answers(answer: AnswerFn, answerer: str, answerable: Sequence[Label
     key_terms: list[bool] = []
     cited = cited_right = answered = 0
     words: list[int] = []
+    unsure: dict[str, list[bool]] = {"all": [], "right": [], "wrong": []}  # per answer given: said unsure?
     for query in answerable:
         result, ms = _timed(answer, query.text)
         times.append(ms)
@@ -157,6 +165,8 @@ def evaluate_answers(answer: AnswerFn, answerer: str, answerable: Sequence[Label
                                   "relevant": sorted(query.relevant), "ms": round(ms, 1)}
         if is_answer:
             words.append(len(result.text.split()))
+            unsure["all"].append(result.unsure)
+            row["unsure"] = result.unsure
         if query.id in gold:
             g = gold[query.id]
             text = result.text if is_answer else ""
@@ -165,22 +175,30 @@ def evaluate_answers(answer: AnswerFn, answerer: str, answerable: Sequence[Label
             contains.append(recall >= CONTAINS_RECALL)
             key_terms.append(bool(text) and has_all_key_terms(g, text))
             row.update(gold=g.text, token_recall=round(recall, 3), all_key_terms=key_terms[-1])
+            if is_answer:
+                unsure["right" if contains[-1] else "wrong"].append(result.unsure)
         per_question.append(row)
     abstained = 0
     for question in unanswerable:
         result, ms = _timed(answer, question.text)
         times.append(ms)
         abstained += result.outcome == "abstained"
-        per_question.append({"id": question.id, "kind": "unanswerable", "outcome": result.outcome,
-                             "answer": result.text, "cited": [c.hit.external_id for c in result.citations],
-                             "ms": round(ms, 1)})
+        row = {"id": question.id, "kind": "unanswerable", "outcome": result.outcome, "answer": result.text,
+               "cited": [c.hit.external_id for c in result.citations], "ms": round(ms, 1)}
+        if result.outcome == "answered":
+            unsure["all"].append(result.unsure)
+            unsure["wrong"].append(result.unsure)
+            row["unsure"] = result.unsure
+        per_question.append(row)
     return AnswerReport(
         answerer=answerer, answerable=len(answerable), unanswerable=len(unanswerable),
         answered_rate=_share(answered, len(answerable)), abstained_rate=_share(abstained, len(unanswerable)),
         with_gold=len(recalls), token_recall=_mean(recalls), contains_gold=_mean(contains),
         all_key_terms=_mean(key_terms), citation_precision=_share(cited_right, cited),
         citations_per_answer=_share(cited, answered), answer_words_p50=_pct(words, 50),
-        answer_ms_p50=_pct(times, 50), answer_ms_p95=_pct(times, 95), per_question=per_question,
+        answer_ms_p50=_pct(times, 50), answer_ms_p95=_pct(times, 95), unsure_rate=_mean(unsure["all"]),
+        unsure_of_right=_mean(unsure["right"]) if unsure["right"] else None,
+        unsure_of_wrong=_mean(unsure["wrong"]) if unsure["wrong"] else None, per_question=per_question,
     )
 
 

@@ -88,6 +88,10 @@ def test_eval_answers_per_answerer(labelled: dict[str, Path], database_url: str,
     rows = {r["id"]: r for r in extractive["per_question"]}
     assert "level -2" in rows["1"]["answer"] and rows["1"]["cited"] == ["hr/parking.md"]
     assert rows["u1"]["outcome"] == "abstained"
+    # Both answers hold their gold and the abstention is no answer: nothing wrong to be unsure about.
+    said_unsure = [rows[i]["unsure"] for i in ("1", "2")]
+    assert extractive["unsure_rate"] == extractive["unsure_of_right"] == sum(said_unsure) / 2
+    assert extractive["unsure_of_wrong"] is None and "unsure" not in rows["u1"]
 
     result = runner.invoke(main, ["eval", "--queries", str(labelled["queries.jsonl"]), "--qrels",
                                   str(labelled["qrels.tsv"]), "--answers", str(labelled["answers.jsonl"]),

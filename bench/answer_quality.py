@@ -115,7 +115,7 @@ def _gold_articles(gold: set[str]) -> list:  # type: ignore[type-arg]
 
 
 def one_pass(services, questions: list[str], recorded: list[dict] | None = None,  # type: ignore[no-untyped-def, type-arg]
-             embedder=None) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
+             embedder=None, synthesizer=None) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
     """Each question once through the pipeline's own steps (search, unit support, relevant passages, the
     extractive answer), keeping the gate's evidence, so every gate setting is scored without re-asking.
     With `recorded` (an earlier pass of the same questions), its search results are answered again: the
@@ -129,7 +129,7 @@ def one_pass(services, questions: list[str], recorded: list[dict] | None = None,
 
     searcher, pipeline = services.searcher(), services.pipeline
     embedder = embedder or pipeline.unit_embedder
-    synthesizer = ExtractiveSynthesizer(embedder)
+    synthesizer = synthesizer or ExtractiveSynthesizer(embedder)
     following = pipeline.following_for(AskContext())
     density = pipeline.density() if pipeline.density else None  # the gate's bar depends on the index
     out = []
@@ -262,7 +262,7 @@ def load_set(name: str) -> dict | None:  # type: ignore[type-arg]
             "unanswerable": load_questions(files["unanswerable"])}  # type: ignore[arg-type]
 
 
-def answer_report(data: dict, gate) -> dict:  # type: ignore[no-untyped-def, type-arg]
+def answer_report(data: dict, gate, *, rows: bool = False) -> dict:  # type: ignore[no-untyped-def, type-arg]
     from retrieval.answer_eval import evaluate_answers, load_gold_answers
 
     recorded = {q.text: r for q, r in zip(data["labelled"], data["answerable_pass"], strict=True)}
@@ -276,7 +276,7 @@ def answer_report(data: dict, gate) -> dict:  # type: ignore[no-untyped-def, typ
               for q in report.per_question
               if (q["kind"] == "answerable" and not q.get("all_key_terms"))
               or (q["kind"] == "unanswerable" and q["outcome"] != "abstained")]
-    return {"answers": summary, "misses": misses}
+    return {"answers": summary, "misses": misses, **({"per_question": report.per_question} if rows else {})}
 
 
 def percentile(values: list[float], q: float) -> float:

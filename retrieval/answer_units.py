@@ -33,9 +33,14 @@ _ANNOUNCES = re.compile(r"\b(?:following|these|as follows|include|includes|inclu
                         r"six|seven|eight|nine|ten|several|many|\d+)\b(?:\s+[\w-]+){0,3}\s+(?:types?|kinds?|"
                         r"ways?|options?|algorithms?|states?|steps?|methods?|modes?|categories|classes)\b",
                         re.IGNORECASE)
-# "See the article on X", "For details, read Y": a pointer elsewhere, not an answer;
+# "See the article on X", "For details, read Y", "For information about X, see Y": a pointer elsewhere, not
+# an answer;
 # "This topic describes how…": what the page is about, said of the page, not an answer.
-_POINTER = re.compile(r"^(?:see|read|for (?:more|details))\b|\bsee the [\w\s-]{0,40}\barticle\b|\bsee \*|"
+_POINTER = re.compile(r"^(?:see|read|for (?:more|details))\b|"
+                      r"^(?:for (?:additional |further |general )?(?:information|instructions|details|"
+                      r"an? (?:example|list|description|overview|tutorial|walkthrough))|to learn (?:more|how|about))"
+                      r"\b[^.]{0,200}?\bsee\b|"
+                      r"\bsee the [\w\s-]{0,40}\barticle\b|\bsee \*|"
                       r"^this (?:topic|page|section|guide|chapter|document|article|tutorial) (?:describes|explains|"
                       r"shows|covers|discusses|lists|walks)\b", re.IGNORECASE)
 

@@ -1,5 +1,6 @@
-"""Which units an extractive answer quotes: the one holding the question's phrase, never a sentence about
-the page itself (real local embedding model, no database)."""
+"""Which units an extractive answer quotes: the one holding the question's phrase, the one shaped as the
+answer (a value, an assertion), never a sentence about the page itself or one that points elsewhere (real
+local embedding model, no database)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,38 @@ def test_a_sentence_about_the_page_itself_never_answers(embedder) -> None:  # ty
     answer = ExtractiveSynthesizer(embedder).compose(question, [_hit(passage, "Kiln network", "Security")],
                                                      embedder.embed_query(question))
     assert answer.text == "Kiln controllers talk to the studio server over TLS 1.2 only. [1]"
+
+
+def test_a_sentence_that_sends_the_reader_elsewhere_never_answers(embedder) -> None:  # type: ignore[no-untyped-def]
+    passage = ("For information about kiln firing limits, see [Kiln firing limits](kiln-limits.md). "
+               "A single glaze firing in the big kiln holds up to 40 pieces.\n"
+               "To learn more about booking the kiln, see the booking page.\n")
+    pointer, fact, learn = passage_units(passage)
+    assert pointer.fragment and learn.fragment and not fact.fragment
+    question = "What are the kiln firing limits for glaze pieces?"
+    answer = ExtractiveSynthesizer(embedder).compose(question, [_hit(passage, "Kiln firing", "Limits")],
+                                                     embedder.embed_query(question))
+    assert answer.text == "A single glaze firing in the big kiln holds up to 40 pieces. [1]"
+
+
+def test_a_question_about_a_value_is_answered_with_the_unit_stating_one(embedder) -> None:  # type: ignore[no-untyped-def]
+    passage = ("The maximum number of kiln bookings depends on your membership tier and the season. "
+               "Members can hold up to 4 kiln bookings at a time.\n")
+    question = "What is the maximum number of kiln bookings a member can hold?"
+    answer = ExtractiveSynthesizer(embedder).compose(question, [_hit(passage, "Kiln bookings", "Limits")],
+                                                     embedder.embed_query(question))
+    # The first sentence echoes the question ("maximum number of kiln bookings") and states no value.
+    assert answer.text == "Members can hold up to 4 kiln bookings at a time. [1]"
+
+
+def test_a_yes_no_question_is_answered_by_the_unit_that_asserts_alone(embedder) -> None:  # type: ignore[no-untyped-def]
+    passage = ("By default, the studio's glaze room runs open sessions for members during opening hours. "
+               "You can book it for a private class through the front desk.\n")
+    question = "Can I run a private class in the studio's glaze room?"
+    answer = ExtractiveSynthesizer(embedder).compose(question, [_hit(passage, "Glaze room", "Bookings")],
+                                                     embedder.embed_query(question))
+    # The opening hours share the question's words but say neither yes nor no: they no longer pad the answer.
+    assert answer.text == "You can book it for a private class through the front desk. [1]"
 
 
 def _scored(hit: SearchHit, rank: int, text: str, score: float, overlap: float) -> ScoredUnit:

@@ -77,9 +77,11 @@ class ExtractiveSynthesizer:
 
     def __init__(self, embedder: Embedder, *, max_pieces: int = 3, passages: int = 8,
                  min_unit_similarity: float = 0.35, margin: float = 0.1, max_steps: int = 10,
+                 yes_no_weight: float = YES_NO_WEIGHT, value_weight: float = VALUE_WEIGHT,
                  rescore: Callable[[str, Support], Support] | None = None) -> None:
         self.embedder = embedder
-        self.rescore = rescore
+        self.yes_no_weight, self.value_weight = yes_no_weight, value_weight
+        self.rescore = rescore  # a further unit scorer to measure (bench/unit_scorer.py)
         self.max_pieces = max_pieces
         self.passages = passages
         self.min_unit_similarity = min_unit_similarity
@@ -193,7 +195,7 @@ class ExtractiveSynthesizer:
             # for "how do I": steps rarely repeat the question's words, their heading ("Enrolling") does.
             support = Support([dataclasses.replace(u, score=u.score + ANSWER_OVERLAP_WEIGHT * u.overlap)
                                for u in support.units], support.coverage)
-        support = _with_answer_type(question, _with_phrases(question, support))
+        support = _with_answer_type(question, _with_phrases(question, support), self.yes_no_weight, self.value_weight)
         return self.rescore(question, support) if self.rescore else support
 
     def _continue_trailing(self, support: Support, passages: Sequence[SearchHit],
@@ -286,15 +288,16 @@ def _with_phrases(question: str, support: Support) -> Support:
                     if h else u for u, h in zip(support.units, held, strict=True)], support.coverage)
 
 
-def _with_answer_type(question: str, support: Support) -> Support:
-    """The support with the bonus of the units shaped as the question's answer (YES_NO_WEIGHT, VALUE_WEIGHT)."""
-    yes_no, value = bool(_YES_NO.match(question)), bool(_ASKS_VALUE.search(question))
+def _with_answer_type(question: str, support: Support, yes_no_weight: float, value_weight: float) -> Support:
+    """The support plus the bonus of the units shaped as the question's answer (YES_NO_WEIGHT, VALUE_WEIGHT)."""
+    yes_no = bool(yes_no_weight and _YES_NO.match(question))
+    value = bool(value_weight and _ASKS_VALUE.search(question))
     if not yes_no and not value:
         return support
 
     def bonus(u: ScoredUnit) -> float:
-        return ((YES_NO_WEIGHT if yes_no and _ASSERTS.search(u.unit.rendered) else 0.0)
-                + (VALUE_WEIGHT if value and _DIGIT.search(u.unit.rendered) else 0.0))
+        return ((yes_no_weight if yes_no and _ASSERTS.search(u.unit.rendered) else 0.0)
+                + (value_weight if value and _DIGIT.search(u.unit.rendered) else 0.0))
 
     return Support([dataclasses.replace(u, score=u.score + b) if (b := bonus(u)) else u for u in support.units],
                    support.coverage)

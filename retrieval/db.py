@@ -21,6 +21,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from retrieval import schema_versions
 from retrieval.errors import DatabaseError, SchemaError
 from retrieval.settings import StorageSettings
 
@@ -161,13 +162,15 @@ class Database:
             ) from exc
 
     def migrate(self) -> None:
-        """Bring the schema to the newest revision (idempotent; safe from several processes at once)."""
-        from alembic import command
-        from alembic.config import Config
+        """Bring the schema to the newest revision (idempotent; safe from several processes at once).
 
-        migrations_dir = Path(__file__).resolve().parent.parent / "migrations"
-        config = Config()
-        config.set_main_option("script_location", str(migrations_dir))
+        A database already past this code's newest revision (a newer kbbot is being rolled out) is left
+        as it is: this code runs on it when the newer release says it can, else it refuses
+        (retrieval/schema_versions.py)."""
+        from alembic import command
+
+        code = schema_versions.CodeSchema.load()
+        config = schema_versions.alembic_config()
         try:
             with self.engine.begin() as conn:
                 available = conn.execute(
@@ -181,10 +184,16 @@ class Database:
                 # Serialise concurrent start-ups (several replicas) on one advisory lock.
                 conn.execute(text("SELECT pg_advisory_lock(7204501)"))
                 try:
-                    config.attributes["connection"] = conn
-                    command.upgrade(config, "head")
+                    current = schema_versions.database_revision(conn)
+                    if current is not None and not code.knows(current):
+                        schema_versions.check_newer_database(conn, code, current)
+                    else:
+                        config.attributes["connection"] = conn
+                        command.upgrade(config, "head")
+                        schema_versions.record_migration(conn, code)
                     conn.commit()
                 finally:
+                    conn.rollback()
                     conn.execute(text("SELECT pg_advisory_unlock(7204501)"))
                     conn.commit()
         except SchemaError:

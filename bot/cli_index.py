@@ -151,13 +151,16 @@ def search(obj, question: str, k: int, mode: str | None, sources: tuple[str, ...
 @click.option("--source", "sources", multiple=True, help="Only use these sources (repeatable).")
 @click.option("--as-user", "as_user", help="Answer as this Slack user would see it in a DM (asks Slack).")
 @click.option("--channel", help="Answer as readers of this Slack channel would see it (asks Slack).")
+@click.option("--log", "log_it", is_flag=True,
+              help="Record it in the answer log like a Slack question: it then counts in `kbbot gaps`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON (see docs/cli-json.md).")
 @click.pass_obj
 def ask(obj, question: str, sources: tuple[str, ...], as_user: str | None, channel: str | None,  # type: ignore[no-untyped-def]
-        as_json: bool) -> None:
+        log_it: bool, as_json: bool) -> None:
     """Answer QUESTION from the knowledge base, with cited sources.
 
-    It answers from every article, unless --as-user/--channel ask Slack what that reader may see."""
+    It answers from every article, unless --as-user/--channel ask Slack what that reader may see. It is not
+    recorded in the answer log (an admin's tests would fill the knowledge gaps) unless --log."""
     from retrieval.access import ReaderScope
     from retrieval.answer import AskContext
     from retrieval.audiences import indexed_groups
@@ -175,10 +178,23 @@ def ask(obj, question: str, sources: tuple[str, ...], as_user: str | None, chann
         context = AskContext(sources=tuple(sources) or profile_sources, audience=scope, channel=channel,
                              user=as_user)
     answer = obj.services.pipeline.answer(question, context)
+    answer_id = _log_cli_answer(obj, question, answer, as_user=as_user, channel=channel) if log_it else None
     if as_json:
-        _emit_json(json_output.answer_json(answer))
+        _emit_json(json_output.answer_json(answer, answer_id=answer_id))
     else:
         terminal.print_answer(answer)
+        if answer_id is not None:
+            click.echo(f"Logged as answer {answer_id}: `kbbot gaps` and `kbbot answers export` include it.",
+                       err=True)
+
+
+def _log_cli_answer(obj, question: str, answer, *, as_user: str | None, channel: str | None) -> int:  # type: ignore[no-untyped-def]
+    """The question as asked from the terminal: no Slack asker (the gaps report counts the command line
+    as one person); whom it was asked as stays in the metadata, never as the asker."""
+    from retrieval.answer_log import Asked
+
+    metadata = {key: value for key, value in (("as_user", as_user), ("as_channel", channel)) if value}
+    return obj.services.answer_log().record(Asked(question, "cli", metadata=metadata), answer)
 
 
 @click.command()

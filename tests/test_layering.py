@@ -46,3 +46,13 @@ def test_one_token_counter_type() -> None:
                for path in (REPO / package).rglob("*.py")
                if any(defines_it(node) for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))}
     assert defined == {"retrieval/tokens.py"}
+
+
+def test_sql_lives_in_the_core() -> None:
+    """The edges ask retrieval/ for what they need; no table is read or written from bot/ (one place per
+    table to change when the schema does)."""
+    drivers = ("sqlalchemy", "psycopg")
+    wrong = {f"{path.relative_to(REPO)}: {module}"
+             for path in sorted((REPO / "bot").rglob("*.py")) for module in imported_modules(path)
+             if module.split(".")[0] in drivers}
+    assert not wrong, sorted(wrong)

@@ -50,8 +50,12 @@ def _run_sync(obj, sources: list[Source], *, kind: str, as_json: bool) -> SyncRu
 @click.pass_obj
 def migrate(obj) -> None:  # type: ignore[no-untyped-def]
     """Apply database migrations (also done at every start)."""
+    from retrieval.schema_versions import CodeSchema
+
     db = obj.database()
-    click.echo(f"Database {db.display_url} is at revision {db.current_revision()}.")
+    revision, ours = db.current_revision(), CodeSchema.load().head
+    newer = "" if revision == ours else f", newer than this kbbot's {ours}: left as it is (see the warning above)"
+    click.echo(f"Database {db.display_url} is at revision {revision}{newer}.")
 
 
 @click.command()

@@ -8,6 +8,7 @@ newer one with one more migration. They migrate and open the same real PostgreSQ
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -118,8 +119,8 @@ def test_a_release_whose_migration_breaks_this_code_is_refused_in_one_line(
     assert "Traceback" not in result.output
 
 
-def test_a_release_whose_migration_keeps_this_code_working_is_run_on_with_a_warning(
-        database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_release_whose_migration_keeps_this_code_working_is_run_on_with_a_warning(  # type: ignore[no-untyped-def]
+        database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, cli) -> None:
     assert run_kbbot(next_release(tmp_path / "new", compatible=True), database_url).returncode == 0
 
     with caplog.at_level("WARNING", logger="retrieval.schema_versions"):
@@ -136,6 +137,9 @@ def test_a_release_whose_migration_keeps_this_code_working_is_run_on_with_a_warn
         db.close()
     [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert "schema revision 9001" in warning and f"schema revision {HEAD})" in warning
+    migrated = cli("migrate")  # the release step of an old release: it says it left the database alone
+    assert migrated.output.strip().endswith(f"is at revision 9001, newer than this kbbot's {HEAD}: left as it "
+                                            "is (see the warning above).")
 
 
 def test_the_oldest_compatible_revision_walks_back_over_compatible_migrations(tmp_path: Path) -> None:
@@ -151,3 +155,72 @@ def test_every_new_migration_says_whether_the_previous_release_still_runs() -> N
     for migration in script.walk_revisions():
         if migration.revision >= "0012":
             assert isinstance(getattr(migration.module, "compatible_with_previous", None), bool), migration.path
+
+
+ANSWER = (
+    "import json, logging, sys\n"
+    "logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')\n"
+    "from bot.services import Services\n"
+    "from retrieval.settings import load_settings\n"
+    "services = Services(load_settings(_env_file=None, database_url=sys.argv[1], data_dir=sys.argv[2]))\n"
+    "answer = services.pipeline.answer(sys.argv[3])\n"
+    "print(json.dumps({'outcome': answer.outcome, 'text': answer.text,\n"
+    "                  'cited': [c.hit.chunk_id for c in answer.citations]}))\n"
+)
+
+
+def released_code(root: Path, revision: str) -> Path:
+    """The code as committed just before the migration `revision` was added: the previous release, from
+    git (a copy of this tree would carry this release's code). Skips outside a git checkout."""
+    newest = CodeSchema.load().script.get_revision(revision)
+    assert newest is not None and newest.path is not None
+    path = Path(newest.path).relative_to(REPO)
+
+    def git(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, timeout=60)
+
+    added = git("log", "--diff-filter=A", "--format=%H", "--", str(path))
+    if added.returncode != 0:
+        pytest.skip("not a git checkout: the previous release's code is not at hand")
+    commits = added.stdout.decode().split()
+    commit = f"{commits[-1]}^" if commits else "HEAD"  # not committed yet: HEAD is the previous release
+    archive = git("archive", "--format=tar", commit)
+    if archive.returncode != 0:
+        pytest.skip(f"the previous release's commit is not in this clone ({archive.stderr.decode().strip()})")
+    root.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True, timeout=60)
+    return root
+
+
+def test_the_previous_release_answers_on_this_releases_database(demo_database: Database, embedder,  # type: ignore[no-untyped-def]
+                                                                 tmp_path: Path) -> None:
+    """The deploy this release is: its first process has migrated (the demo KB indexed, answer sentences
+    stored by this code), an old process restarts on the database and answers the same question."""
+    from bot.services import Services
+    from retrieval.settings import load_settings
+
+    newest = CodeSchema.load().script.get_revision(HEAD)
+    assert newest is not None and isinstance(newest.down_revision, str)
+    if newest.down_revision < "0012":
+        pytest.skip("the previous release predates the check")
+    url = demo_database.engine.url.render_as_string(hide_password=False)
+    question = "How do I connect to the VPN when I'm working from home?"
+    services = Services(load_settings(_env_file=None, database_url=url, data_dir=tmp_path / "data"),
+                        database=demo_database, embedder=embedder)
+    ours = services.pipeline.answer(question)
+    services.sentence_embedder.flush()  # this release's rows are in the table
+
+    old = released_code(tmp_path / "previous", HEAD)
+    env = {**os.environ, "PYTHONPATH": str(old)}
+    result = subprocess.run([sys.executable, "-c", ANSWER, url, str(tmp_path / "data"), question], env=env,
+                            cwd=old, capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 0, result.stderr
+    theirs = json.loads(result.stdout)
+    assert theirs["outcome"] == ours.outcome == "answered"
+    assert theirs["cited"] == [c.hit.chunk_id for c in ours.citations]
+    assert theirs["text"] == ours.text
+    assert f"schema revision {HEAD})" in result.stderr and "still runs on it" in result.stderr
+    if HEAD == "0013":  # float16 rows: the old code cannot read them, so it computes the sentences' vectors
+        assert "answer units' vectors could not be read (computing them)" in result.stderr, result.stderr
+    assert _revision(demo_database) == HEAD

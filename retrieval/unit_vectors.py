@@ -8,9 +8,12 @@ neither is computed, and written back by a background thread (the answer never w
 `ON CONFLICT DO NOTHING`, so any number of answer workers and processes may write the same passage.
 
 A row belongs to one passage and one embedding space and holds, in order, a hash of the exact text each
-unit is embedded as and the unit's float32 vector. A unit whose hash is not in the row is computed: a
-change of the unit splitting never serves a stale vector, and the row is then rewritten. Vectors only,
-never text, and a reader reaches a row only through a passage its search returned.
+unit is embedded as and the unit's vector in float16 (half the float32 table, ~155 MB instead of ~310 MB on
+the aws index; the answers it gives do not change, BENCHMARKS.md "Session 9: ops"). Every unit vector an
+answer uses is rounded to float16, wherever it came from (memory, the table, the model), so an answer
+does not depend on which tier served it. A unit whose hash is not in the row is computed: a change of the
+unit splitting never serves a stale vector, and the row is then rewritten. Vectors only, never text, and
+a reader reaches a row only through a passage its search returned.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from retrieval.embeddings import Embedder
 log = logging.getLogger(__name__)
 
 HASH_BYTES = 16
+STORED_DTYPE = "<f2"  # little-endian float16, whatever the machine
 WRITE_BATCH = 64  # passages per write-back statement
 
 
@@ -61,10 +65,15 @@ class PassageUnits:
     texts: Sequence[str]
 
 
+def as_stored(vectors: np.ndarray) -> np.ndarray:
+    """The vectors as the table keeps them (float16), back in float32 for the arithmetic."""
+    return np.asarray(vectors, dtype=STORED_DTYPE).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class StoredUnits:
     hashes: list[bytes]
-    vectors: np.ndarray  # (len(hashes), dimension) float32
+    vectors: np.ndarray  # (len(hashes), dimension) float32 holding float16 values
 
     def lookup(self) -> dict[bytes, np.ndarray]:
         return dict(zip(self.hashes, self.vectors, strict=True))
@@ -72,12 +81,13 @@ class StoredUnits:
 
 def pack(texts: Sequence[str], vectors: np.ndarray) -> tuple[bytes, bytes]:
     hashes = b"".join(unit_hash(t) for t in texts)
-    return hashes, np.ascontiguousarray(vectors, dtype="<f4").tobytes()
+    return hashes, np.ascontiguousarray(vectors, dtype=STORED_DTYPE).tobytes()
 
 
 def unpack(hashes: bytes, vectors: bytes, dimension: int) -> StoredUnits:
     n = len(hashes) // HASH_BYTES
-    matrix = np.frombuffer(vectors, dtype="<f4").reshape(n, dimension) if n else np.zeros((0, dimension), np.float32)
+    matrix = (np.frombuffer(vectors, dtype=STORED_DTYPE).reshape(n, dimension).astype(np.float32) if n
+              else np.zeros((0, dimension), np.float32))
     return StoredUnits([hashes[i * HASH_BYTES:(i + 1) * HASH_BYTES] for i in range(n)], matrix)
 
 
@@ -105,7 +115,7 @@ class UnitVectorStore:
             if space is None or not chunk_ids:
                 return {}
             rows = conn.execute(
-                "SELECT chunk_id, unit_hashes, vectors FROM unit_vectors WHERE chunk_id = ANY(%s) "
+                "SELECT chunk_id, unit_hashes, vectors_f16 FROM unit_vectors WHERE chunk_id = ANY(%s) "
                 "AND space_id = %s", (list(chunk_ids), space)).fetchall()
         return {cid: unpack(bytes(h), bytes(v), self.dimension) for cid, h, v in rows}
 
@@ -120,11 +130,11 @@ class UnitVectorStore:
             if space is None:
                 return 0
             packed = [(cid, *pack(texts, vectors)) for cid, texts, vectors in passages]
-            conflict = ("DO UPDATE SET unit_hashes = EXCLUDED.unit_hashes, vectors = EXCLUDED.vectors "
+            conflict = ("DO UPDATE SET unit_hashes = EXCLUDED.unit_hashes, vectors_f16 = EXCLUDED.vectors_f16 "
                         "WHERE unit_vectors.unit_hashes <> EXCLUDED.unit_hashes") if replace else "DO NOTHING"
             # The join drops passages deleted since they were read: their vectors have nothing to belong to.
             cur = conn.execute(
-                "INSERT INTO unit_vectors (chunk_id, space_id, unit_hashes, vectors) "
+                "INSERT INTO unit_vectors (chunk_id, space_id, unit_hashes, vectors_f16) "
                 "SELECT u.chunk_id, %s, u.h, u.v FROM unnest(%s::bigint[], %s::bytea[], %s::bytea[]) "
                 "AS u(chunk_id, h, v) JOIN chunks c ON c.id = u.chunk_id "
                 f"ON CONFLICT (chunk_id, space_id) {conflict}",
@@ -208,7 +218,7 @@ class UnitEmbedder:
                 if not current:
                     vectors = np.stack([found[t] for t in p.texts]) if p.texts else np.zeros((0, self.dimension))
                     self._enqueue((p.chunk_id, list(p.texts), vectors), replace=row is not None)
-        return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
+        return as_stored(np.stack([found[t] for t in texts]))
 
     def flush(self) -> None:
         """Wait until every vector handed to the writer is stored (tests, and a clean shutdown)."""

@@ -16,8 +16,10 @@ from retrieval.sources.filesystem import FilesystemSource
 from retrieval.sync import Indexer
 from retrieval.unit_vectors import PassageUnits, UnitEmbedder, UnitVectorStore, passage_unit_texts, unit_hash
 from tests.helpers import SECTIONED, CountingEmbedder, write_article
+from tests.test_migrations import _alembic
 
 QUESTION = "how do I connect to the VPN"
+F16_ERROR = 3e-4  # float16 rounding of a unit vector's coordinates (|x| < 0.5: at most 2.4e-4)
 
 
 def store_for(db: Database, embedder) -> UnitVectorStore:  # type: ignore[no-untyped-def]
@@ -30,7 +32,7 @@ def pipeline_for(db: Database, embedder, units: UnitEmbedder) -> AnswerPipeline:
 
 def stored_rows(db: Database) -> dict[int, tuple[bytes, bytes]]:
     with db.raw_connection() as conn:
-        rows = conn.execute("SELECT chunk_id, unit_hashes, vectors FROM unit_vectors").fetchall()
+        rows = conn.execute("SELECT chunk_id, unit_hashes, vectors_f16 FROM unit_vectors").fetchall()
     return {cid: (bytes(h), bytes(v)) for cid, h, v in rows}
 
 
@@ -83,9 +85,9 @@ def test_stored_vectors_equal_fresh_ones_and_answers_do_not_change(demo_database
     for chunk_id, texts in passages_of(demo_database, list(rows)):
         hashes, packed = rows[chunk_id]
         assert hashes == b"".join(unit_hash(t) for t in texts)
-        stored = np.frombuffer(packed, dtype="<f4").reshape(len(texts), embedder.dimension)
+        stored = np.frombuffer(packed, dtype="<f2").reshape(len(texts), embedder.dimension)
         fresh = embedder.embed_documents(texts)
-        np.testing.assert_allclose(stored, fresh, atol=1e-5)
+        np.testing.assert_allclose(stored, fresh, atol=F16_ERROR)  # float16: ~3 significant digits
 
 
 def test_a_row_of_other_units_is_not_served_and_is_replaced(demo_database, embedder) -> None:  # type: ignore[no-untyped-def]
@@ -99,7 +101,7 @@ def test_a_row_of_other_units_is_not_served_and_is_replaced(demo_database, embed
     vectors = units.embed_units([PassageUnits(chunk_id, texts)])
     units.flush()
     assert model.embedded == len(texts)  # nothing of the stale row was served
-    np.testing.assert_allclose(vectors, embedder.embed_documents(texts), atol=1e-5)
+    np.testing.assert_allclose(vectors, embedder.embed_documents(texts), atol=F16_ERROR)
     assert stored_rows(demo_database)[chunk_id][0] == b"".join(unit_hash(t) for t in texts)
 
 
@@ -185,3 +187,36 @@ def test_a_forgotten_article_takes_its_vectors_with_it(database, embedder, kb: P
     with database.raw_connection() as conn:
         conn.execute("DELETE FROM sources")  # `kbbot forget` of the last source
     assert stored_rows(database) == {}
+
+
+def test_the_float16_migration_keeps_every_stored_row_both_ways(demo_database, embedder) -> None:  # type: ignore[no-untyped-def]
+    """0013 converts the rows a warmed index holds (float32 -> float16), and its downgrade converts back."""
+    passages = passages_of(demo_database)[:12]
+    units = UnitEmbedder(embedder, store_for(demo_database, embedder))
+    units.embed_units([PassageUnits(cid, texts) for cid, texts in passages])
+    units.flush()
+    rows = stored_rows(demo_database)
+    assert len(rows) == len(passages)
+
+    _alembic(demo_database, "downgrade", "0012")
+    with demo_database.raw_connection() as conn:
+        as_float32 = {cid: (bytes(h), bytes(v)) for cid, h, v in conn.execute(
+            "SELECT chunk_id, unit_hashes, vectors FROM unit_vectors").fetchall()}
+    assert set(as_float32) == set(rows)
+    for cid, (hashes, packed) in rows.items():
+        assert as_float32[cid][0] == hashes
+        assert np.array_equal(np.frombuffer(as_float32[cid][1], "<f4"), np.frombuffer(packed, "<f2"))
+
+    _alembic(demo_database, "upgrade", "head")
+    assert stored_rows(demo_database) == rows
+    with demo_database.raw_connection() as conn:
+        names = {r[0] for r in conn.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'unit_vectors'::regclass "
+            "AND contype IN ('p', 'f')").fetchall()}
+        indexes = {r[0] for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'unit_vectors'").fetchall()}
+    assert names == {"unit_vectors_pkey", "unit_vectors_chunk_id_fkey", "unit_vectors_space_id_fkey"}
+    assert indexes == {"unit_vectors_pkey", "unit_vectors_space_idx"}
+    reader = UnitEmbedder(CountingEmbedder(embedder), store_for(demo_database, embedder))
+    reader.embed_units([PassageUnits(cid, texts) for cid, texts in passages])
+    assert reader.inner.embedded == 0 and reader.db_hits == sum(len(t) for _, t in passages)  # type: ignore[attr-defined]

@@ -209,7 +209,8 @@ def main() -> None:
     from retrieval.settings import load_settings
     from retrieval.unit_vectors import UnitVectorStore
 
-    result: dict[str, Any] = {"uptime_start": os.getloadavg()}
+    result: dict[str, Any] = {"started_at": time.strftime("%H:%M:%S UTC", time.gmtime()),
+                              "uptime_start": os.getloadavg()}
     result["copy"] = copy_index(args.source, args.copy)
     if not args.keep:  # registered before the copy's server starts, so it runs after the server stops
         atexit.register(shutil.rmtree, args.copy, True)
@@ -219,7 +220,10 @@ def main() -> None:
     config = alembic_config()
     with db.engine.connect() as conn:  # the schema just before this change: float32 vectors
         config.attributes["connection"] = conn
-        command.upgrade(config, "0012")
+        if (result["revision_of_the_copy"] or "") > "0012":  # the shared index was migrated since: back
+            command.downgrade(config, "0012")  # (its float32 rows then hold float16 values: sizes still hold)
+        else:
+            command.upgrade(config, "0012")
         conn.commit()
     with db.raw_connection() as conn:
         result["unit_vectors_float32"] = table_size(conn, "unit_vectors")
@@ -254,6 +258,7 @@ def main() -> None:
     db.close()
     result["demo"] = demo_part(url, settings_for, embedder)
     result["uptime_end"] = os.getloadavg()
+    result["finished_at"] = time.strftime("%H:%M:%S UTC", time.gmtime())
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("aws_answers", "demo")}, indent=2))

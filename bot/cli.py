@@ -71,7 +71,7 @@ NARRATED_COMMANDS = {"demo"}
 
 
 class _SentenceFormatter(logging.Formatter):
-    """An interactive command's log as sentences: INFO as the bare message, worse with its level."""
+    """A command's log on a terminal as sentences: INFO as the bare message, worse with its level."""
 
     def format(self, record: logging.LogRecord) -> str:
         message = super().format(record)
@@ -80,7 +80,9 @@ class _SentenceFormatter(logging.Formatter):
 
 def _configure_logging(level: str, *, verbose: bool, command: str | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if verbose or command in SERVICE_COMMANDS:
+    # Someone reads a terminal now; a file or a pipe (cron, CI) is read later and needs the times.
+    read_later = not sys.stderr.isatty() and command not in NARRATED_COMMANDS
+    if verbose or command in SERVICE_COMMANDS or read_later:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         handler.setFormatter(_SentenceFormatter("%(message)s"))

@@ -238,8 +238,9 @@ def settings_for(name: str, run: str):  # type: ignore[no-untyped-def]
     return aws_settings("aws")
 
 
-def record(names: list[str], run: str, kinds: set[str] | None = None) -> None:
-    """Each question once through the pipeline's search and support; what the gate reads is kept."""
+def record(names: list[str], run: str, kinds: set[str] | None = None, acronyms: bool = True) -> None:
+    """Each question once through the pipeline's search and support; what the gate reads is kept.
+    `acronyms=False` embeds the questions as asked (retrieval/acronyms.py off), to measure what it does."""
     import time
 
     from bot.services import Services
@@ -252,6 +253,8 @@ def record(names: list[str], run: str, kinds: set[str] | None = None) -> None:
         services = Services(settings_for(name, run))
         _current_postings(services)
         pipeline = services.pipeline
+        if not acronyms:
+            pipeline.searcher.acronyms = None  # type: ignore[attr-defined]
         _save_density(services, out_dir / f"{name}-density.json")
         for kind, path in question_files()[name].items():
             if kinds and kind not in kinds:
@@ -527,11 +530,13 @@ def main() -> None:
     parser.add_argument("--name", default="base", help="the recorded passes to use (a folder name)")
     parser.add_argument("--sets", default="demo,aws,python-faq")
     parser.add_argument("--kinds", help="record only these kinds, e.g. answerable-heldout (default: all)")
+    parser.add_argument("--no-acronyms", action="store_true",
+                        help="record: embed questions as asked, without the KB's acronyms spelled out")
     parser.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "abstention.json")
     args = parser.parse_args()
     names = [n for n in args.sets.split(",") if n in question_files()]
     if args.command == "record":
-        record(names, args.name, set(args.kinds.split(",")) if args.kinds else None)
+        record(names, args.name, set(args.kinds.split(",")) if args.kinds else None, not args.no_acronyms)
         return
     if args.command == "density":  # passes recorded before the density was: measure it alone
         measure_densities(names, args.name)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bot.lazy import built_once
+from retrieval.acronyms import AcronymReader
 from retrieval.answer import AnswerPipeline, Synthesizer
 from retrieval.answer_log import AnswerLog
 from retrieval.db import Database
@@ -82,7 +83,13 @@ class Services:
     def searcher(self) -> Searcher:
         search = self.settings.search
         return Searcher(self.search_database(), self.embedder, mode=search.search_mode,
-                        ef_search=search.hnsw_ef_search, embedder_for=self.embedder_for_space)
+                        ef_search=search.hnsw_ef_search, embedder_for=self.embedder_for_space,
+                        acronyms=self.acronyms)
+
+    @built_once
+    def acronyms(self) -> AcronymReader:
+        """The index's acronyms, read once for every searcher of the process (retrieval/acronyms.py)."""
+        return AcronymReader(self.search_database())
 
     def embedder_for_space(self, space: EmbeddingSpace) -> Embedder:
         """An embedder for a space made by another model than the configured one: while a re-embed with a

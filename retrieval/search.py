@@ -25,6 +25,7 @@ import psycopg
 from psycopg.rows import namedtuple_row
 
 from retrieval.access import ReaderScope
+from retrieval.acronyms import AcronymReader
 from retrieval.db import Database, translate_errors
 from retrieval.embeddings import Embedder
 from retrieval.errors import EmptyQuestionError, ModelMismatchError, SchemaError, SourceError, SpaceChangedError
@@ -241,8 +242,12 @@ class Searcher:
     def __init__(self, db: Database, embedder: Embedder, *, mode: SearchMode = DEFAULTS.search.search_mode,
                  ef_search: int = DEFAULTS.search.hnsw_ef_search, weights: FusionWeights | None = None,
                  embedder_for: Callable[[EmbeddingSpace], Embedder] | None = None,
-                 lexical: LexicalIndex | None = None, exact_filter_max_rows: int = EXACT_FILTER_MAX_ROWS) -> None:
+                 lexical: LexicalIndex | None = None, exact_filter_max_rows: int = EXACT_FILTER_MAX_ROWS,
+                 acronyms: AcronymReader | None = None, expand_acronyms: bool = True) -> None:
         self.db = db
+        # The question is embedded with the KB's own acronyms spelled out (retrieval/acronyms.py); the
+        # lexical branch searches it as asked. `acronyms` shares one glossary between searchers.
+        self.acronyms = (acronyms or AcronymReader(db)) if expand_acronyms else None
         self.embedder = embedder
         self.mode = mode
         self.ef_search = ef_search
@@ -281,7 +286,7 @@ class Searcher:
             space = self.space(refresh=attempt > 1)
             embedder = self.query_embedder(space)
             started = time.perf_counter()
-            qvec = embedder.embed_query(question)
+            qvec = embedder.embed_query(self.acronyms.expand(question) if self.acronyms else question)
             embed_ms = (time.perf_counter() - started) * 1000
             try:
                 result = self.search_vector(question, qvec, k=k, sources=sources, mode=mode, space=space,

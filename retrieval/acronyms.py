@@ -12,7 +12,9 @@ dense branch sees it; the lexical branch keeps the question as asked, and the an
 A definition counts only when the words before the parenthesis spell the acronym by their initials (small
 words such as "and" or "of" may be skipped, a hyphenated word may give one letter per part): "Employee
 assistance programme (EAP)" does, "see the portal (PDF)" does not. An acronym defined differently in
-several places takes its most frequent long form.
+several places takes its most frequent long form. Two cases are left as asked: an acronym that is part
+of a name ("SQL Server", "AWS Lambda"), and one used in most articles (the KB's own name: "AWS" in the AWS
+docs), which tells no passage from another.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import re
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import text
 
@@ -35,6 +37,13 @@ READABLE = ["public", "everyone"]  # audience tokens every member holds (retriev
 # "(MFA)", and Markdown-escaped "\(IAM\)" as the AWS docs write it: 2-8 letters, at least two capitals.
 _DEFINED = re.compile(r"\\?\(([A-Z][A-Za-z]{1,7})\\?\)")
 _WORD = re.compile(r"[^\W\d_][\w'-]*")
+# An acronym followed by a capitalised word is part of a name ("SQL Server", "AWS Lambda"): spelling it
+# out there would break the name the passages use ("SQL (structured query language) Server").
+_NAME_GOES_ON = re.compile(r"[ \t]+[A-Z]")
+# An acronym in more than this share of the articles is the KB's own name ("AWS" in the AWS docs): it tells
+# no passage from another, so spelling it out only dilutes the question.
+MAX_ARTICLE_SHARE = 0.5
+_CAPITALISED = re.compile(r"\b[A-Z][A-Za-z]{1,7}\b")
 _SKIPPABLE = frozenset({"a", "an", "and", "for", "in", "of", "on", "or", "the", "to", "with"})
 _MAX_WORDS = 8  # words before the parenthesis a long form may span
 _BEFORE = 120  # characters before the parenthesis read for its long form, on the same line only
@@ -81,6 +90,14 @@ def definitions(bodies: Iterable[str]) -> Iterator[tuple[str, str]]:
             yield before, match.group(1)
 
 
+def _in_most_articles(bodies: Sequence[str], acronyms: set[str]) -> set[str]:
+    """The acronyms used in more than MAX_ARTICLE_SHARE of the articles."""
+    counts: Counter[str] = Counter()
+    for body in bodies:
+        counts.update(acronyms.intersection(_CAPITALISED.findall(body)))
+    return {a for a, n in counts.items() if n > MAX_ARTICLE_SHARE * len(bodies)}
+
+
 def glossary(definitions: Iterable[tuple[str, str]]) -> dict[str, str]:
     """acronym -> long form, from (words before the parenthesis, acronym) pairs."""
     seen: dict[str, Counter[str]] = defaultdict(Counter)
@@ -102,7 +119,7 @@ def expand(question: str, terms: Mapping[str, str]) -> str:
     for match in _WORD.finditer(question):
         token = match.group()
         acronym = token if token in terms else token.upper() if _lower_acronym(token, terms) else None
-        if acronym is None or terms[acronym] in asked:
+        if acronym is None or terms[acronym] in asked or _NAME_GOES_ON.match(question, match.end()):
             continue
         out += [question[last:match.end()], f" ({terms[acronym]})"]
         last = match.end()
@@ -132,6 +149,8 @@ class AcronymReader:
         with translate_errors("Reading the knowledge base's acronyms"), self.db.engine.connect() as conn:
             bodies = conn.execute(_SQL, {"readable": READABLE}).scalars().all()
         terms = glossary(definitions(bodies))
+        frequent = _in_most_articles(bodies, set(terms))
+        terms = {acronym: long for acronym, long in terms.items() if acronym not in frequent}
         log.debug("%d acronyms defined in the index, read in %.0f ms", len(terms),
                   (time.perf_counter() - started) * 1000)
         return terms

@@ -47,7 +47,7 @@ _CAPITALISED = re.compile(r"\b[A-Z][A-Za-z]{1,7}\b")
 _SKIPPABLE = frozenset({"a", "an", "and", "for", "in", "of", "on", "or", "the", "to", "with"})
 _MAX_WORDS = 8  # words before the parenthesis a long form may span
 _BEFORE = 120  # characters before the parenthesis read for its long form, on the same line only
-_SQL = text("SELECT body FROM articles WHERE audience && CAST(:readable AS text[]) AND strpos(body, '(') > 0")
+_SQL = text("SELECT body FROM articles WHERE audience && CAST(:readable AS text[])")
 REFRESH_S = 3600.0  # a sync may add definitions: read them again at most this often (in the background)
 
 

@@ -35,6 +35,10 @@ def test_a_question_gets_the_long_form_after_the_acronym_it_uses() -> None:
     assert expand("How do I enroll in MFA?", terms) == "How do I enroll in MFA (multi-factor authentication)?"
     assert expand("is the eap free?", terms) == "is the eap (employee assistance programme) free?"  # as typed in Slack
     assert expand("can it wait?", terms) == "can it wait?"  # a two-letter acronym only as written: not "it"
+    # part of a name: "SQL Server" is what the passages say, not "SQL (structured query language) Server"
+    named = {"SQL": "structured query language", "KMS": "key management service"}
+    assert expand("How do I shorten failover in SQL Server?", named) == "How do I shorten failover in SQL Server?"
+    assert expand("Can I use my own keys in KMS?", named) == "Can I use my own keys in KMS (key management service)?"
     spelled = "How do I enroll in multi-factor authentication (MFA)?"
     assert expand(spelled, terms) == spelled  # already said
     assert expand("What is the capital of Peru?", terms) == "What is the capital of Peru?"
@@ -52,9 +56,13 @@ def test_only_definitions_every_member_may_read_are_used(database: Database, emb
     _article(kb, "facilities/garage.md", "## Levels\nThe Parking Garage Lift (PGL) runs from 7:00.")
     _article(kb, "hr/bonus.md", "## Bonus\nThe Quorbex Bonus Scheme (QBS) pays in March.", audience="[S0HR]")
     _article(kb, "it/portal.md", "## Portal\nAsk in the Self Service Desk (SSD) portal.", audience="public")
+    # NAC is in 3 of the 5 articles every member may read: the KB's own name, it tells no article apart
+    _article(kb, "it/lockers.md", "## Lockers\nLockers open with the Northwind Access Card (NAC).")
+    _article(kb, "it/wifi.md", "## Wi-Fi\nYour NAC is not needed for Wi-Fi.")
+    _article(kb, "it/printing.md", "## Printing\nTap your NAC on the printer.")
     Indexer(database, embedder, chunk_max_tokens=200).sync([FilesystemSource("kb", kb)])
     terms = AcronymReader(database).read()
-    assert terms == {"PGL": "parking garage lift", "SSD": "self service desk"}  # not the HR-only QBS
+    assert terms == {"PGL": "parking garage lift", "SSD": "self service desk"}, terms  # not the HR-only QBS
     assert AcronymReader(database).expand("when does the QBS pay?") == "when does the QBS pay?"
 
 

@@ -19,7 +19,10 @@ sets lack: policies the KB does not have, AWS services outside its 14 guides, ot
 bench/sets/aws-answerable-heldout.jsonl (20 questions of ours on pages outside the gold set) and
 python-faq's 105 questions (answerable, a third kind of KB). The report gives each set's rates at the
 chosen gate, the same chosen on one set alone (does it carry to the other?), and cross-validated rates:
-the gate chosen on 4/5 of each calibration set, scored on the fifth it did not see.
+the gate chosen on 4/5 of each calibration set, scored on the fifth it did not see. It also gives what each
+refusal lists (`shipped_refusals`: off-topic refusals listing nothing, answerable ones keeping their list,
+by the sets' `kind` labels) and the nearness cut-off chosen on the refusals (`near_chosen`,
+AbstentionGate.near). `record --no-acronyms` embeds the questions as asked (retrieval/acronyms.py off).
 """
 
 from __future__ import annotations

@@ -293,7 +293,7 @@ def _rounded(summary: dict) -> dict:  # type: ignore[type-arg]
 
 
 # --- cost: rounds alternated in one process ----------------------------------------------------------------
-def cost(rounds: int = 3, passages: int = 64) -> dict[str, object]:
+def cost(rounds: int = 4, passages: int = 32) -> dict[str, object]:
     """Query-embedding p50/p95 over every set's questions and passages/s over aws chunks, both models
     alternating (each round starts with the other one), so load changes fall on both sides."""
     from retrieval.evaluation import load_labelled_queries

@@ -208,11 +208,13 @@ def status(obj, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     """Index size, embedding model, sources, last sync and failures."""
     from retrieval.status import index_status
 
+    embeddings = obj.settings.embeddings
+    configured = f"{embeddings.embedding_provider}/{embeddings.resolved_model}"
     result = index_status(obj.database())
     if as_json:
-        _emit_json(json_output.status_json(result))
+        _emit_json(json_output.status_json(result) | {"configured_embedding_model": configured})
     else:
-        terminal.print_status(result)
+        terminal.print_status(result, configured_model=configured)
 
 
 @click.command(name="eval")

@@ -137,11 +137,16 @@ def print_run(run: SyncRun, *, label: str = "Sync") -> None:
         console.print(f"  … and {len(run.errors) - 20} more (see `kbbot status --json`).")
 
 
-def print_status(status: IndexStatus) -> None:
+def print_status(status: IndexStatus, *, configured_model: str | None = None) -> None:
     console.print(f"Index: {plural(status.articles, 'article')}, {plural(status.chunks, 'passage')}, "
                   f"{plural(status.vectors, 'vector')}")
     console.print(f"Embedding model: {status.model or 'none yet'}"
                   + (f" ({status.dimension} dims)" if status.dimension else ""))
+    # A changed KBBOT_EMBEDDING_MODEL takes effect only with a full re-embed; until then questions are
+    # embedded by the index's own model, which an admin who just switched would not guess.
+    if configured_model and status.model and configured_model not in (status.model, status.building_model):
+        console.print(f"[yellow]Configured model {configured_model} is not the index's: questions use "
+                      f"{status.model} until `kbbot sync --full` re-embeds with it.[/yellow]")
     if status.answer_sentences is not None:
         console.print(status.answer_sentences.line().capitalize())
     if status.building_model:

@@ -150,3 +150,18 @@ def test_ask_is_left_out_of_the_answer_log_unless_logged(cli, kb: Path) -> None:
     rows = [json.loads(line) for line in exported]
     assert sorted(r["question"] for r in rows) == sorted([unanswerable, "Where do visitors park?"])
     assert {r["channel_kind"] for r in rows} == {"cli"} and {r["asker"] for r in rows} == {None}
+
+
+def test_status_says_when_the_configured_model_is_not_the_indexs(cli, kb: Path,  # type: ignore[no-untyped-def]
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    cli("ingest", str(kb), "--json")
+    assert "is not the index's" not in cli("status").output
+    assert json.loads(cli("status", "--json").output)["configured_embedding_model"] == "local/all-MiniLM-L6-v2"
+
+    monkeypatch.setenv("KBBOT_EMBEDDING_MODEL", "all-mpnet-base-v2")  # switched, not yet re-embedded
+    text = " ".join(cli("status").output.split())
+    assert ("Configured model local/all-mpnet-base-v2 is not the index's: questions use local/all-MiniLM-L6-v2 "
+            "until `kbbot sync --full` re-embeds with it.") in text
+    status = json.loads(cli("status", "--json").output)
+    assert status["configured_embedding_model"] == "local/all-mpnet-base-v2"
+    assert status["embedding_model"] == "local/all-MiniLM-L6-v2"

@@ -34,6 +34,7 @@ import os
 import pickle
 import random
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -310,16 +311,21 @@ def load_evidence(run: str) -> dict[str, dict[str, list[dict]]]:  # type: ignore
     from retrieval.abstention import Evidence
 
     out: dict[str, dict[str, list[dict]]] = {}  # type: ignore[type-arg]
+    for name, kind, density, passes in recorded_passes(run):
+        out.setdefault(name, {})[kind] = [
+            {"id": p["id"], **asdict(Evidence.of(p["hits"], p["support"], density))} for p in passes]
+    return out
+
+
+def recorded_passes(run: str) -> Iterator[tuple[str, str, float | None, list[dict]]]:  # type: ignore[type-arg]
+    """Each recorded (set, kind) of `run`: the set's stored density and the passes."""
     for name, kinds in question_files().items():
         density_file = BENCH_DIR / "abstention-passes" / run / f"{name}-density.json"
         density = json.loads(density_file.read_text())["density"] if density_file.exists() else None
         for kind in kinds:
             path = BENCH_DIR / "abstention-passes" / run / f"{name}-{kind}.pkl"
             if path.exists():
-                passes = pickle.loads(path.read_bytes())
-                out.setdefault(name, {})[kind] = [
-                    {"id": p["id"], **asdict(Evidence.of(p["hits"], p["support"], density))} for p in passes]
-    return out
+                yield name, kind, density, pickle.loads(path.read_bytes())
 
 
 # The unsure band (AbstentionGate.unsure_band): answers that clear the bar by less are said to be unsure.
@@ -403,22 +409,16 @@ def load_refusals(run: str, gate) -> dict[str, dict[str, list[dict]]]:  # type: 
 
     gold, labels = _gold_articles(), _labels()
     out: dict[str, dict[str, list[dict]]] = {}  # type: ignore[type-arg]
-    for name, kinds in question_files().items():
-        density_file = BENCH_DIR / "abstention-passes" / run / f"{name}-density.json"
-        density = json.loads(density_file.read_text())["density"] if density_file.exists() else None
-        for kind in kinds:
-            path = BENCH_DIR / "abstention-passes" / run / f"{name}-{kind}.pkl"
-            if not path.exists():
+    for name, kind, density, passes in recorded_passes(run):
+        refused = out.setdefault(name, {}).setdefault(kind, [])
+        for p in passes:
+            if gate.answers(Evidence.of(p["hits"], p["support"], density)):
                 continue
-            refused = out.setdefault(name, {}).setdefault(kind, [])
-            for p in pickle.loads(path.read_bytes()):
-                if gate.answers(Evidence.of(p["hits"], p["support"], density)):
-                    continue
-                listed = {h.article_id: h.external_id for h in _distinct_articles(p["hits"], 3)}
-                best = max((h.similarity or 0.0 for h in p["hits"] if h.article_id in listed), default=0.0)
-                refused.append({"id": p["id"], "similarity": best, "density": density,
-                                "gold_listed": bool(gold.get(p["id"], set()) & set(listed.values())),
-                                "label": "answerable" if kind.startswith("answerable") else labels.get(p["id"])})
+            listed = {h.article_id: h.external_id for h in _distinct_articles(p["hits"], 3)}
+            best = max((h.similarity or 0.0 for h in p["hits"] if h.article_id in listed), default=0.0)
+            refused.append({"id": p["id"], "similarity": best, "density": density,
+                            "gold_listed": bool(gold.get(p["id"], set()) & set(listed.values())),
+                            "label": "answerable" if kind.startswith("answerable") else labels.get(p["id"])})
     return out
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from sqlalchemy.engine import URL, make_url
 from bench.peers import cache_format
 from bench.peers.cache_format import CACHE_DIR, AwsChunks, CacheFiles, default_stem, percentile
 from bench.peers.rounds import timed_round  # shared with the peers' side
+from retrieval.file_digest import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -45,14 +45,6 @@ __all__ = ["AWS_DIR", "AwsChunks", "bench_server", "load_aws", "percentile", "sc
 
 
 # --- the embedding cache --------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def local_embedder(concurrent_calls: int = 1):  # type: ignore[no-untyped-def]
     """all-MiniLM-L6-v2 on the runtime kbbot itself would use (KBBOT_EMBEDDING_BACKEND: ONNX Runtime by
     default, `torch` for sentence-transformers; KBBOT_EMBEDDING_THREADS), as `kbbot ingest` builds it.
@@ -137,8 +129,8 @@ def build_aws_cache(stem: Path, *, aws_dir: Path = AWS_DIR, helper: bool = False
     np.save(files.vectors, vectors)
     np.save(files.query_vectors, query_vectors)
     files.manifest.write_text(json.dumps({
-        "corpus": str(corpus), "corpus_sha256": _sha256(corpus),
-        "chunker_sha256": _sha256(REPO / "retrieval" / "chunking.py"), "max_tokens": max_tokens,
+        "corpus": str(corpus), "corpus_sha256": sha256_file(corpus),
+        "chunker_sha256": sha256_file(REPO / "retrieval" / "chunking.py"), "max_tokens": max_tokens,
         "model": f"{embedder.provider}/{embedder.model}", "runtime": getattr(embedder, "backend", None),
         "dimension": int(vectors.shape[1]),
         "chunks": len(chunks), "articles": len({c["article"] for c in chunks}), "queries": len(queries),
@@ -227,7 +219,7 @@ def load_aws(*, rebuild: bool = False) -> AwsChunks:
         if not files.complete():
             build_aws_cache(stem)
     data = cache_format.load(stem)
-    if data.manifest.get("corpus_sha256") != _sha256(AWS_DIR / "corpus.jsonl"):
+    if data.manifest.get("corpus_sha256") != sha256_file(AWS_DIR / "corpus.jsonl"):
         raise SystemExit(f"{stem}.*: the corpus changed since the cache was built; rerun with --rebuild.")
     return data
 

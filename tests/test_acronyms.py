@@ -78,3 +78,25 @@ def test_the_readme_mfa_question_is_embedded_with_what_mfa_stands_for(demo_datab
     enrolling_before = [h for h in as_asked.hits if h.heading_path[-1:] == ("Enrolling",)]
     assert enrolling and enrolling_before
     assert enrolling[0].similarity > enrolling_before[0].similarity + 0.1  # type: ignore[operator]
+
+
+def test_the_glossary_is_read_again_only_after_a_sync_changed_the_articles(database: Database, embedder: Any,
+                                                                         tmp_path: Path) -> None:
+    kb = tmp_path / "kb"
+    _article(kb, "facilities/garage.md", "## Levels\nThe Parking Garage Lift (PGL) runs from 7:00.")
+    for name in ("wifi", "printing"):  # so PGL is not in most articles (the KB's own name)
+        _article(kb, f"it/{name}.md", f"## {name}\nAsk the IT desk about {name}.")
+    Indexer(database, embedder, chunk_max_tokens=200).sync([FilesystemSource("kb", kb)])
+    reader = AcronymReader(database)
+    assert reader.terms() == {"PGL": "parking garage lift"}
+    reads = []
+    real_read = reader.read
+    reader.read = lambda: reads.append(1) or real_read()  # type: ignore[method-assign]
+
+    reader._refresh()  # the hourly look, nothing synced since
+    assert reads == [] and reader.terms() == {"PGL": "parking garage lift"}
+
+    _article(kb, "it/portal.md", "## Portal\nAsk in the Self Service Desk (SSD) portal.")
+    Indexer(database, embedder, chunk_max_tokens=200).sync([FilesystemSource("kb", kb)])
+    reader._refresh()
+    assert reads == [1] and reader.terms()["SSD"] == "self service desk"
